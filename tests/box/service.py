@@ -1,0 +1,92 @@
+"""The optillm-proxy service as seen from outside the box: its PID, its /health, restarts timed.
+
+The box shares the host network, so /health is polled from the host at 127.0.0.1:4020; timing is
+measured here (reported, never asserted against a number: the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+
+from ops.layout import LISTEN_PORT, SERVICE
+from tests.box.errors import BoxError
+from tests.box.machine import Box
+
+HEALTH_URL = f"http://127.0.0.1:{LISTEN_PORT}/health"
+
+
+def healthy() -> bool:
+    try:
+        with urllib.request.urlopen(HEALTH_URL, timeout=2) as resp:
+            return resp.status == 200 and json.load(resp).get("status") == "ok"
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def show(box: Box, *props: str, unit: str = SERVICE) -> dict[str, str]:
+    out = box.check(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def main_pid(box: Box) -> int:
+    """MainPID in the box's PID namespace."""
+    return int(show(box, "MainPID")["MainPID"])
+
+
+
+def _host_pid(box: Box, box_pid: int) -> int:
+    # Walk the host's /proc for the process whose innermost NSpid is box_pid inside this box.
+    box_ns = os.readlink(f"/proc/{box.pid1}/ns/pid")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != box_ns:
+                continue
+            with open(f"/proc/{entry}/status") as status:
+                for line in status:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == box_pid:
+                            return int(entry)
+                        break
+        except (OSError, ValueError):
+            continue
+    raise BoxError(f"no host process for box pid {box_pid}")
+
+
+def wait_healthy(box: Box, timeout: float = 180.0, *, not_pid: int = 0) -> float:
+    """Seconds until the unit is active with a main PID other than `not_pid` and /health answers."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if healthy():
+            pid = main_pid(box)
+            if pid and pid != not_pid:
+                return time.monotonic() - start
+        time.sleep(0.1)
+    raise BoxError(f"{SERVICE} not healthy within {timeout}s:\n{journal(box, 40)}\n"
+                   f"{box.run(f'systemctl status {SERVICE} --no-pager').stdout}")
+
+
+def kill_and_recover(box: Box, sig: int = signal.SIGKILL, timeout: float = 180.0) -> float:
+    """Signal the main process; seconds until a new main process serves /health."""
+    old = main_pid(box)
+    if not old:
+        raise BoxError(f"{SERVICE} has no main PID")
+    start = time.monotonic()
+    os.kill(_host_pid(box, old), sig)
+    # /health must first stop answering with the old process gone, or we would time nothing.
+    wait_healthy(box, timeout, not_pid=old)
+    return time.monotonic() - start
+
+
+def journal(box: Box, lines: int = 60, since_start: bool = False) -> str:
+    return box.run(f"journalctl -u {SERVICE} --no-pager -n {lines} -o cat").stdout
+
+
+def n_restarts(box: Box) -> int:
+    return int(show(box, "NRestarts")["NRestarts"])
