@@ -1,0 +1,282 @@
+"""`opsctl smoke`: one small deterministic chat completion per model, and proof that strategies ran.
+
+A 200 is not enough: started with `--approach proxy`, OptiLLM 0.3.12 answers `moa-jerry-xl` with a
+normal completion while MoA never ran. So for a prefixed model we check who built the answer.
+
+The "strategy ran" signal for 0.3.12 (optillm/server.py, `proxy()`):
+- Pass-through (approach `none`, and the `proxy` plugin that `--approach proxy` forces) returns the
+  upstream's own body through `jsonify(result)`: it has the upstream's `id`, `object` and `created`.
+- A strategy's answer is built by optillm itself as `response_data = {'model', 'choices', 'usage':
+  {'completion_tokens', 'completion_tokens_details'}}`: no `id`, no `object`, no `created`.
+So a prefixed model's answer without any of `id`/`object`/`created` means the strategy ran; with
+them, the request was passed through and the strategy was skipped (reported as a failure).
+Proven against a real 0.3.12 started both ways (tests/test_probes_real.py). Plugin prefixes
+(e.g. `majority_voting-`) build their answer the same way, so the same test applies; the `proxy`
+plugin forwards by design and is checked like a base model.
+
+Upstream failures, as 0.3.12 really reports them (LiteLLM stopped, or answering 500):
+- HTTP 500 `{"error": "Connection error."}` or `{"error": "Error code: 500 - ..."}` (the OpenAI
+  client's exception text), for the base model, plansearch and self_consistency;
+- HTTP 200 built by optillm with `usage.completion_tokens == 0` and content such as
+  `Error: Could not generate any completions` (moa, bon, majority_voting swallow the errors).
+Both are reported as `upstream error via proxy`, so an operator looks at LiteLLM, not the proxy.
+
+Exit codes: 0 all passed, 1 any failed or skipped, 2 proxy unreachable, 3 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ops.client import ApiKey, ProbeDeadline, run_with_deadline
+from ops.layout import STRATEGY_PREFIXES
+
+PASSED, FAILED, UNREACHABLE = 0, 1, 2
+
+# 0.3.12's core approaches (server.py `known_approaches`) and bundled plugin slugs: a model named
+# `<one of these>-<base>` asks for that approach.
+CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
+                   "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
+PLUGIN_SLUGS = ("coc", "deep_research", "deepthink", "executecode", "genselect", "json",
+                "longcepo", "majority_voting", "mcp", "memory", "privacy", "proxy", "readurls",
+                "router", "spl", "web_search")
+# Approaches whose answer is the upstream's own body by design: no shape test for them.
+PASS_THROUGH = ("none", "proxy")
+
+PROMPT = "Reply with exactly one word: ready"
+MAX_TOKENS = 32
+PASS_THROUGH_KEYS = ("id", "object", "created")
+# The OpenAI client's exception texts that optillm returns as {"error": "..."} with HTTP 500.
+UPSTREAM_ERROR_TEXT = re.compile(r"^(Connection error|Error code: \d{3}|Request timed out)")
+
+
+@dataclass
+class SmokeRow:
+    model: str
+    approach: str | None  # None for a base (unprefixed) model
+    result: str = "fail"  # pass | fail | skipped | unreachable
+    latency_s: float | None = None
+    completion_tokens: int | None = None
+    strategy_ran: bool | None = None  # None: not a strategy model, or no answer to judge
+    http_status: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class SmokeReport:
+    url: str
+    key_source: str
+    rows: list[SmokeRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.result == "unreachable" for r in self.rows):
+            return UNREACHABLE
+        return PASSED if self.rows and all(r.result == "pass" for r in self.rows) else FAILED
+
+
+def approach_of(model: str) -> str | None:
+    """The approach a model name asks 0.3.12 for (`moa-jerry-xl` -> `moa`), None for a base model."""
+    head = model.split("-", 1)[0]
+    if "-" in model and (head in CORE_APPROACHES or head in PLUGIN_SLUGS or head == "none"):
+        return head
+    return None
+
+
+def plugin_slugs_from_env(env_file: Path) -> tuple[list[str], str | None]:
+    """Plugin slugs named by PROXY_PLUGINS in the env file, and a note when there is none to add."""
+    try:
+        text = env_file.read_text()
+    except OSError as exc:
+        return [], f"plugin prefixes not checked: cannot read {env_file} ({exc.strerror}); use --plugin SLUG"
+    value = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("PROXY_PLUGINS="):
+            value = line.split("=", 1)[1].strip().strip("'\"")
+    if value is None or value in ("", "none"):
+        return [], None
+    if value == "all":
+        return [], "PROXY_PLUGINS=all: plugin prefixes not checked one by one; name them with --plugin SLUG"
+    return [s.strip() for s in value.split(",") if s.strip()], None
+
+
+def models_to_check(models: tuple[str, ...], all_models: bool, base_model: str,
+                    plugins: tuple[str, ...], env_plugins: list[str]) -> list[str]:
+    wanted = list(models)
+    if all_models:
+        wanted += [base_model] + [f"{p}-{base_model}" for p in STRATEGY_PREFIXES]
+        plugins = tuple(env_plugins) + tuple(plugins)
+    wanted += [f"{slug}-{base_model}" for slug in plugins]
+    seen: set[str] = set()
+    return [m for m in wanted if not (m in seen or seen.add(m))]
+
+
+def validate_plugins(plugins) -> None:
+    from ops.client import UsageProblem
+
+    unknown = [s for s in plugins if s not in PLUGIN_SLUGS]
+    if unknown:
+        raise UsageProblem(f"unknown plugin slug(s) {', '.join(unknown)}; OptiLLM 0.3.12 bundles: "
+                           + " ".join(PLUGIN_SLUGS))
+
+
+def _error_text(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or "(empty body)"
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        err = err.get("message", err)
+    return str(err if err is not None else body)[:300]
+
+
+def judge(row: SmokeRow, response, key: ApiKey) -> None:
+    """Fill row.result/detail from the proxy's answer."""
+    row.http_status = response.status_code
+    if response.status_code == 401:
+        row.detail = (f"401: the proxy rejected the key from {key.source}; "
+                      "pass --api-key or set OPSCTL_API_KEY to the proxy key")
+        return
+    if response.status_code != 200:
+        text = _error_text(response)
+        if response.status_code >= 500 and UPSTREAM_ERROR_TEXT.match(text):
+            row.detail = f"upstream error via proxy ({response.status_code}): {text}"
+        else:
+            row.detail = f"proxy answered {response.status_code}: {text}"
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        row.detail = "200 but the body is not JSON"
+        return
+    problem = schema_problem(body)
+    if problem:
+        row.detail = f"200 but not an OpenAI chat completion: {problem}"
+        return
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    tokens = usage.get("completion_tokens")
+    row.completion_tokens = tokens if isinstance(tokens, int) else None
+    content = body["choices"][0]["message"]["content"]
+    if row.approach is None or row.approach in PASS_THROUGH:
+        row.result = "pass"
+        return
+    row.strategy_ran = not any(k in body for k in PASS_THROUGH_KEYS)
+    if not row.strategy_ran:
+        row.result = "skipped"
+        row.detail = (f"strategy {row.approach} did not run: the answer is the upstream's pass-through "
+                      "body (has id/object/created); is the proxy started with --approach?")
+        return
+    if row.completion_tokens == 0:
+        row.detail = (f"upstream error via proxy: {row.approach} got no completion from the upstream "
+                      f"(optillm answered 200 {content.strip()[:120]!r} with 0 completion tokens)")
+        return
+    row.result = "pass"
+
+
+def schema_problem(body) -> str | None:
+    if not isinstance(body, dict):
+        return "top level is not an object"
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no choices"
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        return "choices[0].message missing"
+    content = message.get("content")
+    if not isinstance(content, str) or not content.strip():
+        return "empty assistant content"
+    if message.get("role", "assistant") != "assistant":
+        return f"choices[0].message.role is {message.get('role')!r}, not 'assistant'"
+    if "usage" in body and not isinstance(body["usage"], dict):
+        return "usage is not an object"
+    return None
+
+
+def request_body(model: str) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": PROMPT}],
+            "temperature": 0, "max_tokens": MAX_TOKENS}
+
+
+def check_model(client, model: str, key: ApiKey, timeout: float, clock=time.monotonic) -> SmokeRow:
+    from ops.client import import_httpx
+
+    httpx = import_httpx()
+
+    row = SmokeRow(model=model, approach=approach_of(model))
+    start = clock()
+    try:
+        response = run_with_deadline(
+            lambda: client.post("/v1/chat/completions", json=request_body(model), headers=key.headers()),
+            timeout)
+    except ProbeDeadline:
+        row.detail = f"no answer within --timeout {timeout:g}s"
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        row.result = "unreachable"
+        reason = str(exc) or type(exc).__name__
+        row.detail = f"proxy unreachable at {client.base_url}: {reason} (is optillm-proxy running?)"
+    except httpx.TimeoutException:
+        row.detail = f"no answer within --timeout {timeout:g}s"
+    except httpx.HTTPError as exc:
+        row.detail = f"{type(exc).__name__}: {exc}"
+    else:
+        judge(row, response, key)
+    row.latency_s = round(clock() - start, 3)
+    return row
+
+
+def run(base_url: str, key: ApiKey, models: list[str], timeout: float, notes=(),
+        transport=None, clock=time.monotonic) -> SmokeReport:
+    from ops.client import make_client
+
+    report = SmokeReport(url=base_url, key_source=key.source, notes=list(notes))
+    with make_client(base_url, timeout, transport) as client:
+        for model in models:
+            row = check_model(client, model, key, timeout, clock)
+            report.rows.append(row)
+            if row.result == "unreachable":
+                # Nothing answers there: the other models would only repeat the same line.
+                report.rows += [SmokeRow(model=m, approach=approach_of(m), result="unreachable")
+                                for m in models[len(report.rows):]]
+                break
+    return report
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def render_table(report: SmokeReport) -> str:
+    header = ("MODEL", "RESULT", "LATENCY", "TOKENS", "STRATEGY RAN")
+    lines = [header] + [
+        (r.model, r.result.upper() if r.result != "pass" else "pass",
+         "-" if r.latency_s is None else f"{r.latency_s:.3f}s",
+         "-" if r.completion_tokens is None else str(r.completion_tokens), _yes_no(r.strategy_ran))
+        for r in report.rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    out += [f"{r.model}: {r.detail}" for r in report.rows if r.detail]
+    out += [f"note: {n}" for n in report.notes]
+    passed = sum(r.result == "pass" for r in report.rows)
+    skipped = [r.model for r in report.rows if r.result == "skipped"]
+    failed = [r.model for r in report.rows if r.result in ("fail", "unreachable")]
+    summary = f"smoke {report.url}: {passed}/{len(report.rows)} passed"
+    if skipped:
+        summary += f"; strategy skipped: {', '.join(skipped)}"
+    if failed:
+        summary += f"; failed: {', '.join(failed)}"
+    out.append(summary)
+    return "\n".join(out)
+
+
+def render_json(report: SmokeReport) -> str:
+    return json.dumps({"url": report.url, "key_source": report.key_source,
+                       "exit_code": report.exit_code, "passed": report.exit_code == PASSED,
+                       "rows": [asdict(r) for r in report.rows], "notes": report.notes}, sort_keys=True)
