@@ -1,0 +1,301 @@
+"""`opsctl smoke`: every exit path and the strategy-ran signal, with httpx.MockTransport.
+
+The mock answers use the two shapes a real 0.3.12 produces (tests/test_probes_real.py proves them
+against the real server): the upstream's pass-through body, and the body optillm builds itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import ops.client
+from ops.cli import cli
+from ops.layout import Layout
+from ops.smoke import approach_of, models_to_check, plugin_slugs_from_env
+
+ALL = ["jerry-xl", "moa-jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl"]
+
+
+def pass_through_body(model: str, tokens: int = 7) -> dict:
+    """What the upstream answers and 0.3.12 returns unchanged for approach none / proxy."""
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "ready"}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens}}
+
+
+def strategy_body(model: str, tokens: int = 35, content: str = "ready") -> dict:
+    """What 0.3.12 builds itself after running a strategy (server.py response_data)."""
+    return {"model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"completion_tokens": tokens, "completion_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def auto_mode(request: httpx.Request) -> httpx.Response:
+    model = json.loads(request.content)["model"]
+    if approach_of(model) in (None, "proxy"):
+        return httpx.Response(200, json=pass_through_body(model))
+    return httpx.Response(200, json=strategy_body(model.split("-", 1)[1]))
+
+
+def proxy_mode(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json=pass_through_body(json.loads(request.content)["model"]))
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch, tmp_path):
+    """Never read the host's key file, env file or environment."""
+    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
+    monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
+
+
+@pytest.fixture
+def release():
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def use_transport(monkeypatch, handler) -> list[httpx.Request]:
+    seen: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    real = ops.client.make_client
+    monkeypatch.setattr(ops.client, "make_client",
+                        lambda url, timeout, transport=None: real(url, timeout, httpx.MockTransport(recording)))
+    return seen
+
+
+def run(*args: str, env: dict | None = None):
+    result = CliRunner().invoke(cli, ["smoke", *args], env=env)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def rows_of(output: str) -> dict[str, list[str]]:
+    """The table's rows, by model."""
+    lines = output.splitlines()
+    assert lines[0].split() == ["MODEL", "RESULT", "LATENCY", "TOKENS", "STRATEGY", "RAN"]
+    rows = {}
+    for line in lines[1:]:
+        cells = line.split()
+        if len(cells) == 5 and not line.startswith(("note:", "smoke ")) and ":" not in cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_all_passes_in_auto_mode_and_sends_small_deterministic_requests(monkeypatch, tmp_path):
+    seen = use_transport(monkeypatch, auto_mode)
+    result = run("--all", "--env-file", str(tmp_path / "absent"), env={"OPSCTL_API_KEY": "opx-env-key"})
+    assert result.exit_code == 0, result.output
+    rows = rows_of(result.output)
+    assert list(rows) == ALL
+    assert rows["jerry-xl"][0] == "pass" and rows["jerry-xl"][3] == "-"
+    for model in ALL[1:]:
+        assert rows[model][0] == "pass" and rows[model][3] == "yes", rows[model]
+        assert rows[model][2] == "35"
+    assert "5/5 passed" in result.output
+    for request in seen:
+        body = json.loads(request.content)
+        assert request.url.path == "/v1/chat/completions"
+        assert body["temperature"] == 0 and body["max_tokens"] <= 64
+        assert request.headers["authorization"] == "Bearer opx-env-key"
+
+
+def test_proxy_mode_is_skipped_and_named(monkeypatch):
+    use_transport(monkeypatch, proxy_mode)
+    result = run("--all", "--env-file", "/nonexistent/env")
+    assert result.exit_code == 1
+    rows = rows_of(result.output)
+    assert rows["jerry-xl"][0] == "pass"
+    for model in ALL[1:]:
+        assert rows[model][0] == "SKIPPED" and rows[model][3] == "NO"
+        assert f"{model}: strategy {approach_of(model)} did not run" in result.output
+    assert "strategy skipped: " + ", ".join(ALL[1:]) in result.output
+
+
+def test_json_has_the_same_rows(monkeypatch):
+    use_transport(monkeypatch, proxy_mode)
+    result = run("jerry-xl", "moa-jerry-xl", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["exit_code"] == 1 and report["passed"] is False
+    assert [(r["model"], r["result"], r["strategy_ran"], r["completion_tokens"]) for r in report["rows"]] == [
+        ("jerry-xl", "pass", None, 7), ("moa-jerry-xl", "skipped", False, 7)]
+    assert isinstance(report["rows"][0]["latency_s"], float)
+
+
+def test_refused_is_unreachable_2(monkeypatch):
+    seen = use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ConnectError("[Errno 111] Connection refused")))
+    result = run("--all", "--env-file", "/nonexistent/env")
+    assert result.exit_code == 2
+    assert "proxy unreachable at http://127.0.0.1:4020" in result.output
+    assert len(seen) == 1  # no point asking four more times
+
+
+def test_real_closed_port_is_unreachable_2():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run("jerry-xl", "--url", f"http://127.0.0.1:{port}")
+    assert result.exit_code == 2
+    assert "Connection refused" in result.output
+
+
+def test_timeout_fails_1(monkeypatch):
+    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("timed out")))
+    result = run("moa-jerry-xl", "--timeout", "5")
+    assert result.exit_code == 1
+    assert "moa-jerry-xl: no answer within --timeout 5s" in result.output
+
+
+def test_hang_past_timeout_fails_1(monkeypatch, release):
+    def hang(request):
+        release.wait(60)
+        return auto_mode(request)
+    use_transport(monkeypatch, hang)
+    result = run("bon-jerry-xl", "--timeout", "0.3")
+    assert result.exit_code == 1
+    assert "bon-jerry-xl: no answer within --timeout 0.3s" in result.output
+
+
+def test_401_names_where_the_key_came_from(monkeypatch, tmp_path):
+    use_transport(monkeypatch, lambda r: httpx.Response(401, json={"error": "Invalid API key"}))
+    result = run("jerry-xl")
+    assert result.exit_code == 1
+    assert "401: the proxy rejected the key from none (no --api-key, no $OPSCTL_API_KEY" in result.output
+
+
+def test_key_file_is_used_when_readable(monkeypatch, tmp_path):
+    layout = Layout(tmp_path / "root")
+    layout.key_file.parent.mkdir(parents=True)
+    layout.key_file.write_text("opx-from-key-file\n")
+    monkeypatch.setattr(ops.client, "DEFAULT", layout)
+    seen = use_transport(monkeypatch, auto_mode)
+    assert run("jerry-xl").exit_code == 0
+    assert seen[0].headers["authorization"] == "Bearer opx-from-key-file"
+
+
+@pytest.mark.parametrize("error_text", ["Connection error.",
+                                        "Error code: 500 - {'error': {'message': 'injected failure'}}"])
+def test_upstream_failure_as_500_names_the_upstream(monkeypatch, error_text):
+    use_transport(monkeypatch, lambda r: httpx.Response(500, json={"error": error_text}))
+    result = run("jerry-xl", "plansearch-jerry-xl")
+    assert result.exit_code == 1
+    assert f"plansearch-jerry-xl: upstream error via proxy (500): {error_text}" in result.output
+
+
+def test_upstream_failure_swallowed_by_a_strategy_names_the_upstream(monkeypatch):
+    """moa/bon answer 200 with 0 completion tokens when every upstream call failed (seen on 0.3.12)."""
+    use_transport(monkeypatch, lambda r: httpx.Response(200, json=strategy_body(
+        "jerry-xl", tokens=0, content="Error: Could not generate any completions")))
+    result = run("moa-jerry-xl")
+    assert result.exit_code == 1
+    assert "moa-jerry-xl: upstream error via proxy: moa got no completion from the upstream" in result.output
+    assert rows_of(result.output)["moa-jerry-xl"][0] == "FAIL"
+
+
+def test_other_500_is_a_proxy_error(monkeypatch):
+    use_transport(monkeypatch, lambda r: httpx.Response(500, json={"error": "'NoneType' object is not iterable"}))
+    result = run("moa-jerry-xl")
+    assert result.exit_code == 1
+    assert "moa-jerry-xl: proxy answered 500: 'NoneType' object is not iterable" in result.output
+
+
+@pytest.mark.parametrize("response, needle", [
+    (httpx.Response(200, text="<html>ok</html>"), "200 but the body is not JSON"),
+    (httpx.Response(200, json={"choices": []}), "200 but not an OpenAI chat completion: no choices"),
+    (httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": " "}}]}),
+     "empty assistant content"),
+    (httpx.Response(200, json=[1, 2]), "top level is not an object"),
+    (httpx.Response(404, json={"error": {"message": "no route"}}), "proxy answered 404: no route"),
+])
+def test_bad_answers_fail_1(monkeypatch, response, needle):
+    use_transport(monkeypatch, lambda r: response)
+    result = run("jerry-xl")
+    assert result.exit_code == 1
+    assert needle in result.output and "jerry-xl: " in result.output
+
+
+def test_plugin_prefixes_from_env_file_and_option(monkeypatch, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("OPENAI_API_KEY=upstream\nPROXY_PLUGINS=majority_voting,executecode\n")
+    seen = use_transport(monkeypatch, auto_mode)
+    result = run("--all", "--env-file", str(env_file), "--plugin", "proxy")
+    assert result.exit_code == 0, result.output
+    asked = [json.loads(r.content)["model"] for r in seen]
+    assert asked == ALL + ["majority_voting-jerry-xl", "executecode-jerry-xl", "proxy-jerry-xl"]
+    rows = rows_of(result.output)
+    assert rows["majority_voting-jerry-xl"][3] == "yes"
+    assert rows["proxy-jerry-xl"][3] == "-"  # the proxy plugin forwards by design
+
+
+def test_plugin_answer_passed_through_is_skipped(monkeypatch):
+    use_transport(monkeypatch, proxy_mode)
+    result = run("--plugin", "majority_voting", "--base-model", "other-model")
+    assert result.exit_code == 1
+    assert "majority_voting-other-model: strategy majority_voting did not run" in result.output
+
+
+@pytest.mark.parametrize("content, slugs, has_note", [
+    ("PROXY_PLUGINS=none\n", [], False),
+    ("PROXY_PLUGINS='json, memory'\n", ["json", "memory"], False),
+    ("PROXY_PLUGINS=all\n", [], True),
+    ("OPENAI_API_KEY=x\n", [], False),
+])
+def test_plugin_slugs_from_env(tmp_path, content, slugs, has_note):
+    env_file = tmp_path / "env"
+    env_file.write_text(content)
+    found, note = plugin_slugs_from_env(env_file)
+    assert found == slugs and bool(note) == has_note
+
+
+def test_unreadable_env_file_is_a_note_not_a_failure(tmp_path):
+    found, note = plugin_slugs_from_env(tmp_path / "missing")
+    assert found == [] and "use --plugin SLUG" in note
+
+
+def test_models_to_check_dedups_and_orders():
+    assert models_to_check(("moa-jerry-xl",), True, "jerry-xl", ("json",), ["json"]) == [
+        "moa-jerry-xl", "jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl",
+        "json-jerry-xl"]
+
+
+@pytest.mark.parametrize("model, approach", [("jerry-xl", None), ("moa-jerry-xl", "moa"),
+                                             ("self_consistency-jerry-xl", "self_consistency"),
+                                             ("gpt-4o", None), ("majority_voting-x", "majority_voting")])
+def test_approach_of(model, approach):
+    assert approach_of(model) == approach
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([], "name at least one MODEL"),
+    (["jerry-xl", "--url", "localhost:4020"], "scheme must be http or https"),
+    (["jerry-xl", "--timeout", "0"], "--timeout must be > 0"),
+    (["jerry-xl", "--timeout", "later"], "is not a valid float"),
+    (["--plugin", "nope"], "unknown plugin slug(s) nope"),
+    (["jerry-xl", "--frobnicate"], "No such option"),
+])
+def test_usage_errors_exit_3_with_one_line(args, needle):
+    result = run(*args)
+    assert result.exit_code == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("opsctl smoke: "), lines
+
+
+def test_internal_error_is_one_line(monkeypatch):
+    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(RuntimeError("surprise")))
+    result = run("jerry-xl")
+    assert result.exit_code == 1
+    assert result.output.strip() == "opsctl smoke: internal error: RuntimeError: surprise"
