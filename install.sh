@@ -1,0 +1,1001 @@
+#!/usr/bin/env bash
+# install.sh: install, re-run (idempotently) or uninstall the optillm-proxy service.
+#
+# A stock OptiLLM 0.3.12, from a hashed lock, runs as the systemd service optillm-proxy on
+# 127.0.0.1:4020 in front of LiteLLM at 127.0.0.1:4000. Run `./install.sh --help` for flags,
+# environment variables and exit codes. Re-running it is safe: it changes only what differs,
+# never overwrites the operator's env or key file, and restarts the service at most once.
+set -Eeuo pipefail
+shopt -s inherit_errexit
+
+# --- Deployed layout: must equal ops/layout.py (tests/test_layout_matches_install.py) ---------
+readonly SERVICE="optillm-proxy"
+readonly SERVICE_USER="optillm-proxy"
+readonly OPTILLM_VERSION="0.3.12"
+readonly PROFILES="lean full"
+readonly DEFAULT_PROFILE="lean"
+readonly LISTEN_HOST="127.0.0.1"
+readonly LISTEN_PORT="4020"
+readonly UPSTREAM_URL="http://127.0.0.1:4000/v1"
+readonly PREFIX_DIR="/opt/optillm-proxy"
+readonly RUNTIMES_DIR="/opt/optillm-proxy/runtimes"
+readonly CURRENT_LINK="/opt/optillm-proxy/current"
+readonly PREVIOUS_LINK="/opt/optillm-proxy/previous"
+readonly TOOLS_DIR="/opt/optillm-proxy/tools"
+readonly INSTALL_STATE_FILE="/opt/optillm-proxy/install-state"
+readonly UNINSTALL_SCRIPT="/opt/optillm-proxy/uninstall.sh"
+readonly CONF_DIR="/etc/optillm-proxy"
+readonly ENV_FILE="/etc/optillm-proxy/env"
+readonly KEY_FILE="/etc/optillm-proxy/api-key"
+readonly STATE_DIR="/var/lib/optillm-proxy"
+readonly PROVIDER_FILE="/var/lib/optillm-proxy/.optillm/proxy_config.yaml"
+readonly UNIT_FILE="/etc/systemd/system/optillm-proxy.service"
+readonly DROPIN_DIR="/etc/systemd/system/optillm-proxy.service.d"
+readonly OPSCTL_LINK="/usr/local/bin/opsctl"
+readonly LAUNCHER_REL="libexec/optillm-proxy-launcher.py"
+readonly MANIFEST_REL="optillm-proxy-runtime.json"
+
+# --- Exit codes (also in --help) -------------------------------------------------------------
+readonly EXIT_OK=0            # installed and healthy; or nothing to do; or staged (--root); or dry run
+readonly EXIT_STEP_FAILED=1   # a step failed; the message names it and what to do
+readonly EXIT_USAGE=2         # bad flag or value
+readonly EXIT_NO_SYSTEMD=3    # installed everything, but systemd is not PID 1: service not started
+readonly EXIT_UNHEALTHY=4     # service (re)started but /health did not answer in time
+readonly EXIT_PREREQ=5        # prerequisite missing: not root, python3 is not 3.11, lock or unit absent
+
+readonly SYSTEM_PYTHON="/usr/bin/python3"
+readonly WANT_PYTHON="3.11"
+readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates)
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly REPO
+
+# Settings: flags override these environment variables (see --help).
+PROFILE="${OPX_INSTALL_PROFILE:-${DEFAULT_PROFILE}}"
+ROOT="${OPX_INSTALL_ROOT:-}"
+HEALTH_TIMEOUT="${OPX_INSTALL_HEALTH_TIMEOUT:-120}"
+SKIP_START="${OPX_INSTALL_SKIP_START:-}"
+DRY_RUN=""
+UNINSTALL=""
+PURGE=""
+
+# Run state.
+CURRENT_STEP="start"
+CURRENT_HINT=""
+CHANGES=()
+RESTART_REASONS=()
+NOTES=()
+UV=""
+LOCK_FILE=""
+LOCK_SHA=""
+RUNTIME_NAME=""
+SERVICE_STATE=""
+HAS_SYSTEMD=""
+
+usage() {
+  cat <<EOF
+Usage: sudo ./install.sh [--profile lean|full] [--root DIR] [--dry-run] [--no-start]
+       sudo ./install.sh --uninstall [--purge] [--root DIR] [--dry-run]
+
+Installs OptiLLM ${OPTILLM_VERSION} from locks/<profile>.txt (hashes required, bytecode compiled)
+as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT}, upstream ${UPSTREAM_URL}.
+Re-running changes only what differs and restarts the service at most once (only if the unit,
+launcher, runtime, env, key, provider file or a drop-in changed, or it was not running).
+It never overwrites ${ENV_FILE} or ${KEY_FILE}.
+
+Options:
+  --profile P     runtime profile: lean (default; core approaches, no torch) or full (stock,
+                  every bundled plugin). Env: OPX_INSTALL_PROFILE
+  --root DIR      stage the whole layout under DIR without root: no user, chown, apt or
+                  systemctl (used by the tests). Env: OPX_INSTALL_ROOT
+  --dry-run       print each step and what it would change; write nothing
+  --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
+  --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
+                  keeps ${CONF_DIR} and ${STATE_DIR}
+  --purge         with --uninstall: also remove ${CONF_DIR}, ${STATE_DIR} and unit drop-ins
+  -h, --help      this text
+Environment:
+  OPX_INSTALL_HEALTH_TIMEOUT  seconds to wait for /health after a (re)start (default 120)
+  UV_CACHE_DIR                uv's cache (honoured; uv hardlinks the runtime from it)
+
+Layout: runtimes in ${RUNTIMES_DIR}/<version>-<profile>-<lock sha256[:12]>/, ${CURRENT_LINK}
+(and ${PREVIOUS_LINK}) link to one; uv and opsctl in ${TOOLS_DIR}/; ${OPSCTL_LINK};
+env file ${ENV_FILE}, key file ${KEY_FILE} (root 0600); unit ${UNIT_FILE};
+uninstall script ${UNINSTALL_SCRIPT}.
+
+Exit codes:
+  0  installed and healthy, nothing to do, staged with --root, or dry run
+  1  a step failed (the message names the step and what to do)
+  2  usage error (unknown flag, bad value)
+  3  installed, but systemd is not PID 1 here: the service was not started
+  4  the service was (re)started but did not become healthy in time
+  5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent)
+EOF
+}
+
+# --- output helpers ----------------------------------------------------------------------------
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
+die() {
+  local code="$1"
+  shift
+  printf 'install.sh: %s\n' "$*" >&2
+  exit "${code}"
+}
+
+# Names the step that is running and what an operator should do if it fails (used by on_error).
+step() {
+  CURRENT_STEP="$1"
+  CURRENT_HINT="$2"
+}
+
+# One progress line per step.
+report() { log "${CURRENT_STEP}: $*"; }
+
+changed() {
+  if [[ -n "${DRY_RUN}" ]]; then
+    CHANGES+=("would: $*")
+  else
+    CHANGES+=("$*")
+  fi
+}
+
+on_error() {
+  local code="$1" line="$2"
+  trap - ERR
+  printf 'install.sh: step "%s" failed (exit %s, install.sh line %s).\n' "${CURRENT_STEP}" "${code}" "${line}" >&2
+  [[ -n "${CURRENT_HINT}" ]] && printf 'install.sh: what to do: %s\n' "${CURRENT_HINT}" >&2
+  printf 'install.sh: nothing half-built is made current; fix the cause and re-run install.sh.\n' >&2
+  exit "${EXIT_STEP_FAILED}"
+}
+
+# A deployed path, staged under --root when given.
+R() { printf '%s%s' "${ROOT}" "$1"; }
+
+real_install() { [[ -z "${ROOT}" && -z "${DRY_RUN}" ]]; }
+
+sha256_of() {
+  if [[ -e "$1" ]]; then
+    sha256sum "$1" | cut -d' ' -f1
+  else
+    echo absent
+  fi
+}
+
+mode_of() { stat -c '%a' "$1"; }
+
+# Ownership only when installing for real (staging under --root keeps the invoker's ownership).
+chown_root() { if real_install; then chown -h root:root "$@"; fi; }
+
+# Predicates (no side effects) are kept apart from actions: bash ignores errexit inside a
+# function used as an `if` condition, so an action must never be one.
+file_differs() {
+  local src="$1" dest="$2" mode="$3"
+  ! { [[ -f "${dest}" && ! -L "${dest}" ]] && cmp -s "${src}" "${dest}" && [[ "$(mode_of "${dest}")" == "${mode#0}" ]]; }
+}
+
+# Copy SRC to DEST with MODE, root-owned, by atomic rename (nothing in a dry run).
+copy_file() {
+  local src="$1" dest="$2" mode="$3"
+  [[ -n "${DRY_RUN}" ]] && return 0
+  mkdir -p "$(dirname "${dest}")"
+  local tmp="${dest}.install-tmp.$$"
+  cp "${src}" "${tmp}"
+  chmod "${mode}" "${tmp}"
+  chown_root "${tmp}"
+  mv -f "${tmp}" "${dest}"
+}
+
+dir_differs() {
+  local dir="$1" mode="$2" owner="${3:-root}"
+  [[ ! -d "${dir}" ]] && return 0
+  [[ "$(mode_of "${dir}")" != "${mode#0}" ]] && return 0
+  real_install && [[ "$(stat -c '%U:%G' "${dir}")" != "${owner}:${owner}" ]]
+}
+
+# DIR with MODE (and OWNER when installing for real).
+make_dir() {
+  local dir="$1" mode="$2" owner="${3:-root}"
+  [[ -n "${DRY_RUN}" ]] && return 0
+  mkdir -p "${dir}"
+  chmod "${mode}" "${dir}"
+  if real_install; then chown "${owner}:${owner}" "${dir}"; fi
+}
+
+link_differs() { ! { [[ -L "$2" ]] && [[ "$(readlink "$2")" == "$1" ]]; }; }
+
+# Point LINK at TARGET by atomic rename (relative targets keep a --root staging self-contained).
+make_link() {
+  local target="$1" link="$2"
+  [[ -n "${DRY_RUN}" ]] && return 0
+  mkdir -p "$(dirname "${link}")"
+  ln -sfn "${target}" "${link}.install-tmp.$$"
+  chown_root "${link}.install-tmp.$$"
+  mv -fT "${link}.install-tmp.$$" "${link}"
+}
+
+uv_cmd() { "${UV}" --no-config -q "$@"; }
+
+# --- arguments ---------------------------------------------------------------------------------
+
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --profile) [[ $# -ge 2 ]] || die "${EXIT_USAGE}" "--profile needs a value: lean or full"
+        PROFILE="$2"; shift 2 ;;
+      --profile=*) PROFILE="${1#*=}"; shift ;;
+      --root) [[ $# -ge 2 ]] || die "${EXIT_USAGE}" "--root needs a directory"
+        ROOT="$2"; shift 2 ;;
+      --root=*) ROOT="${1#*=}"; shift ;;
+      --dry-run) DRY_RUN=1; shift ;;
+      --no-start) SKIP_START=1; shift ;;
+      --uninstall) UNINSTALL=1; shift ;;
+      --purge) PURGE=1; shift ;;
+      -h | --help) usage; exit "${EXIT_OK}" ;;
+      *) die "${EXIT_USAGE}" "unknown argument '$1' (see ./install.sh --help)" ;;
+    esac
+  done
+  case " ${PROFILES} " in
+    *" ${PROFILE} "*) ;;
+    *) die "${EXIT_USAGE}" "unknown profile '${PROFILE}': use --profile lean or --profile full" ;;
+  esac
+  [[ "${HEALTH_TIMEOUT}" =~ ^[0-9]+$ ]] ||
+    die "${EXIT_USAGE}" "OPX_INSTALL_HEALTH_TIMEOUT must be a number of seconds, not '${HEALTH_TIMEOUT}'"
+  if [[ -n "${PURGE}" && -z "${UNINSTALL}" ]]; then
+    die "${EXIT_USAGE}" "--purge only goes with --uninstall"
+  fi
+  if [[ -n "${ROOT}" ]]; then
+    [[ "${ROOT}" == /* ]] || ROOT="${PWD}/${ROOT}"
+    ROOT="${ROOT%/}"
+  fi
+}
+
+# --- install steps -----------------------------------------------------------------------------
+
+check_system() {
+  step "check system" "run as root (sudo ./install.sh), or stage with --root DIR"
+  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
+    die "${EXIT_PREREQ}" "must run as root: sudo ./install.sh (or stage without root: ./install.sh --root DIR)"
+  fi
+  LOCK_FILE="${REPO}/locks/${PROFILE}.txt"
+  if [[ ! -f "${LOCK_FILE}" ]]; then
+    if [[ "${PROFILE}" == lean ]]; then
+      die "${EXIT_PREREQ}" "no lean lock (${LOCK_FILE}) in this checkout: install the stock runtime with --profile full, or update the checkout"
+    fi
+    die "${EXIT_PREREQ}" "lock file ${LOCK_FILE} is missing from this checkout"
+  fi
+  LOCK_SHA="$(sha256_of "${LOCK_FILE}")"
+  RUNTIME_NAME="${OPTILLM_VERSION}-${PROFILE}-${LOCK_SHA:0:12}"
+  if [[ -z "${ROOT}" && -d /run/systemd/system ]]; then
+    HAS_SYSTEMD=1
+  fi
+  local where="this host"
+  [[ -n "${ROOT}" ]] && where="staging under ${ROOT} (no user, chown, apt or systemctl)"
+  [[ -n "${DRY_RUN}" ]] && where="${where}; dry run: nothing is written"
+  report "profile ${PROFILE}, runtime ${RUNTIME_NAME}, ${where}"
+}
+
+install_debian_packages() {
+  step "debian packages" "install them yourself (apt-get install ${DEBIAN_PACKAGES[*]}), then re-run"
+  local missing=() pkg
+  if ! command -v dpkg-query >/dev/null; then
+    [[ -x "${SYSTEM_PYTHON}" ]] ||
+      die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing and this is not a Debian/Ubuntu system: install Python ${WANT_PYTHON} with venv support"
+    report "not Debian/Ubuntu: skipped (needs ${SYSTEM_PYTHON} ${WANT_PYTHON} with venv)"
+    return
+  fi
+  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${pkg}")
+  done
+  if ((${#missing[@]} == 0)); then
+    report "present (${DEBIAN_PACKAGES[*]})"
+    return
+  fi
+  if ! real_install; then
+    report "missing ${missing[*]}: not installed ($([[ -n "${DRY_RUN}" ]] && echo 'dry run' || echo '--root'))"
+    return
+  fi
+  report "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  changed "installed Debian packages: ${missing[*]}"
+}
+
+check_python() {
+  step "check python" "install Python ${WANT_PYTHON} as ${SYSTEM_PYTHON} (Debian 12 ships it)"
+  [[ -x "${SYSTEM_PYTHON}" ]] || die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing: install python3 (${WANT_PYTHON})"
+  local version
+  version="$("${SYSTEM_PYTHON}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [[ "${version}" != "${WANT_PYTHON}" ]]; then
+    die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is Python ${version}; the locks target Python ${WANT_PYTHON}: use Debian 12 or another system whose python3 is ${WANT_PYTHON}"
+  fi
+  report "${SYSTEM_PYTHON} is Python ${version}"
+}
+
+uv_version_wanted() { sed -n 's/^uv==\([0-9.]*\).*/\1/p' "${REPO}/locks/uv.txt"; }
+
+is_wanted_uv() {
+  local candidate="$1"
+  [[ -x "${candidate}" ]] && [[ "$("${candidate}" --version 2>/dev/null)" == "uv $(uv_version_wanted)"* ]]
+}
+
+bootstrap_uv() {
+  step "uv" "check that pip can reach the package index (pip config / PIP_INDEX_URL), then re-run"
+  local want tools_uv on_path
+  want="$(uv_version_wanted)"
+  tools_uv="$(R "${TOOLS_DIR}")/uv/bin/uv"
+  on_path="$(command -v uv || true)"
+  if is_wanted_uv "${tools_uv}"; then
+    UV="${tools_uv}"
+    report "uv ${want} in ${TOOLS_DIR}/uv"
+    return
+  fi
+  if [[ -n "${on_path}" ]] && is_wanted_uv "${on_path}"; then
+    UV="${on_path}"
+    report "uv ${want} found at ${on_path}"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    UV=""
+    changed "bootstrap uv ${want} into ${TOOLS_DIR}/uv (python3 -m venv, pip --require-hashes)"
+    report "would bootstrap uv ${want} into ${TOOLS_DIR}/uv"
+    return
+  fi
+  report "bootstrapping uv ${want} into ${TOOLS_DIR}/uv (pip, hashes required)"
+  "${SYSTEM_PYTHON}" -c 'import ensurepip' 2>/dev/null ||
+    die "${EXIT_PREREQ}" "Python's venv support is missing: apt-get install python3-venv, then re-run"
+  local dest
+  dest="$(R "${TOOLS_DIR}")/uv"
+  mkdir -p "$(R "${TOOLS_DIR}")"
+  rm -rf "${dest}.partial"
+  "${SYSTEM_PYTHON}" -m venv "${dest}.partial"
+  "${dest}.partial/bin/pip" install -q --disable-pip-version-check --no-input --require-hashes -r "${REPO}/locks/uv.txt"
+  rm -rf "${dest}"
+  mv "${dest}.partial" "${dest}"
+  chown_root -R "${dest}"
+  UV="${dest}/bin/uv"
+  changed "bootstrapped uv ${want} into ${TOOLS_DIR}/uv"
+}
+
+runtime_is_complete() {
+  local dir="$1"
+  [[ -f "${dir}/${MANIFEST_REL}" ]] && grep -q "\"lock_sha256\": \"${LOCK_SHA}\"" "${dir}/${MANIFEST_REL}"
+}
+
+write_manifest() {
+  local dir="$1"
+  printf '{"profile": "%s", "optillm_version": "%s", "lock_sha256": "%s", "lock_file": "libexec/%s.txt"}\n' \
+    "${PROFILE}" "${OPTILLM_VERSION}" "${LOCK_SHA}" "${PROFILE}" >"${dir}/${MANIFEST_REL}"
+}
+
+# Builds into a temporary name and renames only when complete, so a half-built runtime is never
+# what `current` points at. The venv is relocatable (uv writes relative script launchers).
+build_runtime() {
+  step "runtime" "check the uv cache/index access and disk space (full needs ~9 GB), then re-run"
+  local runtimes dest tmp
+  runtimes="$(R "${RUNTIMES_DIR}")"
+  dest="${runtimes}/${RUNTIME_NAME}"
+  if runtime_is_complete "${dest}"; then
+    report "${RUNTIME_NAME} already built (lock unchanged)"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    changed "build runtime ${RUNTIME_NAME} from locks/${PROFILE}.txt"
+    report "would build ${RUNTIME_NAME} from locks/${PROFILE}.txt"
+    return
+  fi
+  report "building ${RUNTIME_NAME} from locks/${PROFILE}.txt (hashes required, bytecode compiled)"
+  mkdir -p "${runtimes}"
+  chmod 0755 "$(R "${PREFIX_DIR}")" "${runtimes}"
+  tmp="${runtimes}/.${RUNTIME_NAME}.partial"
+  rm -rf "${tmp}" "${dest}"
+  uv_cmd venv --relocatable --python "${SYSTEM_PYTHON}" "${tmp}"
+  uv_cmd pip sync --python "${tmp}/bin/python" --require-hashes --compile-bytecode "${LOCK_FILE}"
+  local got
+  got="$("${tmp}/bin/python" -I -c 'import importlib.metadata as m; print(m.version("optillm"))')"
+  [[ "${got}" == "${OPTILLM_VERSION}" ]] ||
+    die "${EXIT_STEP_FAILED}" "locks/${PROFILE}.txt installed optillm ${got}, expected ${OPTILLM_VERSION}: fix the lock"
+  mkdir -p "${tmp}/libexec"
+  cp "${LOCK_FILE}" "${tmp}/libexec/${PROFILE}.txt"
+  write_manifest "${tmp}"
+  chmod -R go-w "${tmp}"
+  chown_root -R "${tmp}"
+  mv -T "${tmp}" "${dest}"
+  changed "built runtime ${RUNTIME_NAME}"
+}
+
+# Copies the repo's launcher/ files into <runtime>/libexec (an existing runtime gets them updated).
+install_launcher() {
+  step "launcher" "check the repo's launcher/ directory, then re-run"
+  local libexec files=() f updated=()
+  libexec="$(R "${RUNTIMES_DIR}")/${RUNTIME_NAME}/libexec"
+  for f in "${REPO}"/launcher/*; do
+    [[ -f "${f}" ]] && files+=("${f}")
+  done
+  if ((${#files[@]} == 0)); then
+    warn "launcher/ is empty: ${LAUNCHER_REL} is missing, so the unit cannot start"
+    NOTES+=("launcher/ was empty: ${LAUNCHER_REL} is missing")
+    report "nothing to install (launcher/ is empty)"
+    return
+  fi
+  for f in "${files[@]}"; do
+    if file_differs "${f}" "${libexec}/$(basename "${f}")" 0644; then
+      copy_file "${f}" "${libexec}/$(basename "${f}")" 0644
+      updated+=("$(basename "${f}")")
+    fi
+  done
+  if ((${#updated[@]})); then
+    changed "launcher files in ${RUNTIME_NAME}/libexec: ${updated[*]}"
+    report "installed ${updated[*]}"
+  else
+    report "unchanged"
+  fi
+}
+
+switch_current() {
+  step "current runtime" "check ${CURRENT_LINK} by hand (ls -l), then re-run"
+  local current previous_target
+  current="$(R "${CURRENT_LINK}")"
+  previous_target=""
+  if [[ -L "${current}" ]]; then
+    previous_target="$(readlink "${current}")"
+  fi
+  if [[ "${previous_target}" == "runtimes/${RUNTIME_NAME}" ]]; then
+    report "current -> runtimes/${RUNTIME_NAME} (unchanged)"
+    return
+  fi
+  if [[ -n "${previous_target}" ]]; then
+    make_link "${previous_target}" "$(R "${PREVIOUS_LINK}")"
+  fi
+  make_link "runtimes/${RUNTIME_NAME}" "${current}"
+  if [[ -n "${previous_target}" ]]; then
+    changed "current runtime ${previous_target#runtimes/} -> ${RUNTIME_NAME} (previous kept for rollback)"
+  else
+    changed "current -> runtimes/${RUNTIME_NAME}"
+  fi
+  report "current -> runtimes/${RUNTIME_NAME}"
+}
+
+opsctl_build_id() {
+  {
+    sha256_of "${REPO}/locks/opsctl.txt"
+    (cd "${REPO}" && find ops -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum)
+  } | sha256sum | cut -d' ' -f1
+}
+
+# opsctl for the box: its locked dependencies plus a copy of ops/ (no build backend needed), in
+# its own venv under tools/, linked from /usr/local/bin/opsctl.
+install_opsctl() {
+  step "opsctl" "check locks/opsctl.txt and the package index access, then re-run"
+  local venv id link_target
+  venv="$(R "${TOOLS_DIR}")/opsctl"
+  id="$(opsctl_build_id)"
+  link_target="../../../${TOOLS_DIR#/}/opsctl/bin/opsctl"
+  local did=""
+  if [[ "$(cat "${venv}/.build-id" 2>/dev/null || true)" != "${id}" ]]; then
+    if [[ -n "${DRY_RUN}" ]]; then
+      changed "install opsctl into ${TOOLS_DIR}/opsctl"
+    else
+      local tmp="${venv}.partial"
+      rm -rf "${tmp}"
+      mkdir -p "$(R "${TOOLS_DIR}")"
+      chmod 0755 "$(R "${TOOLS_DIR}")"
+      uv_cmd venv --relocatable --python "${SYSTEM_PYTHON}" "${tmp}"
+      uv_cmd pip sync --python "${tmp}/bin/python" --require-hashes --compile-bytecode "${REPO}/locks/opsctl.txt"
+      local site
+      site="$("${tmp}/bin/python" -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+      (cd "${REPO}" && find ops -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
+      "${tmp}/bin/python" -I -m compileall -q "${site}/ops" >/dev/null
+      cat >"${tmp}/bin/opsctl" <<'EOF'
+#!/bin/sh
+# opsctl, installed by install.sh: runs ops.cli in this venv (isolated from the caller's environment).
+exec "$(dirname -- "$(realpath -- "$0")")/python" -I -c 'import sys; sys.argv[0] = "opsctl"; from ops.cli import main; main()' "$@"
+EOF
+      chmod 0755 "${tmp}/bin/opsctl"
+      echo "${id}" >"${tmp}/.build-id"
+      chmod -R go-w "${tmp}"
+      chown_root -R "${tmp}"
+      rm -rf "${venv}"
+      mv -T "${tmp}" "${venv}"
+      changed "installed opsctl into ${TOOLS_DIR}/opsctl"
+    fi
+    did=1
+  fi
+  if link_differs "${link_target}" "$(R "${OPSCTL_LINK}")"; then
+    make_link "${link_target}" "$(R "${OPSCTL_LINK}")"
+    changed "linked ${OPSCTL_LINK} -> ${TOOLS_DIR}/opsctl/bin/opsctl"
+    did=1
+  fi
+  if [[ -n "${did}" ]]; then
+    report "${DRY_RUN:+would install }${TOOLS_DIR}/opsctl, ${OPSCTL_LINK}"
+  else
+    report "unchanged"
+  fi
+}
+
+create_service_user() {
+  step "service user" "create it by hand: useradd --system --user-group --home-dir ${STATE_DIR} --no-create-home --shell /usr/sbin/nologin ${SERVICE_USER}"
+  if [[ -n "${ROOT}" ]]; then
+    report "skipped under --root (would create system user ${SERVICE_USER})"
+    return
+  fi
+  if getent passwd "${SERVICE_USER}" >/dev/null; then
+    report "${SERVICE_USER} exists"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    changed "create system user ${SERVICE_USER}"
+    report "would create system user ${SERVICE_USER}"
+    return
+  fi
+  useradd --system --user-group --home-dir "${STATE_DIR}" --no-create-home \
+    --shell /usr/sbin/nologin --comment "optillm-proxy service" "${SERVICE_USER}"
+  changed "created system user ${SERVICE_USER}"
+  report "created system user ${SERVICE_USER}"
+}
+
+# The service user's home (StateDirectory=) with a root-owned .optillm/ holding the provider file:
+# without it, 0.3.12's proxy plugin loads a packaged example that routes to public clouds.
+write_provider_file() {
+  step "provider file" "check ${PROVIDER_FILE} by hand, then re-run"
+  local state optillm_dir dest tmp did=""
+  state="$(R "${STATE_DIR}")"
+  optillm_dir="${state}/.optillm"
+  dest="$(R "${PROVIDER_FILE}")"
+  if dir_differs "${state}" 0750 "${SERVICE_USER}"; then
+    make_dir "${state}" 0750 "${SERVICE_USER}"
+    changed "state directory ${STATE_DIR}"
+    did=1
+  fi
+  if dir_differs "${optillm_dir}" 0755 root; then
+    make_dir "${optillm_dir}" 0755 root
+    changed "directory ${STATE_DIR}/.optillm"
+    did=1
+  fi
+  if [[ -e "${dest}" ]]; then
+    if ! grep -q "base_url: ${UPSTREAM_URL}" "${dest}"; then
+      NOTES+=("${PROVIDER_FILE} exists and does not point at ${UPSTREAM_URL}: left as is (yours)")
+    fi
+    report "${PROVIDER_FILE} exists${did:+ (directories fixed)}"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    changed "write ${PROVIDER_FILE} (LiteLLM on loopback only)"
+    report "would write ${PROVIDER_FILE}"
+    return
+  fi
+  tmp="$(mktemp)"
+  cat >"${tmp}" <<EOF
+# Written by install.sh. optillm 0.3.12's proxy plugin reads this file; without it the plugin
+# falls back to a packaged example listing public cloud providers. Loopback LiteLLM only.
+providers:
+  - name: litellm
+    base_url: ${UPSTREAM_URL}
+    api_key: \${OPENAI_API_KEY}
+routing:
+  strategy: failover
+  health_check:
+    enabled: false
+EOF
+  copy_file "${tmp}" "${dest}" 0644
+  rm -f "${tmp}"
+  changed "wrote ${PROVIDER_FILE}"
+  report "wrote ${PROVIDER_FILE}"
+}
+
+write_env_file() {
+  step "env file" "check ${CONF_DIR} by hand (it must be a directory), then re-run"
+  local conf dest
+  conf="$(R "${CONF_DIR}")"
+  dest="$(R "${ENV_FILE}")"
+  if dir_differs "${conf}" 0755 root; then
+    make_dir "${conf}" 0755 root
+    changed "directory ${CONF_DIR}"
+  fi
+  if [[ -e "${dest}" ]]; then
+    tighten_mode "${dest}" "${ENV_FILE}"
+    report "${ENV_FILE} exists: kept as is"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    changed "write ${ENV_FILE} from etc/optillm-proxy/env.example"
+    report "would write ${ENV_FILE} from etc/optillm-proxy/env.example"
+    return
+  fi
+  (umask 077 && copy_file "${REPO}/etc/optillm-proxy/env.example" "${dest}" 0600)
+  changed "wrote ${ENV_FILE} from env.example (set OPENAI_API_KEY in it)"
+  NOTES+=("set OPENAI_API_KEY (the key optillm presents to LiteLLM) in ${ENV_FILE}, then re-run install.sh")
+  report "wrote ${ENV_FILE} (mode 0600)"
+}
+
+# Secrets are never group/world readable: an operator's file keeps its content, not a loose mode.
+tighten_mode() {
+  local path="$1" shown="$2"
+  if [[ "$(mode_of "${path}")" != 600 ]]; then
+    [[ -z "${DRY_RUN}" ]] && chmod 0600 "${path}"
+    changed "mode of ${shown} set to 0600"
+  fi
+}
+
+# The key never passes through argv or the environment: Python writes it straight into a 0600
+# file it creates exclusively.
+generate_key_file() {
+  local dest="$1"
+  (
+    umask 077
+    "${SYSTEM_PYTHON}" -I -c '
+import os, secrets, sys
+key = "opx-" + secrets.token_urlsafe(32)
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+with os.fdopen(fd, "w") as out:
+    out.write(key + "\n")
+' "${dest}"
+  )
+}
+
+write_key_file() {
+  step "key file" "check ${KEY_FILE} by hand (remove a broken one to regenerate), then re-run"
+  local dest
+  dest="$(R "${KEY_FILE}")"
+  if [[ -e "${dest}" ]]; then
+    tighten_mode "${dest}" "${KEY_FILE}"
+    if [[ "$(head -c 3 "${dest}")" == "sk-" ]]; then
+      NOTES+=("${KEY_FILE} starts with 'sk-': optillm 0.3.12 forwards such bearers upstream; replace it (delete it and re-run to generate one)")
+    fi
+    report "${KEY_FILE} exists: kept as is"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    changed "generate the proxy key into ${KEY_FILE}"
+    report "would generate ${KEY_FILE}"
+    return
+  fi
+  generate_key_file "${dest}"
+  chown_root "${dest}"
+  changed "generated the proxy key into ${KEY_FILE}"
+  report "generated ${KEY_FILE} (mode 0600)"
+}
+
+install_unit() {
+  step "unit" "check systemd/${SERVICE}.service in the repo (systemd-analyze verify), then re-run"
+  local src="${REPO}/systemd/${SERVICE}.service"
+  if [[ ! -f "${src}" ]]; then
+    if real_install; then
+      die "${EXIT_PREREQ}" "systemd/${SERVICE}.service is missing from this checkout: update the checkout"
+    fi
+    warn "systemd/${SERVICE}.service is missing from this checkout: no unit staged"
+    NOTES+=("systemd/${SERVICE}.service was missing: no unit installed")
+    report "skipped (no unit file in the repo)"
+    return
+  fi
+  if file_differs "${src}" "$(R "${UNIT_FILE}")" 0644; then
+    copy_file "${src}" "$(R "${UNIT_FILE}")" 0644
+    changed "installed ${UNIT_FILE}"
+    report "${DRY_RUN:+would install }${UNIT_FILE}"
+  else
+    report "${UNIT_FILE} unchanged"
+  fi
+}
+
+# --- uninstall (these functions are also written into the generated uninstall script) ---------
+
+uninstall_stop_unit() {
+  step "stop service" "stop it by hand: systemctl disable --now ${SERVICE}"
+  if [[ -n "${ROOT}" || ! -d /run/systemd/system ]]; then
+    report "no systemd here${ROOT:+ (--root)}: nothing to stop"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    report "would run: systemctl disable --now ${SERVICE}"
+    return
+  fi
+  systemctl disable --now "${SERVICE}" >/dev/null 2>&1 || true
+  systemctl reset-failed "${SERVICE}" >/dev/null 2>&1 || true
+  report "stopped and disabled ${SERVICE}"
+}
+
+uninstall_remove() {
+  local what="$1" path
+  path="$(R "${what}")"
+  if [[ -e "${path}" || -L "${path}" ]]; then
+    if [[ -n "${DRY_RUN}" ]]; then
+      report "would remove ${what}"
+    else
+      rm -rf "${path}"
+      report "removed ${what}"
+    fi
+  fi
+}
+
+uninstall_files() {
+  step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
+  uninstall_remove "${UNIT_FILE}"
+  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && -d /run/systemd/system ]]; then
+    systemctl daemon-reload
+  fi
+  local link
+  link="$(R "${OPSCTL_LINK}")"
+  if [[ -L "${link}" && "$(readlink "${link}")" == *"${TOOLS_DIR#/}/opsctl/"* ]]; then
+    uninstall_remove "${OPSCTL_LINK}"
+  fi
+  uninstall_remove "${PREFIX_DIR}"
+}
+
+uninstall_user() {
+  step "remove user" "remove it by hand: userdel ${SERVICE_USER}"
+  if [[ -n "${ROOT}" ]]; then
+    report "skipped under --root"
+    return
+  fi
+  if ! getent passwd "${SERVICE_USER}" >/dev/null; then
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    report "would remove user ${SERVICE_USER}"
+    return
+  fi
+  userdel "${SERVICE_USER}"
+  report "removed user ${SERVICE_USER}"
+}
+
+uninstall_purge() {
+  step "purge" "remove ${CONF_DIR} and ${STATE_DIR} by hand"
+  if [[ -z "${PURGE}" ]]; then
+    report "kept ${CONF_DIR} (env, key) and ${STATE_DIR}; --purge removes them"
+    return
+  fi
+  uninstall_remove "${DROPIN_DIR}"
+  uninstall_remove "${CONF_DIR}"
+  uninstall_remove "${STATE_DIR}"
+}
+
+uninstall_main() {
+  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
+    die "${EXIT_PREREQ}" "must run as root to uninstall: sudo $0 --uninstall"
+  fi
+  uninstall_stop_unit
+  uninstall_files
+  uninstall_user
+  uninstall_purge
+  log "uninstalled${DRY_RUN:+ (dry run: nothing removed)}"
+}
+
+# A standalone uninstall script (k3s style): the same functions, with this install's values.
+write_uninstall_script() {
+  step "uninstall script" "check ${PREFIX_DIR} by hand, then re-run"
+  local tmp dest
+  dest="$(R "${UNINSTALL_SCRIPT}")"
+  tmp="$(mktemp)"
+  {
+    echo '#!/usr/bin/env bash'
+    echo "# Generated by install.sh: removes optillm-proxy (unit, runtimes, tools, opsctl link, user)."
+    echo "# Keeps ${CONF_DIR} and ${STATE_DIR} unless --purge. Flags: --purge --dry-run."
+    echo 'set -Eeuo pipefail'
+    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE DROPIN_DIR OPSCTL_LINK \
+      EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
+    printf 'ROOT=%q\n' "${ROOT}"
+    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT=""'
+    declare -f log warn die step report R on_error uninstall_stop_unit uninstall_remove uninstall_files \
+      uninstall_user uninstall_purge uninstall_main
+    cat <<'EOF'
+for arg in "$@"; do
+  case "${arg}" in
+    --purge) PURGE=1 ;;
+    --dry-run) DRY_RUN=1 ;;
+    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run)" ;;
+  esac
+done
+trap 'on_error $? $LINENO' ERR
+uninstall_main
+EOF
+  } >"${tmp}"
+  if file_differs "${tmp}" "${dest}" 0755; then
+    copy_file "${tmp}" "${dest}" 0755
+    report "${DRY_RUN:+would write }${UNINSTALL_SCRIPT}"
+  else
+    report "unchanged"
+  fi
+  rm -f "${tmp}"
+}
+
+# --- change detection and (re)start ------------------------------------------------------------
+
+# What the running service depends on, one "component sha256" line each. Stored after each run;
+# a component that differs from the stored line is a reason to restart.
+fingerprint() {
+  local libexec dropins
+  libexec="$(R "${CURRENT_LINK}")/libexec"
+  echo "runtime $(readlink "$(R "${CURRENT_LINK}")" 2>/dev/null || echo absent)"
+  if [[ -d "${libexec}" ]]; then
+    echo "launcher $(cd "${libexec}" && find . -type f | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
+  else
+    echo "launcher absent"
+  fi
+  echo "unit $(sha256_of "$(R "${UNIT_FILE}")")"
+  dropins="$(R "${DROPIN_DIR}")"
+  if [[ -d "${dropins}" ]]; then
+    echo "drop-ins $(cd "${dropins}" && find . -type f -name '*.conf' | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
+  else
+    echo "drop-ins absent"
+  fi
+  echo "env-file $(sha256_of "$(R "${ENV_FILE}")")"
+  echo "key-file $(sha256_of "$(R "${KEY_FILE}")")"
+  echo "provider-file $(sha256_of "$(R "${PROVIDER_FILE}")")"
+}
+
+detect_changes() {
+  step "change detection" "remove ${INSTALL_STATE_FILE} to force a restart, then re-run"
+  local state new old line component
+  state="$(R "${INSTALL_STATE_FILE}")"
+  if [[ -n "${DRY_RUN}" ]]; then
+    report "dry run: a restart would follow only if something above changes"
+    return
+  fi
+  new="$(fingerprint)"
+  old="$(cat "${state}" 2>/dev/null || true)"
+  if [[ -z "${old}" ]]; then
+    RESTART_REASONS+=("first-install")
+  else
+    while IFS= read -r line; do
+      component="${line%% *}"
+      if ! grep -qxF "${line}" <<<"${old}"; then
+        RESTART_REASONS+=("${component}")
+      fi
+    done <<<"${new}"
+  fi
+  if [[ "${new}" != "${old}" ]]; then
+    local tmp="${state}.install-tmp.$$"
+    (umask 077 && printf '%s\n' "${new}" >"${tmp}")
+    chown_root "${tmp}"
+    mv -f "${tmp}" "${state}"
+  fi
+  if ((${#RESTART_REASONS[@]})); then
+    report "changed since the last install: ${RESTART_REASONS[*]}"
+  else
+    report "nothing the service depends on changed"
+  fi
+}
+
+service_is_active() { systemctl is-active --quiet "${SERVICE}"; }
+
+wait_healthy() {
+  local opsctl
+  opsctl="$(R "${TOOLS_DIR}")/opsctl/bin/opsctl"
+  if [[ -x "${opsctl}" ]] && "${opsctl}" health --help 2>/dev/null | grep -q -- '--wait'; then
+    "${opsctl}" health --wait "${HEALTH_TIMEOUT}" >/dev/null 2>&1
+    return
+  fi
+  "${SYSTEM_PYTHON}" -I - "http://${LISTEN_HOST}:${LISTEN_PORT}/health" "${HEALTH_TIMEOUT}" <<'EOF'
+import json, sys, time, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200 and json.load(resp).get("status") == "ok":
+                sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.5)
+sys.exit(1)
+EOF
+}
+
+start_service() {
+  step "service" "see: journalctl -u ${SERVICE} -n 50 --no-pager; systemctl status ${SERVICE}"
+  if [[ -n "${ROOT}" ]]; then
+    SERVICE_STATE="staged under ${ROOT}: not started (--root never runs systemctl)"
+    report "skipped under --root"
+    return
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    SERVICE_STATE="dry run: nothing started"
+    report "would run: systemctl daemon-reload, enable ${SERVICE}, restart it if anything changed"
+    return
+  fi
+  if [[ -z "${HAS_SYSTEMD}" ]]; then
+    SERVICE_STATE="NOT STARTED: systemd is not PID 1 here (container or CI?); on a systemd host run: systemctl daemon-reload && systemctl enable --now ${SERVICE}"
+    report "systemd is not running here: installed, but could not start ${SERVICE}"
+    return
+  fi
+  local unit_changed="" reason
+  for reason in "${RESTART_REASONS[@]}"; do
+    [[ "${reason}" == unit || "${reason}" == drop-ins ]] && unit_changed=1
+  done
+  [[ -n "${unit_changed}" ]] && systemctl daemon-reload
+  if ! systemctl is-enabled --quiet "${SERVICE}" 2>/dev/null; then
+    systemctl enable --quiet "${SERVICE}"
+    changed "enabled ${SERVICE} at boot"
+  fi
+  if [[ -n "${SKIP_START}" ]]; then
+    SERVICE_STATE="not (re)started (--no-start)${RESTART_REASONS[*]:+; pending changes: ${RESTART_REASONS[*]}}"
+    report "skipped (--no-start)"
+    return
+  fi
+  local action=""
+  if ((${#RESTART_REASONS[@]})); then
+    action="restarted (changed: ${RESTART_REASONS[*]})"
+  elif ! service_is_active; then
+    action="started (it was not running)"
+  fi
+  if [[ -z "${action}" ]]; then
+    SERVICE_STATE="running, not restarted (nothing changed)"
+    report "nothing changed: not restarted"
+    return
+  fi
+  report "${action%% *} ${SERVICE}; waiting up to ${HEALTH_TIMEOUT}s for /health"
+  # A failed restart is reported like an unhealthy one (the unit refuses bad config with 78).
+  systemctl restart "${SERVICE}" || true
+  if wait_healthy; then
+    SERVICE_STATE="${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
+    changed "${SERVICE} ${action}"
+  else
+    SERVICE_STATE="${action%% *}, but NOT HEALTHY after ${HEALTH_TIMEOUT}s: journalctl -u ${SERVICE} -n 50 --no-pager"
+  fi
+}
+
+print_summary() {
+  local profile_shown="${PROFILE}" item
+  echo
+  echo "optillm-proxy install summary${DRY_RUN:+ (dry run: nothing was written)}"
+  echo "  profile:   ${profile_shown} (runtime ${RUNTIME_NAME}, optillm ${OPTILLM_VERSION}; recorded in ${CURRENT_LINK}/${MANIFEST_REL})"
+  if ((${#CHANGES[@]})); then
+    echo "  changed:"
+    for item in "${CHANGES[@]}"; do echo "    - ${item}"; done
+  else
+    echo "  changed:   nothing (no change; nothing restarted)"
+  fi
+  echo "  service:   ${SERVICE_STATE}"
+  echo "  env file:  ${ENV_FILE} (OPENAI_API_KEY for LiteLLM, PROXY_PLUGINS; root 0600)"
+  echo "  key file:  ${KEY_FILE} (the proxy key LiteLLM presents; root 0600; read with: sudo cat ${KEY_FILE})"
+  [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
+  for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
+  echo "  next:      sudo opsctl health; sudo opsctl smoke; sudo opsctl lint"
+  echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+  echo "  uninstall: sudo ./install.sh --uninstall (or ${UNINSTALL_SCRIPT}); --purge also removes ${CONF_DIR}"
+}
+
+exit_code() {
+  if [[ -n "${DRY_RUN}" || -n "${ROOT}" ]]; then
+    echo "${EXIT_OK}"
+  elif [[ -z "${HAS_SYSTEMD}" ]]; then
+    echo "${EXIT_NO_SYSTEMD}"
+  elif [[ "${SERVICE_STATE}" == *"NOT HEALTHY"* ]]; then
+    echo "${EXIT_UNHEALTHY}"
+  else
+    echo "${EXIT_OK}"
+  fi
+}
+
+main() {
+  umask 022
+  parse_args "$@"
+  trap 'on_error $? $LINENO' ERR
+  if [[ -n "${UNINSTALL}" ]]; then
+    uninstall_main
+    exit "${EXIT_OK}"
+  fi
+  check_system
+  install_debian_packages
+  check_python
+  bootstrap_uv
+  build_runtime
+  install_launcher
+  switch_current
+  install_opsctl
+  create_service_user
+  write_provider_file
+  write_env_file
+  write_key_file
+  install_unit
+  write_uninstall_script
+  detect_changes
+  start_service
+  print_summary
+  exit "$(exit_code)"
+}
+
+# Sourcing (the tests call single functions) defines everything and runs nothing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
