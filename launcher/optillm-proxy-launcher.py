@@ -18,8 +18,10 @@ RestartPreventExitStatus=78 makes that a visible failed unit instead of a restar
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import json
+import logging
 import os
 import signal
 import socket
@@ -42,6 +44,9 @@ ENV_FILE_HINT = "/etc/optillm-proxy/env"
 ROUTED_STRATEGIES = ("moa", "bon", "plansearch", "self_consistency")
 HEALTH_POLL_SECONDS = 0.2
 HEALTH_TIMEOUT_SECONDS = 2.0
+# The launcher's own /health probes carry this query (the route ignores it) so their access-log
+# lines can be dropped: a watchdog ping every 10 s would otherwise flood the journal.
+PROBE_QUERY = "probe=optillm-proxy-launcher"
 
 
 class ConfigRefused(Exception):
@@ -312,7 +317,7 @@ def supervise(server, notifier: Notifier, host: str, port: int, interval: float 
     poll_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     if ":" in poll_host:
         poll_host = f"[{poll_host}]"
-    url = f"http://{poll_host}:{port}/health"
+    url = f"http://{poll_host}:{port}/health?{PROBE_QUERY}"
     while not health_ok(url, HEALTH_TIMEOUT_SECONDS):
         time.sleep(HEALTH_POLL_SECONDS)
     notifier.send(f"READY=1\nSTATUS={status_line(server, f'http://{poll_host}:{port}')}")
@@ -331,6 +336,14 @@ def supervise(server, notifier: Notifier, host: str, port: int, interval: float 
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+class DropOwnProbes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return PROBE_QUERY not in record.getMessage()
+        except Exception:
+            return True
 
 
 def refuse(message: str) -> None:
@@ -377,6 +390,11 @@ def main() -> int:
     for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):
         os.environ.pop(name, None)
     signal.signal(signal.SIGTERM, on_sigterm)
+    # A watchdog abort (SIGABRT) of a hung server leaves every thread's stack in the journal.
+    faulthandler.enable()
+    # python -I ignores PYTHONUNBUFFERED; line-buffer stdout so prints reach the journal promptly.
+    sys.stdout.reconfigure(line_buffering=True)
+    logging.getLogger("werkzeug").addFilter(DropOwnProbes())
 
     import optillm.server as server
 

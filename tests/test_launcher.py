@@ -1,0 +1,376 @@
+"""launcher/optillm-proxy-launcher.py: key from the credential, refusals, plugin sets, sd_notify.
+
+Refusals happen before optillm is imported, so they run with this interpreter. Everything else
+starts real optillm 0.3.12 from the full lock through the launcher (marker `real`), with a
+test-owned AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = REPO / "launcher" / "optillm-proxy-launcher.py"
+PLUGIN_TABLE = REPO / "launcher" / "plugins.json"
+KEY = "opx-launcher-test-key-0123456789abcdefghij"
+ALL_SLUGS = sorted(json.loads(PLUGIN_TABLE.read_text())["plugins"])
+FAN_OUT = {"jerry-xl": 1, "moa-jerry-xl": 3, "bon-jerry-xl": 4, "plansearch-jerry-xl": 4,
+           "self_consistency-jerry-xl": 5}
+# Long enough for the full profile with all 16 plugins on a busy 2-core machine.
+START_TIMEOUT = 180.0
+
+
+def load_launcher_module():
+    spec = importlib.util.spec_from_file_location("optillm_proxy_launcher", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_credentials(directory: Path, key: str = KEY) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "api-key").write_text(key + "\n")
+    os.chmod(directory / "api-key", 0o600)
+    return directory
+
+
+class NotifyListener:
+    """What systemd's notify socket would receive: datagrams, in order."""
+
+    def __init__(self, abstract: bool = False):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._dir = None
+        if abstract:
+            name = f"optillm-proxy-test-{uuid.uuid4().hex}"
+            self.sock.bind("\0" + name)
+            self.env_value = "@" + name
+        else:
+            # sun_path holds 108 bytes: pytest's tmp paths can be longer.
+            self._dir = tempfile.mkdtemp(prefix="ntf-")
+            path = os.path.join(self._dir, "notify")
+            self.sock.bind(path)
+            self.env_value = path
+        self.messages: list[str] = []
+
+    def receive(self, timeout: float) -> str | None:
+        self.sock.settimeout(timeout)
+        try:
+            message = self.sock.recv(65536).decode()
+        except socket.timeout:
+            return None
+        self.messages.append(message)
+        return message
+
+    def wait_for(self, prefix: str, timeout: float, process=None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process is not None and process.proc.poll() is not None:
+                raise AssertionError(f"launcher exited with {process.proc.returncode}:\n{process.log_text()[-3000:]}")
+            message = self.receive(1.0)
+            if message is not None and message.startswith(prefix):
+                return message
+        raise AssertionError(f"no {prefix!r} datagram within {timeout}s; got {self.messages!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_listener():
+    listeners = []
+
+    def make(abstract: bool = False) -> NotifyListener:
+        listener = NotifyListener(abstract)
+        listeners.append(listener)
+        return listener
+
+    yield make
+    for listener in listeners:
+        listener.close()
+
+
+def launcher_argv(venv: Path, *extra: str) -> list[str]:
+    return [str(venv / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port", "{port}",
+            "--model", "jerry-xl", *extra]
+
+
+def start_via_launcher(optillm_factory, venv, upstream, tmp_path, *, listener=None, env=None, extra=()):
+    creds = write_credentials(tmp_path / f"creds-{uuid.uuid4().hex[:6]}")
+    env_extra = {"CREDENTIALS_DIRECTORY": str(creds), **(env or {})}
+    if listener is not None:
+        env_extra["NOTIFY_SOCKET"] = listener.env_value
+    return optillm_factory(venv, upstream.base_url, key=KEY, wait=False, env_extra=env_extra,
+                           argv=launcher_argv(venv, "--base-url", upstream.base_url, *extra))
+
+
+def health_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def loaded_plugins(log: str) -> list[str]:
+    return sorted(line.rsplit("Loaded package plugin: ", 1)[1].strip()
+                  for line in log.splitlines() if "Loaded package plugin: " in line)
+
+
+def chat(url: str, model: str, key: str | None = KEY) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=120,
+                      json={"model": model, "messages": [{"role": "user", "content": "What is 6*7?"}],
+                            "max_tokens": 50})
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: exit 78, one line on stderr, nothing started
+
+
+def run_launcher(args=(), env=None, launcher=LAUNCHER, cwd=None) -> subprocess.CompletedProcess:
+    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    return subprocess.run([sys.executable, "-I", str(launcher), "--host", "127.0.0.1", "--port", "9", *args],
+                          env={**base, **(env or {})}, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def lean_runtime_copy(root: Path) -> Path:
+    """A runtime layout (libexec/ + manifest) recording the lean profile."""
+    (root / "libexec").mkdir(parents=True)
+    shutil.copy2(LAUNCHER, root / "libexec" / LAUNCHER.name)
+    shutil.copy2(PLUGIN_TABLE, root / "libexec" / "plugins.json")
+    (root / "optillm-proxy-runtime.json").write_text(json.dumps(
+        {"profile": "lean", "optillm_version": "0.3.12", "lock_sha256": "0" * 64, "lock_file": "locks/lean.txt"}))
+    return root / "libexec" / LAUNCHER.name
+
+
+REFUSALS = {
+    "no credentials directory": ({}, [], "CREDENTIALS_DIRECTORY is not set"),
+    "credential missing": ({"CREDENTIALS_DIRECTORY": "{empty_dir}"}, [], "api-key does not exist"),
+    "credential empty": ({"CREDENTIALS_DIRECTORY": "{creds:}"}, [], "is empty"),
+    "sk- key": ({"CREDENTIALS_DIRECTORY": "{creds:sk-abcdef0123456789}"}, [], "starts with sk-"),
+    "OPTILLM_API_KEY in env": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPTILLM_API_KEY": "x"}, [],
+                               "OPTILLM_API_KEY is set in the environment, which switches optillm 0.3.12 to local inference"),
+    "other OPTILLM_ in env": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPTILLM_APPROACH": "proxy"}, [],
+                              "OPTILLM_APPROACH set in the environment"),
+    "key on command line": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--optillm-api-key", "abc"],
+                            "--optillm-api-key is on the command line"),
+    "abbreviated key option": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--optillm-api=abc"],
+                               "--optillm-api-key is on the command line"),
+    "approach proxy": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--approach", "proxy"], "--approach proxy is on the command line"),
+    "approach auto": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--approach=auto"], "--approach auto is on the command line"),
+    "approach abbreviated": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--appr", "proxy"], "--approach proxy"),
+    "unknown plugin": ({"CREDENTIALS_DIRECTORY": "{creds}", "PROXY_PLUGINS": "readurls,nosuch"}, [],
+                       "unknown plugin 'nosuch'"),
+    "none mixed with names": ({"CREDENTIALS_DIRECTORY": "{creds}", "PROXY_PLUGINS": "none,readurls"}, [],
+                              "cannot be combined"),
+    "--plugins without value": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--plugins"], "--plugins needs a value"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusal_exits_78_with_one_line(case, tmp_path):
+    env_template, args, expected = REFUSALS[case]
+    env = {}
+    for name, value in env_template.items():
+        if value == "{empty_dir}":
+            (tmp_path / "empty").mkdir()
+            value = str(tmp_path / "empty")
+        elif value.startswith("{creds"):
+            key = value[len("{creds:"):-1] if value.startswith("{creds:") else KEY
+            creds = tmp_path / "creds"
+            creds.mkdir()
+            (creds / "api-key").write_text(key + "\n")
+            value = str(creds)
+        env[name] = value
+    result = run_launcher(args, env)
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("optillm-proxy-launcher: refused: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert KEY not in result.stderr
+
+
+@pytest.mark.parametrize("setting,refused", [("json", "json"), ("readurls,privacy,router", "privacy, router"),
+                                             ("all", "coc")])
+def test_lean_runtime_refuses_plugins_it_cannot_import(tmp_path, setting, refused):
+    launcher = lean_runtime_copy(tmp_path / "rt")
+    creds = write_credentials(tmp_path / "creds")
+    result = run_launcher(env={"CREDENTIALS_DIRECTORY": str(creds), "PROXY_PLUGINS": setting}, launcher=launcher)
+    assert result.returncode == 78, result.stderr
+    [line] = result.stderr.splitlines()
+    assert f"plugin(s) {refused}" in line and "'lean' profile" in line
+    assert "set PROXY_PLUGINS to a subset of: " in line
+    lean = sorted(s for s, p in json.loads(PLUGIN_TABLE.read_text())["plugins"].items() if "lean" in p["profiles"])
+    assert line.endswith(", ".join(lean))
+
+
+def test_plugins_option_overrides_env_and_is_removed_from_optillm_argv():
+    launcher = load_launcher_module()
+    value, rest = launcher.take_option(["--port", "1", "--plugins", "genselect", "--model", "m"], "--plugins")
+    assert (value, rest) == ("genselect", ["--port", "1", "--model", "m"])
+    value, rest = launcher.take_option(["--plugins=all", "--plugins-dir", "/x"], "--plugins")
+    assert (value, rest) == ("all", ["--plugins-dir", "/x"])
+    table = launcher.plugin_table()
+    assert launcher.parse_plugin_setting(" None ", table) == []
+    assert launcher.parse_plugin_setting("", table) == []
+    assert launcher.parse_plugin_setting("ALL", table) == "all"
+    assert launcher.parse_plugin_setting("readurls, genselect,readurls", table) == ["readurls", "genselect"]
+
+
+def test_notifier_reaches_abstract_socket_and_never_raises(notify_listener):
+    launcher = load_launcher_module()
+    listener = notify_listener(abstract=True)
+    assert launcher.Notifier(listener.env_value).send("READY=1")
+    assert listener.receive(5) == "READY=1"
+    # Nobody listening: reported, not raised.
+    assert launcher.Notifier("@optillm-proxy-test-nobody-" + uuid.uuid4().hex).send("WATCHDOG=1") is False
+    assert launcher.Notifier(None).send("READY=1") is False
+
+
+def test_plugin_table_matches_the_locked_optillm(full_runtime):
+    """plugins.json lists exactly the bundled plugin files, with the SLUG each one defines."""
+    import ast
+
+    [plugins_dir] = full_runtime.glob("lib/python3*/site-packages/optillm/plugins")
+    found = {}
+    for path in plugins_dir.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SLUG" for t in node.targets):
+                found[node.value.value] = path.stem
+    table = json.loads(PLUGIN_TABLE.read_text())["plugins"]
+    assert len(table) == 16
+    assert {slug: entry["module"] for slug, entry in table.items()} == found
+    for slug, entry in table.items():
+        assert "full" in entry["profiles"] and set(entry["profiles"]) <= {"lean", "full"}, slug
+        assert isinstance(entry["risk"], str)
+    for slug in ("executecode", "coc", "readurls", "web_search", "deep_research", "mcp"):
+        assert table[slug]["risk"], f"{slug} widens what a caller can make the proxy do: its risk must say how"
+
+
+# ---------------------------------------------------------------------------------------------
+# Real optillm through the launcher
+
+
+@pytest.mark.real
+def test_default_set_ready_key_fanout_and_clean_stop(full_runtime, upstream, optillm_factory, notify_listener,
+                                                     tmp_path):
+    listener = notify_listener()
+    p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener)
+
+    ready = listener.wait_for("READY=1", START_TIMEOUT, p)
+    # READY=1 is sent only after the launcher's own /health probe answered: it answers now, first try.
+    assert health_answers(p.url)
+    status = dict(line.split("=", 1) for line in ready.splitlines())
+    assert status["READY"] == "1"
+    assert f"serving http://127.0.0.1:{p.port}" in status["STATUS"]
+    assert "moa-, bon-, plansearch-, self_consistency-" in status["STATUS"]
+    assert status["STATUS"].endswith("0 plugins")
+    assert loaded_plugins(p.log_text()) == []
+
+    # The key came from the credential: enforced, and not visible in argv or the environment.
+    assert httpx.get(f"{p.url}/v1/models", timeout=30).status_code == 401
+    assert httpx.get(f"{p.url}/v1/models", headers={"Authorization": "Bearer wrong-key"}, timeout=30).status_code == 401
+    assert httpx.get(f"{p.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30).status_code == 200
+    cmdline = Path(f"/proc/{p.proc.pid}/cmdline").read_bytes()
+    environ = Path(f"/proc/{p.proc.pid}/environ").read_bytes()
+    assert str(LAUNCHER).encode() in cmdline  # the right process
+    assert KEY.encode() not in cmdline and KEY.encode() not in environ
+    assert KEY not in p.log_text()
+
+    # No plugin loaded, yet the four routed strategies are core approaches and fan out as stock.
+    for model, calls in FAN_OUT.items():
+        upstream.reset()
+        r = chat(p.url, model)
+        assert r.status_code == 200, r.text
+        seen = upstream.calls()
+        assert len(seen) == calls, (model, seen)
+        assert {c["model"] for c in seen} == {"jerry-xl"}
+        assert {c["authorization"] for c in seen} == {"Bearer upstream-key-for-tests"}
+    # A plugin prefix is not a strategy here: 0.3.12 passes the unknown name through unchanged.
+    upstream.reset()
+    assert chat(p.url, "readurls-jerry-xl").status_code == 200
+    assert [c["model"] for c in upstream.calls()] == ["readurls-jerry-xl"]
+
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(30) == 0
+    assert listener.wait_for("STOPPING=1", 10) == "STOPPING=1"
+
+
+@pytest.mark.real
+def test_watchdog_pings_only_while_health_answers(full_runtime, upstream, optillm_factory, notify_listener, tmp_path):
+    listener = notify_listener(abstract=True)
+    # 1 s watchdog: a ping every 0.5 s, so the test sees many quickly.
+    p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener,
+                           env={"WATCHDOG_USEC": "1000000"})
+    listener.wait_for("READY=1", START_TIMEOUT, p)
+    for _ in range(3):
+        assert listener.wait_for("WATCHDOG=1", 30, p) == "WATCHDOG=1"
+
+    os.kill(p.proc.pid, signal.SIGSTOP)
+    try:
+        # Drain what was sent before the stop took effect, then expect silence for 8 intervals.
+        while listener.receive(1.0) is not None:
+            pass
+        assert listener.receive(4.0) is None, "a stopped server must not keep the watchdog fed"
+    finally:
+        os.kill(p.proc.pid, signal.SIGCONT)
+    assert listener.wait_for("WATCHDOG=1", 30, p) == "WATCHDOG=1"
+    assert health_answers(p.url)
+
+
+@pytest.mark.real
+def test_named_subset_loads_exactly_that_and_never_cwd_plugins(full_runtime, upstream, optillm_factory,
+                                                               notify_listener, tmp_path):
+    # A plugin planted in <cwd>/optillm/plugins: stock load_plugins would run it, the subset loader must not.
+    planted = tmp_path / "cwd" / "optillm" / "plugins"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "planted-plugin-ran"
+    (planted / "planted_plugin.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nSLUG = 'planted'\ndef run(*a, **k):\n    return '', 0\n")
+    listener = notify_listener()
+    creds = write_credentials(tmp_path / "creds")
+    argv = launcher_argv(full_runtime, "--base-url", upstream.base_url, "--plugins", "majority_voting,readurls")
+    # cd into the planted directory; exec keeps the PID the factory watches.
+    shell = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', str(tmp_path / "cwd"), *argv]
+    p = optillm_factory(full_runtime, upstream.base_url, key=KEY, wait=False, argv=shell,
+                        env_extra={"CREDENTIALS_DIRECTORY": str(creds), "NOTIFY_SOCKET": listener.env_value,
+                                   "PROXY_PLUGINS": "all"})  # --plugins wins over the env file
+    ready = listener.wait_for("READY=1", START_TIMEOUT, p)
+    assert ready.endswith("2 plugin(s): majority_voting, readurls")
+    assert loaded_plugins(p.log_text()) == ["majority_voting", "readurls"]
+    assert not marker.exists()
+    upstream.reset()
+    r = chat(p.url, "majority_voting-jerry-xl")
+    assert r.status_code == 200, r.text
+    assert upstream.calls() and {c["model"] for c in upstream.calls()} == {"jerry-xl"}
+
+
+@pytest.mark.real
+def test_all_loads_every_bundled_plugin(full_runtime, upstream, optillm_factory, notify_listener, tmp_path):
+    listener = notify_listener()
+    p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener,
+                           env={"PROXY_PLUGINS": "all"})
+    ready = listener.wait_for("READY=1", START_TIMEOUT, p)
+    assert loaded_plugins(p.log_text()) == ALL_SLUGS
+    assert f"16 plugin(s): {', '.join(ALL_SLUGS)}" in ready
+    assert "Error loading" not in p.log_text()
+    upstream.reset()
+    assert chat(p.url, "moa-jerry-xl").status_code == 200
+    assert len(upstream.calls()) == 3
