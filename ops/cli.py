@@ -126,6 +126,40 @@ def smoke(models, all_models, base_model, plugins, env_file, url, api_key, timeo
 
 # --- lint (owner: lint) -----------------------------------------------------------------------
 
+
+from pathlib import Path as _Path  # noqa: E402 - kept in this section; cheap to import
+
+_LINT_PATH = click.Path(path_type=_Path)
+
+
+@cli.command("lint")
+@click.option("--unit", type=_LINT_PATH, help="Unit file, or a directory with drop-ins.")
+@click.option("--env-file", type=_LINT_PATH, help="EnvironmentFile= of the unit.")
+@click.option("--key-file", type=_LINT_PATH, help="The proxy key (LoadCredential= source).")
+@click.option("--proxy-config", type=_LINT_PATH, help="The service user's proxy_config.yaml.")
+@click.option("--litellm-config", type=_LINT_PATH, help="LiteLLM config.yaml to check routes.")
+@click.option("--venv", type=_LINT_PATH, help="Runtime to check [default: current, if any].")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option("--json", "as_json", is_flag=True, help="Findings as a JSON list.")
+@click.option("--list-rules", is_flag=True, help="List rule IDs, severities and summaries.")
+@click.option("--explain", metavar="RULE", help="Why a rule exists, examples and the fix.")
+def lint_command(list_rules: bool, explain: str | None, **options) -> None:
+    """Check the deployment's files for known misconfigurations.
+
+    One finding per line, PATH:LINE: RULE severity: message. Paths default to where
+    install.sh puts them. Exit 0 no error, 1 errors (or warnings with --strict), 2 usage.
+    """
+    from ops.lint import command
+
+    if list_rules:
+        click.echo(command.list_rules(), nl=False)
+        return
+    if explain is not None:
+        click.echo(command.explain(explain), nl=False)
+        return
+    raise SystemExit(command.lint(**options))
+
+
 # --- runtime (owner: upgrade) -----------------------------------------------------------------
 
 

@@ -1,0 +1,37 @@
+"""`opsctl lint` behind the click wiring: build the inputs, run, print, choose the exit code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ops.lint import engine
+from ops.lint.context import Context, Inputs
+from ops.lint.rules import RULES
+
+
+def list_rules() -> str:
+    width = max(len(r.ID) for r in RULES)
+    return "".join(f"{r.ID:<{width}}  {r.SEVERITY:<7}  {engine.summary(r)}\n" for r in RULES)
+
+
+def explain(rule_id: str) -> str:
+    rule = engine.rule_by_id(rule_id)
+    if rule is None:
+        raise click.BadParameter(f"no rule {rule_id!r}; `opsctl lint --list-rules` lists them",
+                                 param_hint="--explain")
+    return engine.explain(rule)
+
+
+def lint(*, unit: Path | None, env_file: Path | None, key_file: Path | None,
+         proxy_config: Path | None, litellm_config: Path | None, venv: Path | None,
+         strict: bool, as_json: bool) -> int:
+    inputs = Inputs.defaults(unit=unit, env_file=env_file, key_file=key_file,
+                             proxy_config=proxy_config, litellm_config=litellm_config, venv=venv)
+    ctx = Context(inputs)
+    findings = engine.run(ctx)
+    print(engine.profile_line(ctx), file=sys.stderr)
+    sys.stdout.write(engine.render_json(findings) if as_json else engine.render_text(findings))
+    return engine.exit_code(findings, strict)

@@ -1,0 +1,37 @@
+"""optillm's --base-url is missing or is not an http:// URL on loopback.
+
+Why: --base-url is where every strategy's calls go (LiteLLM at http://127.0.0.1:4000/v1).
+Without it optillm 0.3.12 calls OpenAI's public API with OPENAI_API_KEY; a remote URL sends
+prompts and the key off the machine.
+
+Fails:
+    ExecStart=... --base-url https://api.example.com/v1 ...
+
+Passes:
+    ExecStart=... --base-url http://127.0.0.1:4000/v1 ...
+
+Fix: `--base-url http://127.0.0.1:4000/v1` (the local LiteLLM).
+"""
+
+from ops.lint.finding import ERROR, Problem
+from ops.lint.netaddr import is_loopback_host, split_url
+from ops.lint.rules._command import optillm_command
+
+ID = "base-url-not-loopback"
+SEVERITY = ERROR
+
+
+def check(ctx):
+    es = optillm_command(ctx)
+    if es is None:
+        return
+    url = es.command.flags.get("--base-url")
+    d = es.directive
+    if not url:
+        yield Problem(d.path, d.line, "ExecStart has no --base-url: optillm would call OpenAI's "
+                                      "public API; add --base-url http://127.0.0.1:4000/v1")
+        return
+    scheme, host, _ = split_url(url)
+    if scheme != "http" or not is_loopback_host(host):
+        yield Problem(d.path, d.line, f"--base-url {url} is not http:// on loopback; use the "
+                                      "local LiteLLM, http://127.0.0.1:4000/v1")

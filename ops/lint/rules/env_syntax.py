@@ -1,0 +1,32 @@
+"""A line of the env file that systemd would reject or read differently than it looks.
+
+Why: EnvironmentFile= is not a shell script and not a dotenv file. systemd silently drops
+lines without `=` and names like `export KEY`, keeps `# comments` after a value as part of
+the value, glues text after a closing quote onto the value, lets an unclosed quote swallow
+the following lines, and keeps only the last of two assignments. The service then runs with
+a key or setting nobody wrote.
+
+Fails:
+    export OPENAI_API_KEY=sk-litellm      # dropped: invalid name
+    PROXY_PLUGINS=none  # default          # value is "none  # default"
+
+Passes:
+    # the LiteLLM key
+    OPENAI_API_KEY=sk-litellm
+    PROXY_PLUGINS=none
+
+Fix: one NAME=value per line, comments on their own lines, quotes closed on the same line,
+no `export`.
+"""
+
+from ops.lint.finding import ERROR, Problem
+
+ID = "env-syntax"
+SEVERITY = ERROR
+
+
+def check(ctx):
+    if ctx.env is None:
+        return
+    for line, message in ctx.env.problems:
+        yield Problem(str(ctx.inputs.env_file), line, message)

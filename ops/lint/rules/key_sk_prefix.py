@@ -1,0 +1,28 @@
+"""The proxy key starts with `sk-`.
+
+Why: measured on 0.3.12: a client bearer token that starts with `sk-` is reused as the
+upstream API key. Every request would reach LiteLLM with the proxy key instead of
+OPENAI_API_KEY: LiteLLM rejects it, or worse, it is a valid key for something else.
+
+Fails:
+    sk-proxy-0123456789abcdef0123456789abcdef
+
+Passes:
+    opx-Zq3v0m2T4sJ7x1dY8kP5wR9nB6cL2hF0aE4uG7iK1oM
+
+Fix: generate a key that does not start with `sk-` (install.sh uses the `opx-` prefix),
+update LiteLLM's api_key for the proxy entries, restart the service.
+"""
+
+from ops.lint.finding import ERROR, Problem
+
+ID = "key-sk-prefix"
+SEVERITY = ERROR
+
+
+def check(ctx):
+    text = ctx.key_text
+    if text is not None and text.strip().startswith("sk-"):
+        yield Problem(str(ctx.inputs.key_file), 1,
+                      "proxy key starts with sk-: optillm 0.3.12 forwards sk- bearers upstream "
+                      "as the LiteLLM key; generate an opx- key")

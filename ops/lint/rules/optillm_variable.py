@@ -1,0 +1,29 @@
+"""An OPTILLM_* variable (other than OPTILLM_API_KEY) is set for the service.
+
+Why: every optillm 0.3.12 flag takes its default from an OPTILLM_* variable
+(OPTILLM_APPROACH, OPTILLM_HOST, OPTILLM_BASE_URL, ...). A stray one silently changes
+behaviour the unit's ExecStart seems to fix, and nothing in `systemctl cat` shows it.
+
+Fails:
+    OPTILLM_APPROACH=proxy             (env file or Environment=)
+
+Passes:
+    the setting as a flag on ExecStart (visible, reviewed), or not at all.
+
+Fix: remove the variable; if the setting is really wanted, put the flag on ExecStart in a
+drop-in.
+"""
+
+from ops.lint.finding import WARNING, Problem
+from ops.lint.rules._environment import configured_variables
+
+ID = "optillm-variable"
+SEVERITY = WARNING
+
+
+def check(ctx):
+    for path, line, name in configured_variables(ctx):
+        if name.startswith("OPTILLM_") and name != "OPTILLM_API_KEY":
+            flag = "--" + name[len("OPTILLM_"):].lower().replace("_", "-")
+            yield Problem(path, line, f"{name} silently changes optillm's default for a flag "
+                                      f"(like {flag}); remove it, or set the flag on ExecStart")
