@@ -8,4 +8,6 @@ prerequisite fails the test with a message naming it. Deselect them locally with
 pytest_plugins = [
     "tests.fixtures.upstream",
     "tests.fixtures.runtime",
+    "tests.fixtures.litellm",
+    "tests.fixtures.box",
 ]
