@@ -1,0 +1,257 @@
+"""Deliberate upgrades and rollback in the booted box, with the real install.sh, systemd and optillm.
+
+The tests run in file order and share the box (session fixture): upgrade to a second valid lock,
+refuse a broken one without touching the live service, roll back by itself when a runtime fails
+only after the switch, then `install.sh --rollback`. The module puts the box back the way it
+found it. Downtime of an upgrade and of a rollback is measured from the host (the box shares its
+network) by polling /health, and reported in the box figures, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ops.layout import DEFAULT as L
+from tests.box.install import install
+from tests.box.machine import INSTALL_ENV
+from tests.box.service import HEALTH_URL, main_pid
+from tests.fixtures.box import record
+
+pytestmark = pytest.mark.box
+
+REPO = Path(__file__).resolve().parents[1]
+# Where the tests put the locks they upgrade to, inside the box.
+LOCK_DIR = "/root/upgrade-locks"
+
+
+@dataclass
+class HealthPoller:
+    """Polls /health from the host every 50 ms while an upgrade runs; finds the longest outage."""
+
+    interval: float = 0.05
+    samples: list[tuple[float, bool]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _ok(self) -> bool:
+        try:
+            with urllib.request.urlopen(HEALTH_URL, timeout=3) as resp:
+                return resp.status == 200 and json.load(resp).get("status") == "ok"
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self._ok()))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "HealthPoller":
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def outages(self) -> list[float]:
+        """Length of each stretch during which /health did not answer, seconds."""
+        found, down_since = [], None
+        for at, ok in self.samples:
+            if not ok and down_since is None:
+                down_since = at
+            elif ok and down_since is not None:
+                found.append(at - down_since)
+                down_since = None
+        if down_since is not None:
+            found.append(float("inf"))
+        return found
+
+
+def box_path(box, path: str) -> Path:
+    return box.root / path.lstrip("/")
+
+
+def link_name(box, link: Path) -> str | None:
+    path = box_path(box, str(link))
+    return Path(path.readlink()).name if path.is_symlink() else None
+
+
+def manifest(box, runtime_name: str) -> dict:
+    return json.loads(box_path(box, f"{L.runtimes}/{runtime_name}/optillm-proxy-runtime.json").read_text())
+
+
+def put_lock(box, name: str, text: str) -> str:
+    path = box_path(box, f"{LOCK_DIR}/{name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return f"{LOCK_DIR}/{name}"
+
+
+def without_requirement(lock_text: str, package: str) -> str:
+    """The lock with one pinned package (its line and its hash continuation lines) taken out."""
+    out, skipping = [], False
+    for line in lock_text.splitlines(keepends=True):
+        if re.match(rf"{re.escape(package)}==", line):
+            skipping = True
+            continue
+        if skipping and line.startswith((" ", "\t")):
+            continue
+        skipping = False
+        out.append(line)
+    return "".join(out)
+
+
+def install_sh(box, *args: str, timeout: float = 1500.0):
+    cmd = f"cd /repo && bash ./install.sh {shlex.join(args)}"
+    return box.run(cmd, env=INSTALL_ENV, timeout=timeout)
+
+
+def opsctl(box, *args: str, timeout: float = 300.0):
+    return box.run(f"opsctl {shlex.join(args)}", timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def original(box):
+    """The runtime install.sh made current; the module switches back to it and removes its own."""
+    current = link_name(box, L.current)
+    previous = link_name(box, L.previous)
+    if current is None:
+        pytest.fail(f"{L.current} is not a link in the box after install.sh: the install did not finish")
+    before = set(p.name for p in box_path(box, str(L.runtimes)).iterdir())
+    yield current
+    if link_name(box, L.current) != current:
+        result = opsctl(box, "runtime", "upgrade", "--no-prune", current)
+        assert result.ok, f"could not switch the box back to {current}: {result.stderr}"
+    for runtime in box_path(box, str(L.runtimes)).iterdir():
+        if runtime.name not in before and runtime.name != current:
+            box.run(f"rm -rf {shlex.quote(f'{L.runtimes}/{runtime.name}')}")
+    if previous is None:
+        box.run(f"rm -f {L.previous}")
+    else:
+        box.run(f"ln -sfn runtimes/{previous} {L.previous}")
+    box.run(f"rm -rf {LOCK_DIR}")
+
+
+def lean_lock_text() -> str:
+    return (REPO / "locks" / "lean.txt").read_text()
+
+
+def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, original):
+    variant = put_lock(box, "lean-variant.txt", lean_lock_text() + "# upgrade test: same pins, new lock hash\n")
+    pid_before = main_pid(box)
+    with HealthPoller() as poller:
+        result = install_sh(box, "--upgrade", variant)
+    assert result.ok, f"install.sh --upgrade exited {result.rc}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+    current = link_name(box, L.current)
+    assert current != original and current.startswith("0.3.12-lean-")
+    assert link_name(box, L.previous) == original
+    assert manifest(box, current)["profile"] == "lean"
+    assert main_pid(box) not in (0, pid_before), "the service was not restarted onto the new runtime"
+    # The candidate ran as a transient unit before the switch, and is gone afterwards.
+    log = box.run("journalctl -o cat --no-pager | grep -F 'runtime validation (optillm-proxy-validate-'").stdout
+    assert "Started" in log, "no transient validation unit was started"
+    assert box.run("systemctl list-units --all --no-legend 'optillm-proxy-validate-*'").stdout.strip() == ""
+    # And the new runtime serves the strategies through the real upstream.
+    box_upstream.reset()
+    smoke = opsctl(box, "smoke", "--all")
+    assert smoke.ok, smoke.stdout + smoke.stderr
+    assert {c["model"] for c in box_upstream.calls()} == {"jerry-xl"}
+
+    outages = poller.outages()
+    assert len(outages) == 1, f"expected one restart's outage, saw {outages}"
+    record("upgrade downtime s (one restart, /health polled every 50 ms)", round(outages[0], 2))
+
+
+def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(box, original):
+    current = link_name(box, L.current)
+    broken = put_lock(box, "lean-no-math-verify.txt", without_requirement(lean_lock_text(), "math-verify"))
+    assert "math-verify==" not in box_path(box, broken).read_text()
+    pid_before = main_pid(box)
+    with HealthPoller() as poller:
+        result = install_sh(box, "--upgrade", broken)
+    output = result.stdout + result.stderr
+    assert result.rc == 1, f"expected exit 1 (refused at validation), got {result.rc}:\n{output[-3000:]}"
+    assert "at validation" in output and "untouched" in output
+    assert "math_verify" in output, f"the refusal does not say what failed:\n{output[-2000:]}"
+    assert link_name(box, L.current) == current
+    assert main_pid(box) == pid_before, "the live service was restarted by a refused upgrade"
+    assert poller.samples and all(ok for _, ok in poller.samples), "/health failed during a refused upgrade"
+
+
+def test_a_runtime_failing_only_after_the_switch_is_rolled_back_automatically(box, original):
+    """A copy of the current runtime whose launcher refuses the live port 4020 (but not the spare
+    validation port): it passes validation and fails for real once the service runs it."""
+    current = link_name(box, L.current)
+    previous = link_name(box, L.previous)
+    bad = f"{current}-fails-on-4020"
+    src, dst = f"{L.runtimes}/{current}", f"{L.runtimes}/{bad}"
+    launcher = f"{dst}/libexec/optillm-proxy-launcher.py"
+    box.run(f"rm -rf {dst}").check()
+    # Hardlinked copy (fast, no new download); the launcher is renamed, never written through.
+    box.run(f"cp -al {src} {dst} && mv {launcher} {dst}/libexec/real-launcher.py").check()
+    box_path(box, launcher).write_text(
+        "import os, runpy, sys\n"
+        "if '4020' in sys.argv:\n"
+        "    sys.exit('test runtime: refusing the live port 4020 on purpose')\n"
+        "runpy.run_path(os.path.join(os.path.dirname(__file__), 'real-launcher.py'), run_name='__main__')\n")
+    box.run(f"chmod 0644 {launcher} && touch {dst}").check()
+
+    pid_before = main_pid(box)
+    result = opsctl(box, "runtime", "upgrade", "--no-prune", bad, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.rc == 3, f"expected exit 3 (switched back), got {result.rc}:\n{output[-3000:]}"
+    assert "refusing the live port 4020 on purpose" in output, output[-2000:]
+    assert f"switched back to {current}, which is serving and healthy" in output
+    assert (link_name(box, L.current), link_name(box, L.previous)) == (current, previous)
+    assert main_pid(box) not in (0, pid_before)
+    smoke = opsctl(box, "smoke", "--all")
+    assert smoke.ok, smoke.stdout + smoke.stderr
+
+
+def test_rollback_returns_to_the_previous_runtime_in_one_restart(box, original):
+    current, previous = link_name(box, L.current), link_name(box, L.previous)
+    assert previous == original, "the first test's upgrade should have left the original as previous"
+    pid_before = main_pid(box)
+    with HealthPoller() as poller:
+        result = install_sh(box, "--rollback")
+    assert result.ok, f"install.sh --rollback exited {result.rc}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert (link_name(box, L.current), link_name(box, L.previous)) == (original, current)
+    assert main_pid(box) not in (0, pid_before)
+    smoke = opsctl(box, "smoke", "--all")
+    assert smoke.ok, smoke.stdout + smoke.stderr
+    outages = poller.outages()
+    assert len(outages) == 1, f"expected one restart's outage, saw {outages}"
+    record("rollback downtime s (one restart, /health polled every 50 ms)", round(outages[0], 2))
+
+
+def test_validation_unit_has_the_service_hardening(box, original):
+    """The transient unit is built from the installed unit: same exposure score, same identity."""
+    from ops.transient_unit import build
+
+    unit = build(box_path(box, str(L.unit_file)), Path(f"{L.runtimes}/{original}"), 45987,
+                 "optillm-proxy-validate-exposure")
+    started = box.run(shlex.join(unit.systemd_run_argv()), timeout=120)
+    try:
+        assert started.ok, started.stderr
+        score = {}
+        for name in ("optillm-proxy", unit.name):
+            out = box.run(f"systemd-analyze security {name} --no-pager").stdout
+            score[name] = re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1)
+        props = "-p User -p ProtectSystem -p PrivateUsers -p IPAddressDeny -p SystemCallFilter -p CapabilityBoundingSet"
+        shown = {name: box.run(f"systemctl show {name} {props}").stdout for name in ("optillm-proxy", unit.name)}
+    finally:
+        box.run(f"systemctl stop {unit.name}")
+    assert score[unit.name] == score["optillm-proxy"], score
+    assert shown[unit.name] == shown["optillm-proxy"]
