@@ -86,6 +86,9 @@ class System:
         return self.run(["systemctl", "is-active", "--quiet", name], 30)[0] == 0
 
     def restart_service(self) -> tuple[int, str]:
+        # A deliberate restart must not be refused by the start rate limit that earlier failures
+        # (a candidate that failed after the switch) used up.
+        self.run(["systemctl", "reset-failed", SERVICE], 30)
         return self.run(["systemctl", "restart", SERVICE], START_TIMEOUT)
 
     def main_pid(self) -> str:
