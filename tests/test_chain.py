@@ -1,0 +1,163 @@
+"""The real chain: client -> LiteLLM -> optillm 0.3.12 -> LiteLLM -> model (the recording upstream).
+
+Everything is real except the model: LiteLLM from locks/litellm.txt with the shipped config
+(tests/chain/litellm-config.yaml, rendered for free ports), optillm from the full lock. optillm's
+upstream is LiteLLM's /v1 and it presents LiteLLM's master key (its OPENAI_API_KEY); LiteLLM
+presents the proxy key to optillm and the model's own key to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops.layout import BASE_MODEL
+from tests.fixtures.litellm import (CONFIG, DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY, DEFAULT_UPSTREAM_KEY,
+                                    render_config, start_litellm)
+from tests.fixtures.runtime import free_port, start_optillm
+
+pytestmark = pytest.mark.chain
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = [{"role": "user", "content": "What is 6*7?"}]
+
+# Upstream calls per request in 0.3.12's auto mode (server started without --approach), as
+# measured against optillm alone (/work/shared/optillm-0.3.12.md and test_runtime_smoke_fixture):
+# the chain must add none and lose none.
+FAN_OUT = {
+    BASE_MODEL: 1,
+    f"moa-{BASE_MODEL}": 3,
+    f"bon-{BASE_MODEL}": 4,
+    f"plansearch-{BASE_MODEL}": 4,
+    f"self_consistency-{BASE_MODEL}": 5,
+}
+
+
+class Chain:
+    def __init__(self, upstream, litellm, optillm) -> None:
+        self.upstream, self.litellm, self.optillm = upstream, litellm, optillm
+
+    def ask(self, model: str):
+        import httpx
+
+        return httpx.post(f"{self.litellm.base_url}/chat/completions",
+                          headers={"Authorization": f"Bearer {DEFAULT_MASTER_KEY}"},
+                          json={"model": model, "messages": PROMPT, "max_tokens": 50}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def chain(full_runtime, litellm_venv, upstream_session, tmp_path_factory):
+    """One chain for the module: optillm first (its /health needs no upstream), then LiteLLM on the
+    port optillm was told to use."""
+    litellm_port = free_port()
+    litellm_url = f"http://127.0.0.1:{litellm_port}/v1"
+    optillm = start_optillm(full_runtime, tmp_path_factory.mktemp("chain-optillm"), litellm_url,
+                            key=DEFAULT_PROXY_KEY, env_extra={"OPENAI_API_KEY": DEFAULT_MASTER_KEY})
+    try:
+        litellm = start_litellm(litellm_port, upstream_session.base_url, f"{optillm.url}/v1",
+                                venv=litellm_venv, workdir=tmp_path_factory.mktemp("chain-litellm"))
+    except BaseException:
+        optillm.stop()
+        raise
+    print(f"\nLiteLLM start to ready: {litellm.ready_seconds[0]:.1f} s (measured, not asserted)")
+    yield Chain(upstream_session, litellm, optillm)
+    litellm.stop()
+    optillm.stop()
+
+
+@pytest.mark.parametrize("model", list(FAN_OUT))
+def test_each_model_fans_out_at_the_model_for_the_base_name_only(chain, model):
+    chain.upstream.reset()
+    r = chain.ask(model)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]
+
+    calls = chain.upstream.calls()
+    assert len(calls) == FAN_OUT[model], calls
+    # Loop avoidance, end to end: whatever the client asked for, the model only sees the base name.
+    assert {c["model"] for c in chain.upstream.calls("")} == {BASE_MODEL}
+    # The model gets its own key: never the proxy key (LiteLLM -> optillm) nor LiteLLM's master key
+    # (optillm -> LiteLLM), which would mean a key leaked one hop too far.
+    assert {c["authorization"] for c in calls} == {f"Bearer {DEFAULT_UPSTREAM_KEY}"}
+    if model.startswith(("moa-", "bon-")):
+        assert calls[0]["n"] == 3  # both strategies open with one n=3 completion
+
+
+def test_prefixed_models_reach_the_proxy_through_litellm(chain):
+    """The fan-out above could only come from optillm; its own log shows LiteLLM's requests arrived
+    with the proxy key (a wrong key would have been answered 401)."""
+    chain.upstream.reset()
+    assert chain.ask(f"moa-{BASE_MODEL}").status_code == 200
+    log = chain.optillm.log_text()
+    assert "POST /v1/chat/completions HTTP/1.1\" 200" in log, log[-3000:]
+    assert " 401 " not in log, log[-3000:]
+
+
+def _opsctl() -> str:
+    opsctl = Path(sys.executable).parent / "opsctl"
+    if not opsctl.exists():
+        pytest.fail(f"opsctl is not installed in {opsctl.parent}: run the tests with `uv run pytest` "
+                    "(uv installs the project's console script)")
+    return str(opsctl)
+
+
+def test_opsctl_smoke_all_passes_against_the_proxy(chain, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("OPENAI_API_KEY=unused-here\nPROXY_PLUGINS=none\n")
+    env_file.chmod(0o600)
+    # The key reaches opsctl through its environment, never its command line.
+    env = dict(os.environ, OPSCTL_API_KEY=DEFAULT_PROXY_KEY)
+    chain.upstream.reset()
+    proc = subprocess.run([_opsctl(), "smoke", "--all", "--url", chain.optillm.url, "--env-file", str(env_file)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for model in FAN_OUT:
+        assert model in proc.stdout
+    assert {c["model"] for c in chain.upstream.calls()} == {BASE_MODEL}
+    assert len(chain.upstream.calls()) == sum(FAN_OUT.values())
+
+
+def _litellm_findings(config: Path) -> list[dict]:
+    """Findings of `opsctl lint --litellm-config` that concern the LiteLLM config, linted against the
+    shipped unit (which gives the proxy's port and LiteLLM's address)."""
+    proc = subprocess.run([_opsctl(), "lint", "--litellm-config", str(config),
+                           "--unit", str(REPO / "systemd" / "optillm-proxy.service"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), f"lint usage error or crash ({proc.returncode}):\n{proc.stderr}"
+    findings = json.loads(proc.stdout)
+    return [f for f in findings if f["path"] == str(config) or f["rule"].startswith("litellm")]
+
+
+def test_shipped_litellm_config_lints_clean():
+    assert _litellm_findings(CONFIG) == []
+
+
+def test_lint_catches_a_base_model_routed_back_to_the_proxy(tmp_path):
+    """Proves the test above can fail: the same config with `jerry-xl` sent to the proxy is a loop."""
+    config = yaml.safe_load(CONFIG.read_text())
+    base = next(e for e in config["model_list"] if e["model_name"] == BASE_MODEL)
+    base["litellm_params"]["api_base"] = "http://127.0.0.1:4020/v1"
+    broken = tmp_path / "litellm-config.yaml"
+    broken.write_text(yaml.safe_dump(config, sort_keys=False))
+    findings = _litellm_findings(broken)
+    assert any(f["severity"] == "error" for f in findings), findings
+
+
+def test_shipped_config_holds_no_key():
+    config = yaml.safe_load(CONFIG.read_text())
+    keys = [e["litellm_params"]["api_key"] for e in config["model_list"]]
+    keys.append(config["general_settings"]["master_key"])
+    assert all(str(k).startswith("os.environ/") for k in keys), keys
+
+
+def test_render_config_moves_every_entry_off_the_real_ports():
+    rendered = yaml.safe_load(render_config("http://127.0.0.1:1111/v1", "http://127.0.0.1:2222/v1"))
+    bases = {e["model_name"]: e["litellm_params"]["api_base"] for e in rendered["model_list"]}
+    assert bases == {name: "http://127.0.0.1:1111/v1" if name == BASE_MODEL else "http://127.0.0.1:2222/v1"
+                     for name in FAN_OUT}
