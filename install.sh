@@ -535,7 +535,8 @@ create_service_user() {
   report "created system user ${SERVICE_USER}"
 }
 
-# The service user's home (StateDirectory=) with a root-owned .optillm/ holding the provider file:
+# The service user's home (StateDirectory=, mode as the unit's StateDirectoryMode=) with a
+# root-owned .optillm/ holding the provider file:
 # without it, 0.3.12's proxy plugin loads a packaged example that routes to public clouds.
 write_provider_file() {
   step "provider file" "check ${PROVIDER_FILE} by hand, then re-run"
@@ -543,14 +544,20 @@ write_provider_file() {
   state="$(R "${STATE_DIR}")"
   optillm_dir="${state}/.optillm"
   dest="$(R "${PROVIDER_FILE}")"
-  if dir_differs "${state}" 0750 "${SERVICE_USER}"; then
-    make_dir "${state}" 0750 "${SERVICE_USER}"
+  if dir_differs "${state}" 0700 "${SERVICE_USER}"; then
+    make_dir "${state}" 0700 "${SERVICE_USER}"
     changed "state directory ${STATE_DIR}"
     did=1
   fi
   if dir_differs "${optillm_dir}" 0755 root; then
     make_dir "${optillm_dir}" 0755 root
     changed "directory ${STATE_DIR}/.optillm"
+    did=1
+  fi
+  # Mount point for the unit's BindPaths= (the mcp plugin writes ~/.optillm/logs).
+  if dir_differs "${optillm_dir}/logs" 0755 root; then
+    make_dir "${optillm_dir}/logs" 0755 root
+    changed "directory ${STATE_DIR}/.optillm/logs"
     did=1
   fi
   if [[ -e "${dest}" ]]; then
