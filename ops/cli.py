@@ -38,13 +38,16 @@ class _HealthCommand(_UsageExit3):
         click.echo(result.as_json() if as_json else result.status_line())
 
 
+# Loaded anyway by the probes; ops.layout is stdlib-only and small.
+from ops.layout import BASE_MODEL, DEFAULT, PROXY_URL  # noqa: E402
+
 _URL_HELP = "Proxy base URL."
 _KEY_HELP = "Proxy key (prefer $OPSCTL_API_KEY or the key file: a command line is visible to all users)."
 
 
 @cli.command("health", cls=_HealthCommand)
-@click.option("--url", default="http://127.0.0.1:4020", show_default=True, help=_URL_HELP)
-@click.option("--api-key", default=None, help=_KEY_HELP + " Only used if /health fails.")
+@click.option("--url", default=PROXY_URL, show_default=True, help=_URL_HELP)
+@click.option("--api-key", default=None, help=_KEY_HELP + " Only sent to /v1/models, when /health fails.")
 @click.option("--timeout", default=10.0, show_default=True, type=float, help="Bound on the whole probe, seconds.")
 @click.option("--warning", default=1.0, show_default=True, type=float, help="WARNING when slower, seconds.")
 @click.option("--critical", default=3.0, show_default=True, type=float, help="CRITICAL when slower, seconds.")
@@ -77,45 +80,29 @@ def health(url, api_key, timeout, warning, critical, wait, as_json) -> None:
 @click.option("--all", "all_models", is_flag=True,
               help="The base model, its moa-/bon-/plansearch-/self_consistency- prefixes, and the plugin "
                    "slugs PROXY_PLUGINS names in the env file (when readable).")
-@click.option("--base-model", default="jerry-xl", show_default=True, help="Base model for --all and --plugin.")
+@click.option("--base-model", default=BASE_MODEL, show_default=True, help="Base model for --all and --plugin.")
 @click.option("--plugin", "plugins", multiple=True, metavar="SLUG",
               help="Also check the plugin prefix SLUG-<base model> (repeatable).")
 @click.option("--env-file", type=click.Path(dir_okay=False), default=None,
-              help="Env file whose PROXY_PLUGINS --all reads [default: /etc/optillm-proxy/env].")
-@click.option("--url", default="http://127.0.0.1:4020", show_default=True, help=_URL_HELP)
+              help=f"Env file whose PROXY_PLUGINS --all reads [default: {DEFAULT.env_file}].")
+@click.option("--url", default=PROXY_URL, show_default=True, help=_URL_HELP)
 @click.option("--api-key", default=None, help=_KEY_HELP)
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Bound on each model's request, seconds (strategies make several upstream calls).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def smoke(models, all_models, base_model, plugins, env_file, url, api_key, timeout, as_json) -> None:
     """Chat with each MODEL and prove its strategy ran. Exit 0 pass, 1 fail/skipped, 2 unreachable, 3 usage."""
-    from pathlib import Path
-
     from ops import smoke as smoking
     from ops.client import UsageProblem, parse_base_url, resolve_api_key
-    from ops.layout import DEFAULT
-
-    def usage(message: str) -> None:
-        click.echo(f"opsctl smoke: {message} (see opsctl smoke --help)", err=True)
-        raise click.exceptions.Exit(3)
 
     try:
-        if not models and not all_models and not plugins:
-            raise UsageProblem("name at least one MODEL, or use --all / --plugin SLUG")
-        if timeout <= 0:
-            raise UsageProblem(f"--timeout must be > 0 seconds (got {timeout:g})")
-        smoking.validate_plugins(plugins)
+        wanted, notes = smoking.plan(models, all_models, base_model, plugins, env_file, timeout)
         base_url = parse_base_url(url)
         key = resolve_api_key(api_key)
     except UsageProblem as exc:
-        usage(str(exc))
-    notes: list[str] = []
-    env_plugins: list[str] = []
-    if all_models:
-        env_plugins, note = smoking.plugin_slugs_from_env(Path(env_file) if env_file else DEFAULT.env_file)
-        notes += [note] if note else []
+        click.echo(f"opsctl smoke: {exc} (see opsctl smoke --help)", err=True)
+        raise click.exceptions.Exit(3) from None
     try:
-        wanted = smoking.models_to_check(models, all_models, base_model, plugins, env_plugins)
         report = smoking.run(base_url, key, wanted, timeout, notes)
     except Exception as exc:  # one line, never a traceback
         click.echo(f"opsctl smoke: internal error: {type(exc).__name__}: {exc}", err=True)

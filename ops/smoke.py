@@ -117,13 +117,26 @@ def models_to_check(models: tuple[str, ...], all_models: bool, base_model: str,
     return [m for m in wanted if not (m in seen or seen.add(m))]
 
 
-def validate_plugins(plugins) -> None:
+def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tuple[str, ...],
+         env_file: str | None, timeout: float) -> tuple[list[str], list[str]]:
+    """The models to check and notes for the operator; UsageProblem for bad arguments."""
     from ops.client import UsageProblem
+    from ops.layout import DEFAULT
 
+    if not models and not all_models and not plugins:
+        raise UsageProblem("name at least one MODEL, or use --all / --plugin SLUG")
+    if timeout <= 0:
+        raise UsageProblem(f"--timeout must be > 0 seconds (got {timeout:g})")
     unknown = [s for s in plugins if s not in PLUGIN_SLUGS]
     if unknown:
         raise UsageProblem(f"unknown plugin slug(s) {', '.join(unknown)}; OptiLLM 0.3.12 bundles: "
                            + " ".join(PLUGIN_SLUGS))
+    notes: list[str] = []
+    env_plugins: list[str] = []
+    if all_models:
+        env_plugins, note = plugin_slugs_from_env(Path(env_file) if env_file else DEFAULT.env_file)
+        notes += [note] if note else []
+    return models_to_check(models, all_models, base_model, plugins, env_plugins), notes
 
 
 def _error_text(response) -> str:
