@@ -27,6 +27,12 @@ SEVERITY = ERROR
 
 def check(ctx):
     for cycle in cycles(routes(ctx)):
+        unloaded = [r for r in cycle if r.approaches and r.next_name == r.sent]
+        if unloaded:
+            # The prefix is a plugin the proxy does not load: it passes the name back as is.
+            fix = (f"enable plugin {unloaded[0].approaches[0]!r} (PROXY_PLUGINS) or drop "
+                   f"{unloaded[0].name!r}")
+        else:
+            fix = f"route {cycle[-1].next_name!r} to a real backend, not to the proxy"
         yield Problem(str(ctx.inputs.litellm_config), cycle[0].line,
-                      f"routing loop: {describe(cycle)}; route {cycle[-1].next_name!r} to a "
-                      "real backend, not to the proxy")
+                      f"routing loop: {describe(cycle)}; {fix}")
