@@ -99,6 +99,16 @@ def test_prefixed_models_reach_the_proxy_through_litellm(chain):
     assert " 401 " not in log, log[-3000:]
 
 
+def test_litellm_log_holds_no_key_and_nothing_left_the_machine(chain):
+    """Run after the requests above (same module chain). Any outbound call LiteLLM tried would go to
+    the closed port its proxy variables point at and be logged as a failed connection."""
+    log = chain.litellm.log_text()
+    assert "Application startup complete" in log, log[-3000:]
+    leaked = [k for k in (DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY, DEFAULT_UPSTREAM_KEY) if k in log]
+    assert leaked == [], "LiteLLM logged a key"
+    assert "127.0.0.1:9" not in log and "Traceback" not in log, log[-3000:]
+
+
 def _opsctl() -> str:
     opsctl = Path(sys.executable).parent / "opsctl"
     if not opsctl.exists():
