@@ -60,12 +60,13 @@ def _host_pid(box: Box, box_pid: int) -> int:
 
 
 def wait_healthy(box: Box, timeout: float = 180.0, *, not_pid: int = 0) -> float:
-    """Seconds until the unit is active with a main PID other than `not_pid` and /health answers."""
+    """Seconds until /health answers and systemd has the unit active (READY=1 seen) with a main
+    PID other than `not_pid`: serving, and known to be serving."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if healthy():
-            pid = main_pid(box)
-            if pid and pid != not_pid:
+            now = show(box, "MainPID", "ActiveState")
+            if now["ActiveState"] == "active" and int(now["MainPID"]) not in (0, not_pid):
                 return time.monotonic() - start
         time.sleep(0.1)
     raise BoxError(f"{SERVICE} not healthy within {timeout}s:\n{journal(box, 40)}\n"
