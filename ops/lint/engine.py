@@ -22,12 +22,18 @@ def explain(rule: ModuleType) -> str:
     return f"{rule.ID} ({rule.SEVERITY})\n\n{(rule.__doc__ or '').strip()}\n"
 
 
+def _one_line(text: str) -> str:
+    """Findings are one line each: names taken from input files may hold newlines or escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def run(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for rule in RULES:
         try:
             for p in rule.check(ctx):
-                findings.append(Finding(p.path, p.line, rule.ID, rule.SEVERITY, p.message))
+                findings.append(Finding(_one_line(p.path), p.line, rule.ID, rule.SEVERITY,
+                                        _one_line(p.message)))
         except Exception as exc:  # noqa: BLE001 - a rule bug must not hide the other findings
             findings.append(Finding("<lint>", 0, lint_internal.ID, lint_internal.SEVERITY,
                                     f"rule {rule.ID} crashed ({type(exc).__name__}: {exc}); "
