@@ -100,26 +100,22 @@ def _connection_message(exc, url: str, timeout: float) -> str:
 def probe_once(base_url: str, key: ApiKey, timeout: float, warning: float, critical: float,
                transport=None, clock=time.monotonic) -> HealthResult:
     """One probe, bounded by `timeout` seconds in total; never raises for network trouble."""
-    from ops.client import import_httpx
+    from ops.client import import_httpx, make_client
 
     httpx = import_httpx()
-
-    from ops.client import make_client
-
+    # Built before the clock starts: its imports are opsctl's cost, not the proxy's latency.
+    client = make_client(base_url, timeout, transport)
     start = clock()
-
-    def check():
-        with make_client(base_url, timeout, transport) as client:
-            return _check_endpoints(client, key)
-
     try:
-        code, message, endpoint, status = run_with_deadline(check, timeout)
+        code, message, endpoint, status = run_with_deadline(lambda: _check_endpoints(client, key), timeout)
     except ProbeDeadline:
         return HealthResult(CRITICAL, f"no answer from {base_url} within --timeout {timeout:g}s",
                             base_url, clock() - start, warning, critical)
     except httpx.HTTPError as exc:
         return HealthResult(CRITICAL, _connection_message(exc, base_url, timeout), base_url,
                             clock() - start, warning, critical)
+    finally:
+        client.close()  # a request still hanging in the worker fails there, unseen
     elapsed = clock() - start
     result = HealthResult(code, message, base_url, elapsed, warning, critical, endpoint, status)
     if code == OK:
