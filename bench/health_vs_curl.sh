@@ -65,6 +65,16 @@ stop_endpoint() {
     fi
 }
 
+# Writes opsctl's bytecode (as install does for the deployed one), warms caches, fails early.
+warm_up() {
+    unset PYTHONDONTWRITEBYTECODE
+    local line
+    if ! line="$("$OPSCTL" health --url "$URL")"; then
+        echo "endpoint not healthy, nothing to time: $line" >&2
+        exit 1
+    fi
+}
+
 run_loop() {
     local i
     for ((i = 0; i < RUNS; i++)); do
@@ -96,8 +106,7 @@ main() {
     check_tools
     trap stop_endpoint EXIT
     start_endpoint
-    unset PYTHONDONTWRITEBYTECODE
-    "$OPSCTL" health --url "$URL" >/dev/null  # writes bytecode, warms caches, fails early if unhealthy
+    warm_up
     local curl_times opsctl_times
     curl_times="$(time_runs curl -sf "$URL/health")"
     opsctl_times="$(time_runs "$OPSCTL" health --url "$URL")"
