@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.litellm import LOCK, build_litellm, start_litellm  # noqa: E402
-from tests.fixtures.runtime import free_port  # noqa: E402
+from tests.fixtures.litellm import LOCK, build_litellm, start_litellm
+from tests.fixtures.runtime import free_port
 
 
 def lock_packages() -> int:
@@ -32,7 +32,7 @@ def du_mib(path: Path) -> float:
 
 def rss_mib(pid: int) -> float:
     """Resident memory of the process group LiteLLM runs as (uvicorn may fork a worker)."""
-    out = subprocess.run(["ps", "-o", "rss=", "-g", str(pid)], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-o", "rss=", "-g", str(pid)], capture_output=True, text=True, check=False).stdout
     return sum(int(x) for x in out.split()) / 1024
 
 
