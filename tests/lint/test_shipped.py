@@ -1,0 +1,102 @@
+"""The project's own files lint clean: the shipped unit and env.example, and everything
+`./install.sh --root DIR` generates, its real lean runtime (built from locks/lean.txt) included.
+Then the real runtime is broken the way operators break it, and lint notices."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops.layout import Layout
+from ops.lint import engine
+from ops.lint.context import Context, Inputs
+from tests.lint.deployment import REPO, generated_key
+
+SHIPPED_UNIT = REPO / "systemd" / "optillm-proxy.service"
+ENV_EXAMPLE = REPO / "etc" / "optillm-proxy" / "env.example"
+INSTALL = REPO / "install.sh"
+
+
+def render(findings) -> str:
+    return "\n".join(f.render() for f in findings)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> Layout:
+    """A whole deployment staged by the real installer (about 40 s with a warm uv cache)."""
+    for needed in (SHIPPED_UNIT, ENV_EXAMPLE, INSTALL):
+        if not needed.exists():
+            pytest.fail(f"{needed.relative_to(REPO)} is missing: it is shipped by the repo")
+    if shutil.which("uv") is None:
+        pytest.fail("uv is not on PATH: run scripts/test.sh (it installs uv 0.13.9)")
+    root = tmp_path_factory.mktemp("staged")
+    env = {k: v for k, v in os.environ.items() if k != "OPTILLM_API_KEY"}
+    proc = subprocess.run([str(INSTALL), "--root", str(root), "--no-start"], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"./install.sh --root failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    yield Layout(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_shipped_unit_and_filled_env_example_lint_clean(tmp_path):
+    env = tmp_path / "env"
+    env.write_text(ENV_EXAMPLE.read_text().replace(
+        "OPENAI_API_KEY=replace-with-the-litellm-key", "OPENAI_API_KEY=sk-litellm-virtual-key"))
+    assert env.read_text() != ENV_EXAMPLE.read_text(), "env.example no longer has the placeholder"
+    key = tmp_path / "api-key"
+    key.write_text(generated_key() + "\n")
+    home = tmp_path / "home" / ".optillm"
+    home.mkdir(parents=True)
+    (home / "proxy_config.yaml").write_text(
+        "providers:\n  - name: litellm\n    base_url: http://127.0.0.1:4000/v1\n"
+        "    api_key: ${OPENAI_API_KEY}\n")
+    for secret in (env, key):
+        secret.chmod(0o600)
+    inputs = Inputs(unit=SHIPPED_UNIT, env_file=env, key_file=key,
+                    proxy_config=home / "proxy_config.yaml")
+    findings = engine.run(Context(inputs, process_env={}))
+    assert findings == [], render(findings)
+
+
+def test_what_install_sh_generates_lints_clean(staged):
+    ctx = Context(Inputs.defaults(staged), process_env={})
+    assert ctx.inputs.venv == staged.current  # the default: the current runtime
+    findings = engine.run(ctx)
+    assert findings == [], render(findings)
+    assert ctx.runtime.profile == "lean"
+    assert len(ctx.runtime.dists) > 40  # a real runtime, not a stub
+    assert "profile=lean optillm=0.3.12" in engine.profile_line(ctx)
+
+
+def test_generated_key_has_the_contract_form(staged):
+    key = staged.key_file.read_text().strip()
+    assert key.startswith("opx-") and len(key) == 4 + 43
+
+
+def test_real_runtime_with_a_package_removed_is_caught(staged, tmp_path):
+    """`uv pip uninstall` in a copy of the real runtime: the lock is no longer satisfied."""
+    runtime = tmp_path / "runtime"
+    shutil.copytree(staged.current.resolve(), runtime, symlinks=True)
+    subprocess.run(["uv", "pip", "uninstall", "-q", "--python", str(runtime / "bin" / "python"),
+                    "math-verify"], check=True, capture_output=True)
+    inputs = Inputs.defaults(staged, venv=runtime)
+    findings = engine.run(Context(inputs, process_env={}))
+    (finding,) = findings
+    assert finding.rule == "lock-unsatisfied"
+    assert finding.path == str(runtime / "libexec" / "lean.txt")
+    assert "math-verify 0.8.0 is locked but not installed" in finding.message
+
+
+def test_plugin_the_real_lean_runtime_cannot_import(staged, tmp_path):
+    env = tmp_path / "env"
+    env.write_text(staged.env_file.read_text().replace("PROXY_PLUGINS=none",
+                                                        "PROXY_PLUGINS=executecode"))
+    env.chmod(0o600)
+    findings = engine.run(Context(Inputs.defaults(staged, env_file=env), process_env={}))
+    assert [f.rule for f in findings] == ["plugin-not-in-profile"], render(findings)
+    assert "executecode cannot be imported by the installed 'lean' profile" in findings[0].message
