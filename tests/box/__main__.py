@@ -13,7 +13,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from tests.box.base import base_rootfs

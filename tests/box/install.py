@@ -5,12 +5,28 @@ from __future__ import annotations
 import shlex
 import time
 
+from ops.layout import DEFAULT as LAYOUT
 from tests.box.errors import BoxError
 from tests.box.machine import BOX_REPO, INSTALL_ENV, Box
 
-# The upstream key optillm presents to LiteLLM (the recording upstream accepts any). Given to
-# install.sh on stdin-free channels only: it is written into the box's env file, never argv.
-UPSTREAM_KEY = "box-upstream-key-not-secret"
+ENV_FILE_TEXT = """\
+# Written by the box fixture before install.sh, as an operator would: install.sh keeps it.
+OPENAI_API_KEY={key}
+PROXY_PLUGINS=none
+"""
+
+
+def seed_env_file(box: Box, upstream_key: str) -> None:
+    """/etc/optillm-proxy/env with the key optillm presents to LiteLLM (root 0600), before install.sh.
+
+    Written through the box's root directory on the host: the key never passes a command line.
+    """
+    conf = box.root / str(LAYOUT.conf_dir).lstrip("/")
+    conf.mkdir(mode=0o755, parents=True, exist_ok=True)
+    env_file = box.root / str(LAYOUT.env_file).lstrip("/")
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    env_file.write_text(ENV_FILE_TEXT.format(key=upstream_key))
 
 
 def install(box: Box, *args: str, timeout: float = 1500.0) -> float:
