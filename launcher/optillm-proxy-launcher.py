@@ -312,27 +312,38 @@ def status_line(server, address: str) -> str:
             f"(+{len(server.known_approaches) - 1 - len(ROUTED_STRATEGIES)} more core); {plugins}")
 
 
-def supervise(server, notifier: Notifier, host: str, port: int, interval: float | None) -> None:
+def supervise(server, notifier: Notifier, host: str, port: int, interval: float | None,
+              stop: threading.Event | None = None) -> None:
     """Background thread: READY=1 once /health answers, then watchdog pings while it keeps answering."""
-    poll_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    stop = stop or threading.Event()
+    poll_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in poll_host:
         poll_host = f"[{poll_host}]"
-    url = f"http://{poll_host}:{port}/health?{PROBE_QUERY}"
+    address = f"http://{poll_host}:{port}"
+    url = f"{address}/health?{PROBE_QUERY}"
     while not health_ok(url, HEALTH_TIMEOUT_SECONDS):
-        time.sleep(HEALTH_POLL_SECONDS)
-    notifier.send(f"READY=1\nSTATUS={status_line(server, f'http://{poll_host}:{port}')}")
+        if stop.wait(HEALTH_POLL_SECONDS):
+            return
+    status = status_line(server, address)
+    notifier.send(f"READY=1\nSTATUS={status}")
     if interval is None:
         return
     period = interval / 2
     # /health must answer well inside the period, or this ping is skipped; two misses in a row
-    # exceed WatchdogSec and systemd restarts the service.
+    # exceed WatchdogSec and systemd aborts and restarts the service.
     bound = max(0.5, min(5.0, period / 2))
+    healthy = True
     next_ping = time.monotonic()
-    while True:
+    while not stop.is_set():
         if health_ok(url, bound):
-            notifier.send("WATCHDOG=1")
-        next_ping += period
-        time.sleep(max(0.0, next_ping - time.monotonic()))
+            notifier.send("WATCHDOG=1" if healthy else f"WATCHDOG=1\nSTATUS={status}")
+            healthy = True
+        elif healthy:
+            healthy = False
+            notifier.send(f"STATUS=/health did not answer within {bound:g} s: watchdog not fed")
+        # After a stall (stopped process, slow probe) resume the cadence instead of catching up.
+        next_ping = max(next_ping + period, time.monotonic())
+        stop.wait(next_ping - time.monotonic())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -207,18 +207,36 @@ def test_refusal_exits_78_with_one_line(case, tmp_path):
     assert KEY not in result.stderr
 
 
-@pytest.mark.parametrize("setting,refused", [("json", "json"), ("readurls,privacy,router", "privacy, router"),
-                                             ("all", "coc")])
-def test_lean_runtime_refuses_plugins_it_cannot_import(tmp_path, setting, refused):
+def lean_and_full_only() -> tuple[list[str], list[str]]:
+    table = json.loads(PLUGIN_TABLE.read_text())["plugins"]
+    lean = sorted(s for s, p in table.items() if "lean" in p["profiles"])
+    return lean, sorted(s for s in table if s not in lean)
+
+
+@pytest.mark.parametrize("case", ["one full-only", "lean ones mixed with full-only", "all"])
+def test_lean_runtime_refuses_plugins_it_cannot_import(tmp_path, case):
+    lean, full_only = lean_and_full_only()
+    assert lean and full_only, "the table must distinguish the profiles"
+    setting, refused = {
+        "one full-only": (full_only[0], full_only[:1]),
+        "lean ones mixed with full-only": (",".join(lean + full_only[:2]), full_only[:2]),
+        "all": ("all", full_only),
+    }[case]
     launcher = lean_runtime_copy(tmp_path / "rt")
     creds = write_credentials(tmp_path / "creds")
     result = run_launcher(env={"CREDENTIALS_DIRECTORY": str(creds), "PROXY_PLUGINS": setting}, launcher=launcher)
     assert result.returncode == 78, result.stderr
     [line] = result.stderr.splitlines()
-    assert f"plugin(s) {refused}" in line and "'lean' profile" in line
-    assert "set PROXY_PLUGINS to a subset of: " in line
-    lean = sorted(s for s, p in json.loads(PLUGIN_TABLE.read_text())["plugins"].items() if "lean" in p["profiles"])
-    assert line.endswith(", ".join(lean))
+    assert f"plugin(s) {', '.join(refused)} cannot be imported by this runtime's 'lean' profile" in line
+    assert line.endswith("set PROXY_PLUGINS to a subset of: " + ", ".join(lean))
+
+
+def test_lean_runtime_accepts_its_own_plugins(tmp_path):
+    """The profile check passes for lean plugins; the next check (no key) is what stops it here."""
+    lean, _ = lean_and_full_only()
+    launcher = lean_runtime_copy(tmp_path / "rt")
+    result = run_launcher(env={"PROXY_PLUGINS": ",".join(lean)}, launcher=launcher)
+    assert result.returncode == 78 and "CREDENTIALS_DIRECTORY is not set" in result.stderr
 
 
 def test_plugins_option_overrides_env_and_is_removed_from_optillm_argv():
@@ -242,6 +260,75 @@ def test_notifier_reaches_abstract_socket_and_never_raises(notify_listener):
     # Nobody listening: reported, not raised.
     assert launcher.Notifier("@optillm-proxy-test-nobody-" + uuid.uuid4().hex).send("WATCHDOG=1") is False
     assert launcher.Notifier(None).send("READY=1") is False
+
+
+class SwitchableHealth:
+    """A /health endpoint the test can make hang, as a deadlocked server would."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if outer.hang.is_set():
+                    outer.release.wait(30)
+                body = b'{"status": "ok"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_watchdog_is_fed_only_while_health_answers(notify_listener):
+    """The process keeps running but /health hangs: pings stop, and resume when it answers again."""
+    import threading
+    from types import SimpleNamespace
+
+    launcher = load_launcher_module()
+    listener = notify_listener(abstract=True)
+    health = SwitchableHealth()
+    stop = threading.Event()
+    server = SimpleNamespace(plugin_approaches={"readurls": None}, known_approaches=["none"] + ["x"] * 14)
+    thread = threading.Thread(target=launcher.supervise, daemon=True,
+                              args=(server, launcher.Notifier(listener.env_value), "127.0.0.1", health.port, 1.0, stop))
+    thread.start()
+    try:
+        ready = listener.wait_for("READY=1", 30)
+        assert ready.endswith("1 plugin(s): readurls")
+        for _ in range(3):
+            assert listener.wait_for("WATCHDOG=1", 10) == "WATCHDOG=1"
+        health.hang.set()
+        assert listener.wait_for("STATUS=/health did not answer", 10).endswith("watchdog not fed")
+        # While /health hangs: nothing at all (the status changes once, on the transition).
+        assert listener.receive(3.0) is None
+        health.hang.clear()
+        health.release.set()
+        recovered = listener.wait_for("WATCHDOG=1", 10)
+        assert "STATUS=serving http://127.0.0.1:" in recovered  # the operator's status line is back
+    finally:
+        stop.set()
+        health.close()
+        thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_plugin_table_matches_the_locked_optillm(full_runtime):
@@ -331,7 +418,7 @@ def test_watchdog_pings_only_while_health_answers(full_runtime, upstream, optill
         assert listener.receive(4.0) is None, "a stopped server must not keep the watchdog fed"
     finally:
         os.kill(p.proc.pid, signal.SIGCONT)
-    assert listener.wait_for("WATCHDOG=1", 30, p) == "WATCHDOG=1"
+    assert listener.wait_for("WATCHDOG=1", 30, p).startswith("WATCHDOG=1")
     assert health_answers(p.url)
 
 
@@ -353,6 +440,7 @@ def test_named_subset_loads_exactly_that_and_never_cwd_plugins(full_runtime, ups
                         env_extra={"CREDENTIALS_DIRECTORY": str(creds), "NOTIFY_SOCKET": listener.env_value,
                                    "PROXY_PLUGINS": "all"})  # --plugins wins over the env file
     ready = listener.wait_for("READY=1", START_TIMEOUT, p)
+    assert health_answers(p.url)
     assert ready.endswith("2 plugin(s): majority_voting, readurls")
     assert loaded_plugins(p.log_text()) == ["majority_voting", "readurls"]
     assert not marker.exists()
@@ -368,6 +456,8 @@ def test_all_loads_every_bundled_plugin(full_runtime, upstream, optillm_factory,
     p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener,
                            env={"PROXY_PLUGINS": "all"})
     ready = listener.wait_for("READY=1", START_TIMEOUT, p)
+    # Loading 16 plugins takes seconds before optillm listens: READY=1 must not come before that.
+    assert health_answers(p.url)
     assert loaded_plugins(p.log_text()) == ALL_SLUGS
     assert f"16 plugin(s): {', '.join(ALL_SLUGS)}" in ready
     assert "Error loading" not in p.log_text()
