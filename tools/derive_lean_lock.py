@@ -215,6 +215,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if locks/lean.txt is stale")
     parser.add_argument("--full-venv", type=Path, help="a venv built from locks/full.txt (else one is built)")
+    parser.add_argument("--lean-lock", type=Path, default=LEAN_LOCK, help="the lean lock to write or check")
     parser.add_argument("--explain", action="store_true", help="print why each package is in the lean set")
     parser.add_argument("--report", type=Path, help="also write the probe's measurements (JSON) here")
     return parser.parse_args(argv)
@@ -234,18 +235,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {why[name]}")
     count = len(parse_lock_text(text))
     if args.check:
-        current = LEAN_LOCK.read_text() if LEAN_LOCK.exists() else ""
+        current = args.lean_lock.read_text() if args.lean_lock.exists() else ""
         if current != text:
             old = {e.name for e in parse_lock_text(current)}
             new = {e.name for e in parse_lock_text(text)}
-            print(f"derive_lean_lock: {LEAN_LOCK} is stale (would add {sorted(new - old)}, "
+            print(f"derive_lean_lock: {args.lean_lock} is stale (would add {sorted(new - old)}, "
                   f"remove {sorted(old - new)}); regenerate: uv run python tools/derive_lean_lock.py",
                   file=sys.stderr)
             return EXIT_STALE
-        print(f"{LEAN_LOCK} is up to date ({count} packages)")
+        print(f"{args.lean_lock} is up to date ({count} packages)")
         return 0
-    LEAN_LOCK.write_text(text)
-    print(f"wrote {LEAN_LOCK} ({count} packages of {len(parse_lock(FULL_LOCK))})")
+    args.lean_lock.write_text(text)
+    print(f"wrote {args.lean_lock} ({count} packages of {len(parse_lock(FULL_LOCK))})")
     return 0
 
 
