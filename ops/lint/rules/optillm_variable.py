@@ -2,7 +2,9 @@
 
 Why: every optillm 0.3.12 flag takes its default from an OPTILLM_* variable
 (OPTILLM_APPROACH, OPTILLM_HOST, OPTILLM_BASE_URL, ...). A stray one silently changes
-behaviour the unit's ExecStart seems to fix, and nothing in `systemctl cat` shows it.
+behaviour the unit's ExecStart seems to fix, and nothing in `systemctl cat` shows it. The
+shipped launcher refuses to start (exit 78) while one is set; a plain `optillm` ExecStart
+would run with it silently. A warning, as the design asks; --strict makes it fail.
 
 Fails:
     OPTILLM_APPROACH=proxy             (env file or Environment=)
@@ -26,4 +28,5 @@ def check(ctx):
         if name.startswith("OPTILLM_") and name != "OPTILLM_API_KEY":
             flag = "--" + name[len("OPTILLM_"):].lower().replace("_", "-")
             yield Problem(path, line, f"{name} silently changes optillm's default for a flag "
-                                      f"(like {flag}); remove it, or set the flag on ExecStart")
+                                      f"(like {flag}) and the launcher refuses to start with it; "
+                                      "remove it, or set the flag on ExecStart")
