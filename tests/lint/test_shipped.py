@@ -100,3 +100,28 @@ def test_plugin_the_real_lean_runtime_cannot_import(staged, tmp_path):
     findings = engine.run(Context(Inputs.defaults(staged, env_file=env), process_env={}))
     assert [f.rule for f in findings] == ["plugin-not-in-profile"], render(findings)
     assert "executecode cannot be imported by the installed 'lean' profile" in findings[0].message
+
+
+LITELLM_CONFIG = REPO / "tests" / "chain" / "litellm-config.yaml"
+
+
+def _litellm_findings(path: Path, env: Path):
+    inputs = Inputs(unit=SHIPPED_UNIT, env_file=env, key_file=env, proxy_config=env,
+                    litellm_config=path)
+    return [f for f in engine.run(Context(inputs, process_env={})) if f.rule.startswith("litellm-")]
+
+
+def test_shipped_litellm_config_lints_clean_and_its_loop_variant_does_not(tmp_path):
+    """The LiteLLM config the RUNBOOK shows (and the chain tests run for real)."""
+    if not LITELLM_CONFIG.exists():
+        pytest.fail(f"{LITELLM_CONFIG.relative_to(REPO)} is missing (shipped by the chain work)")
+    env = tmp_path / "env"
+    env.write_text("OPENAI_API_KEY=x\nPROXY_PLUGINS=none\n")
+    assert _litellm_findings(LITELLM_CONFIG, env) == []
+    looped = tmp_path / "litellm.yaml"
+    looped.write_text(LITELLM_CONFIG.read_text().replace("http://127.0.0.1:8000/v1",
+                                                         "http://127.0.0.1:4020/v1", 1))
+    findings = _litellm_findings(looped, env)
+    assert {f.rule for f in findings} == {"litellm-unprefixed-to-proxy", "litellm-routing-loop"}
+    loop = next(f for f in findings if f.rule == "litellm-routing-loop")
+    assert "jerry-xl -> [proxy] jerry-xl" in loop.message
