@@ -95,10 +95,22 @@ class System:
         return self.run(["systemctl", "show", "-p", "MainPID", "--value", SERVICE], 30)[1].strip()
 
     def journal(self, unit: str, since: float | None = None) -> str:
-        argv = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-n", "40"]
+        """The unit's recent log: what the service itself wrote, or systemd's lines if it wrote nothing."""
+        argv = ["journalctl", "-u", unit, "-o", "json", "--no-pager", "-n", "60",
+                "--output-fields=MESSAGE,SYSLOG_IDENTIFIER"]
         if since is not None:
             argv.append(f"--since=@{int(since)}")
-        return self.run(argv, 30)[1]
+        own, systemd = [], []
+        for line in self.run(argv, 30)[1].splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            message = entry.get("MESSAGE")
+            if not isinstance(message, str):  # binary messages come as byte lists
+                continue
+            (systemd if entry.get("SYSLOG_IDENTIFIER") == "systemd" else own).append(message)
+        return "\n".join(own or systemd)
 
     def healthz(self, url: str) -> bool:
         try:
@@ -119,14 +131,19 @@ def _opsctl_argv() -> list[str]:
     return [sys.executable, "-c", "from ops.cli import main; main()"]
 
 
+_BOILERPLATE = ("Starting ", "Started ", "Stopping ", "Stopped ", "Failed to start ", "Deactivated ")
+_ERROR_MARKERS = ("Error", "error:", "refused", "Traceback", "No module named", "failed", "denied",
+                  "status=", "timed out", "Timeout")
+
+
 def _reason_from_journal(text: str) -> str:
     """The line in a failed start's log that says why (the last error-looking one)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    markers = ("Error", "error:", "refused", "Traceback", "No module named", "failed", "denied")
-    for line in reversed(lines):
-        if any(m in line for m in markers) and not line.startswith(("Failed to start", "Started", "Stopped")):
+    telling = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    for line in reversed(telling):
+        if any(m in line for m in _ERROR_MARKERS):
             return line[:300]
-    return lines[-1][:300] if lines else "no log lines"
+    return (telling or lines or ["no log lines"])[-1][:300]
 
 
 class Upgrader:

@@ -184,7 +184,8 @@ def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(b
     output = result.stdout + result.stderr
     assert result.rc == 1, f"expected exit 1 (refused at validation), got {result.rc}:\n{output[-3000:]}"
     assert "at validation" in output and "untouched" in output
-    assert "math_verify" in output, f"the refusal does not say what failed:\n{output[-2000:]}"
+    # Lint (the venv misses what 0.3.12 imports) or the transient start (ModuleNotFoundError) says so.
+    assert re.search(r"math[-_]verify", output), f"the refusal does not say what failed:\n{output[-2000:]}"
     assert link_name(box, L.current) == current
     assert main_pid(box) == pid_before, "the live service was restarted by a refused upgrade"
     assert poller.samples and all(ok for _, ok in poller.samples), "/health failed during a refused upgrade"

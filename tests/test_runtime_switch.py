@@ -374,3 +374,22 @@ def test_exclusive_refuses_a_second_switch(layout):
             up.exclusive(layout)
     finally:
         first.close()
+
+
+def test_journal_prefers_what_the_service_wrote_over_systemd_lines(monkeypatch):
+    lines = [json.dumps({"MESSAGE": m, "SYSLOG_IDENTIFIER": ident}) for m, ident in [
+        ("Starting optillm-proxy.service...", "systemd"),
+        ("test runtime: refusing the live port 4020 on purpose", "python"),
+        ("optillm-proxy.service: Main process exited, code=exited, status=1/FAILURE", "systemd"),
+        ("Failed to start optillm-proxy.service - OptiLLM inference proxy.", "systemd")]]
+    system = up.System(opsctl=["opsctl"])
+    monkeypatch.setattr(system, "run", lambda argv, timeout: (0, "\n".join(lines) + "\n"))
+    assert up._reason_from_journal(system.journal("optillm-proxy")) == \
+        "test runtime: refusing the live port 4020 on purpose"
+    monkeypatch.setattr(system, "run", lambda argv, timeout: (0, "\n".join(lines[2:]) + "\n"))
+    assert "status=1/FAILURE" in up._reason_from_journal(system.journal("optillm-proxy"))
+
+
+def test_reason_is_the_last_error_line():
+    log = "INFO starting\nTraceback (most recent call last):\n  File x\nModuleNotFoundError: No module named 'math_verify'\n"
+    assert up._reason_from_journal(log) == "ModuleNotFoundError: No module named 'math_verify'"
