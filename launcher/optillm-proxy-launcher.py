@@ -304,16 +304,20 @@ def watchdog_interval(environ: dict[str, str]) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def status_line(server, address: str) -> str:
+def status_line(server, address: str, expected: list[str] = ()) -> str:
     loaded = sorted(server.plugin_approaches)
     plugins = f"{len(loaded)} plugin(s): {', '.join(loaded)}" if loaded else "0 plugins"
+    failed = [slug for slug in expected if slug not in loaded]
+    if failed:
+        # Stock loading (PROXY_PLUGINS=all) logs a failed plugin and goes on; say so where operators look.
+        plugins += f"; FAILED to load: {', '.join(failed)} (see the journal)"
     strategies = ", ".join(f"{s}-" for s in ROUTED_STRATEGIES)
     return (f"serving {address}; strategies by model prefix: {strategies} "
             f"(+{len(server.known_approaches) - 1 - len(ROUTED_STRATEGIES)} more core); {plugins}")
 
 
 def supervise(server, notifier: Notifier, host: str, port: int, interval: float | None,
-              stop: threading.Event | None = None) -> None:
+              stop: threading.Event | None = None, expected: list[str] = ()) -> None:
     """Background thread: READY=1 once /health answers, then watchdog pings while it keeps answering."""
     stop = stop or threading.Event()
     poll_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -324,7 +328,7 @@ def supervise(server, notifier: Notifier, host: str, port: int, interval: float 
     while not health_ok(url, HEALTH_TIMEOUT_SECONDS):
         if stop.wait(HEALTH_POLL_SECONDS):
             return
-    status = status_line(server, address)
+    status = status_line(server, address, expected)
     notifier.send(f"READY=1\nSTATUS={status}")
     if interval is None:
         return
@@ -412,7 +416,8 @@ def main() -> int:
     if enabled != "all":
         server.load_plugins = make_subset_loader(server, enabled, table)
     threading.Thread(target=supervise, name="sd-notify", daemon=True,
-                     args=(server, notifier, host, port, interval)).start()
+                     args=(server, notifier, host, port, interval, None,
+                           sorted(table) if enabled == "all" else enabled)).start()
     try:
         server.main()
     except SystemExit as exc:

@@ -309,11 +309,12 @@ def test_watchdog_is_fed_only_while_health_answers(notify_listener):
     stop = threading.Event()
     server = SimpleNamespace(plugin_approaches={"readurls": None}, known_approaches=["none"] + ["x"] * 14)
     thread = threading.Thread(target=launcher.supervise, daemon=True,
-                              args=(server, launcher.Notifier(listener.env_value), "127.0.0.1", health.port, 1.0, stop))
+                              args=(server, launcher.Notifier(listener.env_value), "127.0.0.1", health.port, 1.0, stop,
+                                    ["readurls", "spl"]))
     thread.start()
     try:
         ready = listener.wait_for("READY=1", 30)
-        assert ready.endswith("1 plugin(s): readurls")
+        assert ready.endswith("1 plugin(s): readurls; FAILED to load: spl (see the journal)")
         for _ in range(3):
             assert listener.wait_for("WATCHDOG=1", 10) == "WATCHDOG=1"
         health.hang.set()
@@ -420,6 +421,13 @@ def test_watchdog_pings_only_while_health_answers(full_runtime, upstream, optill
         os.kill(p.proc.pid, signal.SIGCONT)
     assert listener.wait_for("WATCHDOG=1", 30, p).startswith("WATCHDOG=1")
     assert health_answers(p.url)
+
+    # What systemd does when the watchdog expires (WatchdogSignal=SIGABRT): the launcher's
+    # faulthandler leaves every thread's stack in the log (the journal) before the process dies.
+    os.kill(p.proc.pid, signal.SIGABRT)
+    assert p.proc.wait(30) == -signal.SIGABRT
+    log = p.log_text()
+    assert "Fatal Python error: Aborted" in log and "in serve_forever" in log
 
 
 @pytest.mark.real
