@@ -274,7 +274,7 @@ def render_table(report: SmokeReport) -> str:
          "-" if r.completion_tokens is None else str(r.completion_tokens), _yes_no(r.strategy_ran))
         for r in report.rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
     out += [f"{r.model}: {r.detail}" for r in report.rows if r.detail]
     out += [f"note: {n}" for n in report.notes]
     passed = sum(r.result == "pass" for r in report.rows)

@@ -36,6 +36,13 @@ def release():
     event.set()
 
 
+def raising(exc: Exception):
+    """A MockTransport handler that fails the way the network (or a bug) would."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+    return handler
+
+
 def use_transport(monkeypatch, handler) -> list[httpx.Request]:
     """Route the CLI's client through a MockTransport; returns the requests it saw."""
     seen: list[httpx.Request] = []
@@ -111,7 +118,7 @@ def test_200_non_json_is_critical(monkeypatch):
 
 
 def test_refused_is_critical(monkeypatch):
-    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ConnectError("[Errno 111] Connection refused")))
+    use_transport(monkeypatch, raising(httpx.ConnectError("[Errno 111] Connection refused")))
     result = run()
     assert result.exit_code == 2
     assert "connection refused by http://127.0.0.1:4020" in result.output
@@ -127,7 +134,7 @@ def test_refused_by_a_real_closed_port():
 
 
 def test_timeout_is_critical(monkeypatch):
-    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("timed out")))
+    use_transport(monkeypatch, raising(httpx.ReadTimeout("timed out")))
     result = run("--timeout", "2")
     assert result.exit_code == 2
     assert "no answer from http://127.0.0.1:4020 within 2s" in result.output
@@ -207,7 +214,7 @@ def test_wait_polls_until_healthy(monkeypatch):
 
 
 def test_wait_gives_up_with_the_last_failure(monkeypatch):
-    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ConnectError("Connection refused")))
+    use_transport(monkeypatch, raising(httpx.ConnectError("Connection refused")))
     result = run("--wait", "1")
     assert result.exit_code == 2
     assert "still not healthy after --wait 1s" in result.output
@@ -240,7 +247,7 @@ def test_bad_arguments_with_json_stay_json():
 
 
 def test_internal_error_is_unknown_without_traceback(monkeypatch):
-    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(RuntimeError("surprise")))
+    use_transport(monkeypatch, raising(RuntimeError("surprise")))
     result = run()
     assert result.exit_code == 3
     assert result.output.startswith("OPTILLM-PROXY UNKNOWN - internal error: RuntimeError: surprise")

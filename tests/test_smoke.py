@@ -61,6 +61,13 @@ def release():
     event.set()
 
 
+def raising(exc: Exception):
+    """A MockTransport handler that fails the way the network (or a bug) would."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+    return handler
+
+
 def use_transport(monkeypatch, handler) -> list[httpx.Request]:
     seen: list[httpx.Request] = []
 
@@ -135,7 +142,7 @@ def test_json_has_the_same_rows(monkeypatch):
 
 
 def test_refused_is_unreachable_2(monkeypatch):
-    seen = use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ConnectError("[Errno 111] Connection refused")))
+    seen = use_transport(monkeypatch, raising(httpx.ConnectError("[Errno 111] Connection refused")))
     result = run("--all", "--env-file", "/nonexistent/env")
     assert result.exit_code == 2
     assert "proxy unreachable at http://127.0.0.1:4020" in result.output
@@ -154,7 +161,7 @@ def test_real_closed_port_is_unreachable_2():
 
 
 def test_timeout_fails_1(monkeypatch):
-    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("timed out")))
+    use_transport(monkeypatch, raising(httpx.ReadTimeout("timed out")))
     result = run("moa-jerry-xl", "--timeout", "5")
     assert result.exit_code == 1
     assert "moa-jerry-xl: no answer within --timeout 5s" in result.output
@@ -295,7 +302,7 @@ def test_usage_errors_exit_3_with_one_line(args, needle):
 
 
 def test_internal_error_is_one_line(monkeypatch):
-    use_transport(monkeypatch, lambda r: (_ for _ in ()).throw(RuntimeError("surprise")))
+    use_transport(monkeypatch, raising(RuntimeError("surprise")))
     result = run("jerry-xl")
     assert result.exit_code == 1
     assert result.output.strip() == "opsctl smoke: internal error: RuntimeError: surprise"
