@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
 
 EX_CONFIG = 78
 HERE = Path(__file__).resolve().parent
@@ -361,7 +362,7 @@ class DropOwnProbes(logging.Filter):
             return True
 
 
-def refuse(message: str) -> None:
+def refuse(message: str) -> NoReturn:
     print(f"optillm-proxy-launcher: refused: {message}", file=sys.stderr, flush=True)
     raise SystemExit(EX_CONFIG)
 
@@ -385,7 +386,7 @@ def prepare(argv: list[str], environ: dict[str, str]) -> tuple[list[str], str | 
     return argv, enabled, table, key
 
 
-def main() -> int:
+def main() -> None:
     try:
         args, enabled, table, key = prepare(sys.argv[1:], dict(os.environ))
     except ConfigRefused as exc:
