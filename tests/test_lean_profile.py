@@ -62,6 +62,29 @@ def test_lean_lock_names_the_full_lock_it_was_derived_from():
         "locks/lean.txt is stale: regenerate with `uv run python tools/derive_lean_lock.py`"
 
 
+class _Dist:
+    def __init__(self, *requires: str) -> None:
+        self.requires = list(requires)
+
+
+def test_closure_follows_markers_and_extras_but_not_optillms_own_list():
+    env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "implementation_version": "3.11.2", "platform_release": "", "platform_version": ""}
+    dists = {
+        "optillm": _Dist("torch", "spacy<3.8.0"),
+        "httpx": _Dist("anyio", "h2<5,>=3; extra == 'http2'", "pywin32; sys_platform == 'win32'",
+                       "Uvicorn[Standard]; python_version >= '3.8'"),
+        "anyio": _Dist("idna>=2.8", "exceptiongroup>=1.0.2; python_version < '3.11'"),
+        "idna": _Dist(), "uvicorn": _Dist("click", "uvloop; extra == 'standard'"),
+        "click": _Dist(), "uvloop": _Dist(), "torch": _Dist(), "spacy": _Dist(), "h2": _Dist(),
+    }
+    why = derive_lean_lock.requirement_closure(["optillm", "httpx"], dists, env)
+    assert set(why) == {"optillm", "httpx", "anyio", "idna", "uvicorn", "click", "uvloop"}
+    assert why["uvloop"] == "required by uvicorn" and why["httpx"] == "imported"
+
+
 def test_check_reports_a_stale_lean_lock(tmp_path, monkeypatch, capsys):
     derived = (LOCKS / "lean.txt").read_text()
     monkeypatch.setattr(derive_lean_lock, "derive", lambda venv: (derived, {}, {}))
