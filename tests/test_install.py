@@ -1,0 +1,443 @@
+"""install.sh, staged with --root: the documented layout and modes, idempotency, --dry-run,
+operator files kept byte for byte, the generated key, uninstall, shellcheck, and the staged FULL
+runtime really serving (real optillm 0.3.12 through the staged launcher, all 16 plugins).
+
+One full staging per session (uv hardlinks the 8 GB venv from its cache; bytecode is compiled
+for real), reused by every test; tests that change it work on a copy (runtimes hardlinked).
+install.sh runs from a snapshot of the checkout taken at session start, so edits made to the
+working tree while the tests run cannot show up as "changes" between two runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
+
+
+def _snapshot_checkout() -> Path:
+    import atexit
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="install-checkout-"))
+    atexit.register(shutil.rmtree, dest, True)
+    for part in SNAPSHOT_PARTS:
+        src = CHECKOUT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+REPO = _snapshot_checkout()
+INSTALL_SH = REPO / "install.sh"
+PROFILE = "full"
+KEY_PATTERN = re.compile(r"^opx-[A-Za-z0-9_-]{43}$")
+NO_CHANGE_LINE = "changed:   nothing (no change; nothing restarted)"
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+
+
+def run_install(*args: str, env_extra: dict | None = None) -> Run:
+    env = dict(os.environ, **(env_extra or {}))
+    proc = subprocess.run([str(INSTALL_SH), *args], cwd="/", env=env, capture_output=True, text=True)
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def stage(root: Path, *extra: str) -> Run:
+    return run_install("--root", str(root), "--profile", PROFILE, *extra)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root with its type, mode, size, mtime and link target."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            result[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, link)
+    return result
+
+
+def lock_sha() -> str:
+    return hashlib.sha256((REPO / "locks" / f"{PROFILE}.txt").read_bytes()).hexdigest()
+
+
+def runtime_name() -> str:
+    return f"{OPTILLM_VERSION}-{PROFILE}-{lock_sha()[:12]}"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@dataclass
+class Staged:
+    root: Path
+    layout: Layout
+    first: Run
+    second: Run
+    snapshot_after_first: dict
+    snapshot_after_second: dict
+
+
+@pytest.fixture(scope="session")
+def staged(tmp_path_factory) -> Staged:
+    if not shutil.which("uv"):
+        pytest.fail("uv 0.13.9 is not on PATH: run the README's test command (scripts/test.sh)")
+    root = tmp_path_factory.mktemp("install-root")
+    try:
+        first = stage(root)
+        if first.returncode != 0:
+            pytest.fail(f"install.sh --root {root} --profile {PROFILE} failed ({first.returncode}):\n{first.output}")
+        after_first = snapshot(root)
+        second = stage(root)
+        after_second = snapshot(root)
+        yield Staged(root, Layout(root), first, second, after_first, after_second)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def staged_copy(staged, tmp_path) -> Layout:
+    """A hardlinked copy of the staged root, for tests that change or remove things."""
+    copy = tmp_path / "root"
+    copy.mkdir()
+    for top in staged.root.iterdir():
+        if top.name != "opt":
+            subprocess.run(["cp", "-a", str(top), str(copy)], check=True)
+    prefix = Layout(copy).prefix
+    prefix.mkdir(parents=True)
+    for entry in staged.layout.prefix.iterdir():
+        # Runtimes and tools are never written by these tests: hardlinks keep the copy cheap.
+        flags = "-al" if entry.name in ("runtimes", "tools") else "-a"
+        subprocess.run(["cp", flags, str(entry), str(prefix)], check=True)
+    yield Layout(copy)
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+# --- layout ------------------------------------------------------------------------------------
+
+
+def test_staged_layout_has_documented_paths_and_modes(staged):
+    lay = staged.layout
+    runtime = lay.runtimes / runtime_name()
+    expected = {
+        lay.prefix: 0o755,
+        lay.runtimes: 0o755,
+        runtime: 0o755,
+        lay.tools: 0o755,
+        lay.tools / "opsctl": 0o755,
+        lay.tools / "opsctl" / "bin" / "opsctl": 0o755,
+        lay.install_state: 0o600,
+        lay.uninstall_script: 0o755,
+        lay.launcher(runtime): 0o644,
+        lay.runtime_manifest(runtime): 0o644,
+        runtime / "libexec" / "plugins.json": 0o644,
+        runtime / "libexec" / f"{PROFILE}.txt": 0o644,
+        lay.conf_dir: 0o755,
+        lay.env_file: 0o600,
+        lay.key_file: 0o600,
+        lay.state_dir: 0o700,
+        lay.provider_file.parent: 0o755,
+        lay.provider_file.parent / "logs": 0o755,
+        lay.provider_file: 0o644,
+        lay.unit_file: 0o644,
+    }
+    wrong = {str(p.relative_to(staged.root)): (oct(mode(p)) if p.exists() else "missing", oct(m))
+             for p, m in expected.items() if not p.exists() or mode(p) != m}
+    assert wrong == {}, "path: (actual, expected)"
+
+    assert os.readlink(lay.current) == f"runtimes/{runtime_name()}"
+    assert lay.current.resolve() == runtime
+    assert not lay.previous.exists() and not lay.previous.is_symlink()
+    assert (lay.current / "bin" / "python").exists()
+    assert os.readlink(lay.opsctl_link) == "../../../opt/optillm-proxy/tools/opsctl/bin/opsctl"
+    assert lay.opsctl_link.resolve() == (lay.tools / "opsctl" / "bin" / "opsctl")
+    assert not lay.dropin_dir.exists()
+
+
+def test_staged_files_come_from_the_repo(staged):
+    lay = staged.layout
+    runtime = lay.current.resolve()
+    for src in (REPO / "launcher").iterdir():
+        if src.is_file():
+            assert (runtime / "libexec" / src.name).read_bytes() == src.read_bytes(), src.name
+    assert (runtime / "libexec" / f"{PROFILE}.txt").read_bytes() == (REPO / "locks" / f"{PROFILE}.txt").read_bytes()
+    assert json.loads(lay.runtime_manifest().read_text()) == {
+        "profile": PROFILE, "optillm_version": OPTILLM_VERSION, "lock_sha256": lock_sha(),
+        "lock_file": f"libexec/{PROFILE}.txt"}
+    assert lay.env_file.read_bytes() == (REPO / "etc" / "optillm-proxy" / "env.example").read_bytes()
+    assert lay.unit_file.read_bytes() == (REPO / "systemd" / "optillm-proxy.service").read_bytes()
+    providers = yaml.safe_load(lay.provider_file.read_text())["providers"]
+    assert [p["base_url"] for p in providers] == [UPSTREAM_URL]
+    assert providers[0]["api_key"] == "${OPENAI_API_KEY}"
+
+
+def test_staged_runtime_and_tools_are_not_group_or_world_writable(staged):
+    writable = []
+    for top in (staged.layout.runtimes, staged.layout.tools):
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                path = Path(dirpath) / name
+                if not path.is_symlink() and mode(path) & 0o022:
+                    writable.append(str(path))
+    assert writable == []
+    leftovers = [p.name for p in [*staged.layout.runtimes.iterdir(), *staged.layout.tools.iterdir()]
+                 if "partial" in p.name or "install-tmp" in p.name]
+    assert leftovers == []
+
+
+def test_staged_opsctl_runs_from_its_link(staged):
+    proc = subprocess.run([str(staged.layout.opsctl_link), "--help"], capture_output=True, text=True, env={})
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: opsctl" in proc.stdout
+
+
+def test_first_run_reports_every_step_and_the_summary(staged):
+    out = staged.first.output
+    for step in ("check system", "debian packages", "check python", "uv", "runtime", "launcher",
+                 "current runtime", "opsctl", "service user", "provider file", "env file", "key file",
+                 "unit", "uninstall script", "change detection", "service"):
+        assert f"==> {step}: " in out, step
+    assert f"built runtime {runtime_name()}" in out
+    assert "service user: skipped under --root" in out
+    assert f"profile:   {PROFILE} (runtime {runtime_name()}" in out
+    assert "env file:  /etc/optillm-proxy/env" in out and "key file:  /etc/optillm-proxy/api-key" in out
+    assert NO_CHANGE_LINE not in out
+    assert staged.layout.key_file.read_text().strip() not in out
+
+
+# --- idempotency -------------------------------------------------------------------------------
+
+
+def test_second_run_reports_no_change_and_touches_nothing(staged):
+    assert staged.second.returncode == 0, staged.second.output
+    summary = staged.second.output[staged.second.output.index("install summary"):]
+    assert NO_CHANGE_LINE in summary, summary
+    assert "change detection: nothing the service depends on changed" in staged.second.output
+    assert staged.snapshot_after_second == staged.snapshot_after_first
+
+
+def test_dry_run_on_an_empty_root_writes_nothing(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    run = run_install("--root", str(root), "--profile", PROFILE, "--dry-run")
+    assert run.returncode == 0, run.output
+    assert list(root.iterdir()) == []
+    assert f"would build {runtime_name()}" in run.output
+    assert "would: generate the proxy key into /etc/optillm-proxy/api-key" in run.output
+
+
+def test_dry_run_on_an_installed_root_changes_nothing(staged):
+    run = stage(staged.root, "--dry-run")
+    assert run.returncode == 0, run.output
+    assert NO_CHANGE_LINE in run.output
+    assert snapshot(staged.root) == staged.snapshot_after_first
+
+
+def test_dry_run_uninstall_removes_nothing(staged):
+    run = run_install("--uninstall", "--purge", "--dry-run", "--root", str(staged.root))
+    assert run.returncode == 0, run.output
+    assert "would remove /opt/optillm-proxy" in run.output
+    assert snapshot(staged.root) == staged.snapshot_after_first
+
+
+# --- operator files ----------------------------------------------------------------------------
+
+
+def test_existing_env_and_key_survive_a_rerun_byte_for_byte(staged_copy):
+    lay = staged_copy
+    env = b"# the operator's own\nOPENAI_API_KEY=litellm-virtual-key-of-the-operator\nPROXY_PLUGINS=majority_voting\n"
+    key = b"operator-chosen-proxy-key-0123456789abcdef0123\n"
+    lay.env_file.write_bytes(env)
+    lay.key_file.write_bytes(key)
+    lay.key_file.chmod(0o644)  # a loose mode is tightened; the content is never touched
+    run = stage(lay.root)
+    assert run.returncode == 0, run.output
+    assert lay.env_file.read_bytes() == env
+    assert lay.key_file.read_bytes() == key
+    assert mode(lay.key_file) == 0o600 and mode(lay.env_file) == 0o600
+    assert "changed since the last install: env-file key-file" in run.output
+    assert "mode of /etc/optillm-proxy/api-key set to 0600" in run.output
+    again = stage(lay.root)
+    assert NO_CHANGE_LINE in again.output
+    assert lay.env_file.read_bytes() == env and lay.key_file.read_bytes() == key
+
+
+def test_a_removed_provider_file_is_rewritten_and_counts_as_a_change(staged_copy):
+    staged_copy.provider_file.unlink()
+    run = stage(staged_copy.root)
+    assert run.returncode == 0, run.output
+    assert staged_copy.provider_file.exists()
+    assert "changed since the last install: provider-file" in run.output
+
+
+# --- the generated key -------------------------------------------------------------------------
+
+
+def assert_good_key(text: str) -> None:
+    key = text.rstrip("\n")
+    assert text.endswith("\n") and "\n" not in key
+    assert KEY_PATTERN.match(key), key[:4]
+    assert not key.startswith("sk-")
+    assert len(base64.urlsafe_b64decode(key[4:] + "=")) == 32
+
+
+def test_staged_key_is_well_formed(staged):
+    assert_good_key(staged.layout.key_file.read_text())
+
+
+def test_generated_keys_are_random_0600_and_never_on_a_command_line(tmp_path):
+    # xtrace prints every command bash runs with its arguments: the key must appear in none.
+    script = (f"source {INSTALL_SH}; set -x; "
+              f"for i in $(seq 20); do generate_key_file {tmp_path}/key-$i; done")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    keys = []
+    for path in sorted(tmp_path.glob("key-*")):
+        assert mode(path) == 0o600
+        assert_good_key(path.read_text())
+        keys.append(path.read_text().strip())
+    assert len(keys) == 20 and len(set(keys)) == 20
+    assert not any(k in proc.stderr + proc.stdout for k in keys)
+
+
+def test_an_existing_key_file_is_never_regenerated(tmp_path):
+    path = tmp_path / "key"
+    path.write_text("keep-me\n")
+    proc = subprocess.run(["bash", "-c", f"source {INSTALL_SH}; generate_key_file {path}"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert path.read_text() == "keep-me\n"
+
+
+# --- uninstall ---------------------------------------------------------------------------------
+
+
+def test_uninstall_keeps_conf_and_state_and_purge_removes_them(staged_copy):
+    lay = staged_copy
+    env_before = lay.env_file.read_bytes()
+    run = run_install("--uninstall", "--root", str(lay.root))
+    assert run.returncode == 0, run.output
+    for gone in (lay.prefix, lay.unit_file, lay.opsctl_link):
+        assert not gone.exists() and not gone.is_symlink(), gone
+    assert lay.env_file.read_bytes() == env_before and lay.key_file.exists() and lay.provider_file.exists()
+    run = run_install("--uninstall", "--purge", "--root", str(lay.root))
+    assert run.returncode == 0, run.output
+    assert not lay.conf_dir.exists() and not lay.state_dir.exists()
+
+
+def test_generated_uninstall_script_removes_the_install(staged, staged_copy):
+    lay = staged_copy
+    script = lay.uninstall_script.read_text()
+    baked = f"ROOT={staged.root}\n"
+    assert baked in script  # generated for the root it was installed under
+    # The copy's script still names the original root: point it at the copy before running it.
+    copy_script = lay.root / "uninstall-copy.sh"
+    copy_script.write_text(script.replace(baked, f"ROOT={lay.root}\n"))
+    proc = subprocess.run(["bash", str(copy_script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not lay.prefix.exists() and not lay.unit_file.exists() and not lay.opsctl_link.is_symlink()
+    assert lay.key_file.exists() and lay.env_file.exists()
+    assert staged.layout.prefix.exists()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--bogus"], 2, "unknown argument '--bogus' (see ./install.sh --help)"),
+    (["--profile", "tiny"], 2, "unknown profile 'tiny': use --profile lean or --profile full"),
+    (["--purge"], 2, "--purge only goes with --uninstall"),
+    (["--root"], 2, "--root needs a directory"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, code, message):
+    run = run_install(*args)
+    assert run.returncode == code
+    assert run.output.strip().splitlines() == [f"install.sh: {message}"]
+
+
+def test_help_documents_flags_and_exit_codes():
+    run = run_install("--help")
+    assert run.returncode == 0
+    for text in ("--profile", "--root", "--dry-run", "--uninstall", "--purge", "--no-start",
+                 "Exit codes:", "  3  installed, but systemd is not PID 1"):
+        assert text in run.output
+
+
+def test_a_failing_step_names_itself_and_what_to_do(tmp_path):
+    root = tmp_path / "root"
+    (root / "opt").mkdir(parents=True)
+    (root / "opt" / "optillm-proxy").write_text("a file where the prefix directory belongs\n")
+    run = run_install("--root", str(root), "--profile", PROFILE)
+    assert run.returncode == 1, run.output
+    assert 'step "runtime" failed' in run.output
+    assert "what to do:" in run.output
+
+
+def test_shellcheck_is_clean():
+    if not shutil.which("shellcheck"):
+        pytest.fail("shellcheck is missing: apt-get install shellcheck (scripts/test.sh installs it)")
+    scripts = [str(CHECKOUT / "install.sh")] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
+    proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+# --- the staged runtime really serves ----------------------------------------------------------
+
+
+@pytest.mark.real
+def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstream, optillm_factory):
+    lay = staged.layout
+    launcher = lay.launcher()
+    assert launcher.exists(), "install.sh staged no launcher"
+    # As the unit runs it: the staged launcher, the key as a credential file, PROXY_PLUGINS=all.
+    argv = [str(lay.current / "bin" / "python"), "-I", str(launcher), "--host", "127.0.0.1", "--port", "{port}",
+            "--base-url", upstream.base_url, "--model", "jerry-xl"]
+    key = lay.key_file.read_text().strip()
+    proc = optillm_factory(lay.current, upstream.base_url, argv=argv,
+                           env_extra={"PROXY_PLUGINS": "all", "CREDENTIALS_DIRECTORY": str(lay.conf_dir)})
+    log = proc.log_text()
+    assert log.count("Loaded package plugin") == 16, log[-3000:]
+    assert [line for line in log.splitlines() if "ERROR" in line] == []
+    assert key not in Path(f"/proc/{proc.proc.pid}/cmdline").read_bytes().decode(errors="replace")
+
+    body = json.dumps({"model": "moa-jerry-xl", "max_tokens": 20,
+                       "messages": [{"role": "user", "content": "What is 6*7?"}]}).encode()
+    request = urllib.request.Request(f"{proc.url}/v1/chat/completions", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        assert resp.status == 200
+    calls = upstream.calls()
+    assert len(calls) == 3 and {c["model"] for c in calls} == {"jerry-xl"}
+    assert {c["authorization"] for c in calls} == {"Bearer upstream-key-for-tests"}
+
+    unauthenticated = urllib.request.Request(f"{proc.url}/v1/chat/completions", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unauthenticated, timeout=10)
+    assert refused.value.code == 401
