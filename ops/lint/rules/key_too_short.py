@@ -1,8 +1,9 @@
-"""The proxy key in the key file is shorter than 32 characters.
+"""The proxy key in the key file is shorter than 32 characters, or not a single line.
 
 Why: the key is the only thing between any local process and the proxy (and, through it,
 the LiteLLM budget). install.sh generates `opx-` + 43 base64url characters (32 random bytes);
-a short hand-made key can be guessed.
+a short hand-made key can be guessed. A second line is not part of the key the launcher
+passes on, and usually a paste accident.
 
 Fails:
     changeme
