@@ -202,3 +202,6 @@ CASES = [
          flags(EXEC + " --plugins executecode"), line=7,
          also=("litellm-plugin-not-enabled", "litellm-routing-loop")),
 ]
+
+CASES.append(Case("key-with-space", "key-too-short",
+                  lambda d: d.write("key", "opx-" + "a" * 20 + " " + "b" * 20 + "\n"), line=1))

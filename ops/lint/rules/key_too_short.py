@@ -2,8 +2,8 @@
 
 Why: the key is the only thing between any local process and the proxy (and, through it,
 the LiteLLM budget). install.sh generates `opx-` + 43 base64url characters (32 random bytes);
-a short hand-made key can be guessed. A second line is not part of the key the launcher
-passes on, and usually a paste accident.
+a short hand-made key can be guessed. The launcher refuses a key with spaces or a second
+line (usually a paste accident).
 
 Fails:
     changeme
@@ -31,6 +31,7 @@ def check(ctx):
         yield Problem(str(ctx.inputs.key_file), 1,
                       f"proxy key is {len(key)} characters, needs at least {MIN_LENGTH}; "
                       "generate one: opx- + secrets.token_urlsafe(32)")
-    elif len(text.strip("\n").splitlines()) > 1:
-        yield Problem(str(ctx.inputs.key_file), 2, "key file has more than one line; keep only "
-                                                   "the key on one line")
+    elif any(c.isspace() for c in key):
+        line = 2 if "\n" in key else 1
+        yield Problem(str(ctx.inputs.key_file), line, "the key must be one line without spaces "
+                                                      "(the launcher refuses it); keep only the key")
