@@ -9,6 +9,7 @@
 #   - kill -9 of the main process -> systemd restarts it -> active and /health 200 (N rounds)
 #   - systemctl restart -> active and /health 200 (N rounds)
 #   - resident memory (VmRSS) of the main process once healthy, and the unit's STATUS= line
+#   - the runtime's size on disk and package count; the in-box install.sh time (uv cache warm)
 # Prints one line per figure. Needs root and ports 127.0.0.1:4000/4020 free (it runs the
 # recording upstream on 4000; the box's proxy listens on 4020). Quoted in README/RUNBOOK.
 set -euo pipefail
@@ -151,6 +152,12 @@ measure_memory() {
   echo "  status: $(in_box "systemctl show ${SERVICE} -p StatusText --value")"
 }
 
+measure_runtime() {
+  local runtime
+  runtime="$(in_box "readlink -f /opt/optillm-proxy/current")"
+  echo "runtime ${runtime##*/}: $(in_box "du -sm ${runtime} | cut -f1") MB on disk, $(in_box "ls ${runtime}/lib/python3.11/site-packages | grep -c '[.]dist-info\$'") packages"
+}
+
 use_plugins() {
   local setting="$1"
   in_box "sed -i 's/^PROXY_PLUGINS=.*/PROXY_PLUGINS=${setting}/' ${ENV_FILE} && grep -q '^PROXY_PLUGINS=${setting}\$' ${ENV_FILE}" ||
@@ -178,6 +185,7 @@ main() {
   lock_ports
   start_upstream
   start_box
+  measure_runtime
   measure_plugin_set none
   if [[ "${PROFILE}" == full ]]; then
     measure_plugin_set all

@@ -104,7 +104,7 @@ def test_runs_as_service_user(box):
     assert box.check(f"ps -o user= -p {pid}").strip() == SERVICE_USER
 
 
-def test_no_key_in_proc_cmdline_or_environ(box):
+def test_no_key_in_proc_cmdline_or_environ(box, box_upstream):
     key = proxy_key(box)
     assert key and not key.startswith("sk-")
     pid = service.main_pid(box)
