@@ -98,8 +98,8 @@ main() {
   variant="$(make_variant_lock "${profile}")"
   log "profile ${profile}; first upgrade builds the variant runtime (its wall time includes the build)"
   for ((i = 1; i <= rounds; i++)); do
-    measure "upgrade (round ${i})" "${REPO}/install.sh" --upgrade "${variant}"
-    measure "rollback (round ${i})" "${REPO}/install.sh" --rollback
+    measure "upgrade (round ${i})" bash "${REPO}/install.sh" --upgrade "${variant}"
+    measure "rollback (round ${i})" bash "${REPO}/install.sh" --rollback
   done
 }
 

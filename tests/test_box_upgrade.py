@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from ops.layout import DEFAULT as L
-from tests.box.install import install
+from tests.box.errors import BoxError
 from tests.box.machine import INSTALL_ENV
-from tests.box.service import HEALTH_URL, main_pid
+from tests.box.service import HEALTH_URL, main_pid, wait_healthy
 from tests.fixtures.box import record
 
 pytestmark = pytest.mark.box
@@ -128,6 +128,10 @@ def original(box):
     previous = link_name(box, L.previous)
     if current is None:
         pytest.fail(f"{L.current} is not a link in the box after install.sh: the install did not finish")
+    try:
+        wait_healthy(box, timeout=120)
+    except BoxError as exc:
+        pytest.fail(f"the box's service is not healthy before the upgrade tests (left so by an earlier test?): {exc}")
     before = set(p.name for p in box_path(box, str(L.runtimes)).iterdir())
     yield current
     if link_name(box, L.current) != current:
@@ -143,21 +147,25 @@ def original(box):
     box.run(f"rm -rf {LOCK_DIR}")
 
 
-def lean_lock_text() -> str:
-    return (REPO / "locks" / "lean.txt").read_text()
+def profile_lock_text(box) -> tuple[str, str]:
+    """The profile the box runs and the repo's lock for it (the box may be installed lean or full)."""
+    profile = manifest(box, link_name(box, L.current))["profile"]
+    return profile, (REPO / "locks" / f"{profile}.txt").read_text()
 
 
 def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, original):
-    variant = put_lock(box, "lean-variant.txt", lean_lock_text() + "# upgrade test: same pins, new lock hash\n")
+    profile, lock = profile_lock_text(box)
+    # Any file name but <profile>.txt: install.sh then keeps the profile the box runs.
+    variant = put_lock(box, "variant.txt", lock + "# upgrade test: same pins, new lock hash\n")
     pid_before = main_pid(box)
     with HealthPoller() as poller:
         result = install_sh(box, "--upgrade", variant)
     assert result.ok, f"install.sh --upgrade exited {result.rc}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
     current = link_name(box, L.current)
-    assert current != original and current.startswith("0.3.12-lean-")
+    assert current != original and current.startswith(f"0.3.12-{profile}-")
     assert link_name(box, L.previous) == original
-    assert manifest(box, current)["profile"] == "lean"
+    assert manifest(box, current)["profile"] == profile
     assert main_pid(box) not in (0, pid_before), "the service was not restarted onto the new runtime"
     # The candidate ran as a transient unit before the switch, and is gone afterwards.
     log = box.run("journalctl -o cat --no-pager | grep -F 'runtime validation (optillm-proxy-validate-'").stdout
@@ -176,7 +184,7 @@ def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, o
 
 def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(box, original):
     current = link_name(box, L.current)
-    broken = put_lock(box, "lean-no-math-verify.txt", without_requirement(lean_lock_text(), "math-verify"))
+    broken = put_lock(box, "no-math-verify.txt", without_requirement(profile_lock_text(box)[1], "math-verify"))
     assert "math-verify==" not in box_path(box, broken).read_text()
     pid_before = main_pid(box)
     with HealthPoller() as poller:
@@ -235,6 +243,18 @@ def test_rollback_returns_to_the_previous_runtime_in_one_restart(box, original):
     outages = poller.outages()
     assert len(outages) == 1, f"expected one restart's outage, saw {outages}"
     record("rollback downtime s (one restart, /health polled every 50 ms)", round(outages[0], 2))
+
+
+def test_downtime_bench_script_runs_in_the_box(box, original):
+    """bench/upgrade_downtime.sh (what the RUNBOOK quotes) works on a real install; its figures are recorded."""
+    current = link_name(box, L.current)
+    result = box.run("bash /repo/bench/upgrade_downtime.sh 1", env=INSTALL_ENV, timeout=1500)
+    assert result.ok, f"bench exited {result.rc}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    lines = [ln for ln in result.stdout.splitlines() if "downtime" in ln]
+    assert [ln.split()[0] for ln in lines] == ["upgrade", "rollback"], result.stdout
+    assert link_name(box, L.current) == current, "the bench must end where it started"
+    for line in lines:
+        record(f"bench/upgrade_downtime.sh: {line.split('  ')[0].strip()}", " ".join(line.split()[-6:]))
 
 
 def test_validation_unit_has_the_service_hardening(box, original):
