@@ -137,3 +137,11 @@ def test_installed_opsctl_entry_point(deployment):
     assert proc.returncode == 1, proc.stderr
     assert "host-not-loopback error: --host 0.0.0.0" in proc.stdout
     assert proc.stderr.startswith("info: runtime ")
+
+
+def test_markdown_reference_covers_every_rule():
+    from ops.lint.docs import markdown
+
+    text = markdown()
+    for r in RULES:
+        assert f"### `{r.ID}` ({r.SEVERITY})" in text and f"| `{r.ID}` |" in text
