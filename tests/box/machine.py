@@ -92,6 +92,8 @@ class Box:
     nspawn: subprocess.Popen | None = None
     pid1: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # PID namespaces of every boot (a reboot makes a new one): what teardown sweeps.
+    pid_namespaces: set[str] = field(default_factory=set)
 
     # ---- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -121,6 +123,7 @@ class Box:
             self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
         self.pid1 = self._find_pid1(start, timeout)
+        self.pid_namespaces.add(os.readlink(f"/proc/{self.pid1}/ns/pid"))
         self._wait_running(start, timeout)
         took = time.monotonic() - start
         self.timings.setdefault("boot", took)
@@ -187,20 +190,16 @@ class Box:
             self.wait_exit(10)
 
     def kill_leftovers(self) -> None:
-        """Any process still rooted in the box copy (e.g. a stray nsenter'd command)."""
-        root = str(self.root.resolve())
+        """Any process still in one of the box's PID namespaces (its PID 1 after nspawn died, or a
+        stray command started through nsenter)."""
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                proc_root = os.readlink(entry / "root")
-            except OSError:
-                continue
-            if proc_root == root or proc_root.startswith(root + "/"):
-                try:
+                if os.readlink(entry / "ns" / "pid") in self.pid_namespaces:
                     os.kill(int(entry.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            except (OSError, ProcessLookupError):
+                continue
 
     def destroy(self) -> None:
         self.poweroff()
