@@ -205,3 +205,7 @@ CASES = [
 
 CASES.append(Case("key-with-space", "key-too-short",
                   lambda d: d.write("key", "opx-" + "a" * 20 + " " + "b" * 20 + "\n"), line=1))
+CASES.append(Case("no-environmentfile", "env-file-not-loaded",
+                  lambda d: d.replace("unit", "EnvironmentFile=/etc/optillm-proxy/env\n", ""), line=7))
+CASES.append(Case("environmentfile-optional", "env-file-not-loaded",
+                  lambda d: d.replace("unit", "EnvironmentFile=/", "EnvironmentFile=-/"), line=9))

@@ -8,6 +8,7 @@ from ops.lint.rules import (
     approach_proxy,
     base_url_not_loopback,
     base_url_self_loop,
+    env_file_not_loaded,
     env_syntax,
     exec_start,
     file_missing,
@@ -48,7 +49,7 @@ RULES = (
     # unit
     unit_syntax, exec_start, host_not_loopback, base_url_not_loopback, base_url_self_loop,
     model_approach_prefix, approach_proxy, approach_auto, approach_fixed, log_debug,
-    key_on_command_line, key_not_loaded,
+    key_on_command_line, key_not_loaded, env_file_not_loaded,
     # key file
     key_too_short, key_sk_prefix,
     # provider file

@@ -1,0 +1,40 @@
+"""The unit has no EnvironmentFile=, so the env file never reaches the service.
+
+Why: OPENAI_API_KEY (optillm's key for LiteLLM) and PROXY_PLUGINS live in
+/etc/optillm-proxy/env. Without EnvironmentFile= every upstream call fails with 401 and the
+plugin setting silently falls back to the launcher's default, whatever the file says.
+A leading `-` (EnvironmentFile=-/etc/...) also hides a missing file.
+
+Fails:
+    [Service]
+    ExecStart=...                     # and no EnvironmentFile=
+
+Passes:
+    [Service]
+    EnvironmentFile=/etc/optillm-proxy/env
+
+Fix: add `EnvironmentFile=/etc/optillm-proxy/env` to [Service] (no leading `-`).
+"""
+
+from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._command import optillm_command
+
+ID = "env-file-not-loaded"
+SEVERITY = ERROR
+
+
+def check(ctx):
+    es = optillm_command(ctx)
+    if es is None:
+        return
+    found = ctx.unit.effective("Service", "EnvironmentFile")
+    if not found:
+        d = es.directive
+        yield Problem(d.path, d.line, "no EnvironmentFile= in [Service]: OPENAI_API_KEY and "
+                                      "PROXY_PLUGINS never reach optillm; add "
+                                      "EnvironmentFile=/etc/optillm-proxy/env")
+    for d in found:
+        if d.value.startswith("-"):
+            yield Problem(d.path, d.line, f"EnvironmentFile={d.value}: the leading '-' lets the "
+                                          "service start without its key when the file is "
+                                          "missing; remove the '-'")
