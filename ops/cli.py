@@ -188,7 +188,10 @@ def runtime_list(root: str | None) -> None:
     from ops import runtime as rt
 
     layout = _runtime_layout(root)
-    for r in rt.list_runtimes(layout):
+    found = rt.list_runtimes(layout)
+    if not found:
+        click.echo(f"no runtimes under {layout.runtimes} (install.sh builds them)", err=True)
+    for r in found:
         role = rt.role(layout, r.path)
         click.echo(f"{role or '-':8} {r.name}  profile={r.profile} optillm={r.optillm_version} "
                    f"lock={r.lock_sha256[:12]}")

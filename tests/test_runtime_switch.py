@@ -393,3 +393,62 @@ def test_journal_prefers_what_the_service_wrote_over_systemd_lines(monkeypatch):
 def test_reason_is_the_last_error_line():
     log = "INFO starting\nTraceback (most recent call last):\n  File x\nModuleNotFoundError: No module named 'math_verify'\n"
     assert up._reason_from_journal(log) == "ModuleNotFoundError: No module named 'math_verify'"
+
+
+# --- opsctl runtime: one-line errors, documented exit codes ------------------------------------
+
+@pytest.fixture
+def deployed(layout, monkeypatch):
+    """`layout` standing in for / (what upgrade/rollback act on)."""
+    monkeypatch.setattr("ops.layout.DEFAULT", layout)
+    return layout
+
+
+def one_line_error(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opsctl runtime: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_cli_upgrade_of_an_unknown_runtime_is_exit_2(deployed):
+    rt.activate(deployed, make_runtime(deployed, "0.3.12-lean-aaaaaaaaaaaa"))
+    result = CliRunner().invoke(cli, ["runtime", "upgrade", "0.3.12-lean-nothere"])
+    assert result.exit_code == 2
+    assert "no runtime at" in one_line_error(result)
+
+
+def test_cli_rollback_without_previous_is_exit_2(deployed):
+    rt.activate(deployed, make_runtime(deployed, "0.3.12-lean-aaaaaaaaaaaa"))
+    result = CliRunner().invoke(cli, ["runtime", "rollback"])
+    assert result.exit_code == 2
+    assert "nothing to roll back to" in one_line_error(result)
+
+
+def test_cli_without_an_installed_unit_is_exit_2(deployed):
+    deployed.unit_file.unlink()
+    result = CliRunner().invoke(cli, ["runtime", "rollback"])
+    assert result.exit_code == 2
+    assert "run install.sh first" in one_line_error(result)
+
+
+def test_cli_refuses_a_second_switch_while_one_runs(deployed):
+    held = up.exclusive(deployed)
+    try:
+        result = CliRunner().invoke(cli, ["runtime", "rollback"])
+    finally:
+        held.close()
+    assert result.exit_code == 2
+    assert "another upgrade or rollback is running" in one_line_error(result)
+
+
+def test_cli_needs_root(deployed, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    result = CliRunner().invoke(cli, ["runtime", "rollback"])
+    assert result.exit_code == 2
+    assert "must run as root" in one_line_error(result)
+
+
+def test_cli_list_says_when_there_is_nothing(layout):
+    result = CliRunner().invoke(cli, ["runtime", "list", "--root", str(layout.root)])
+    assert result.exit_code == 0 and "no runtimes under" in result.output
