@@ -190,6 +190,7 @@ def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(b
     with HealthPoller() as poller:
         result = install_sh(box, "--upgrade", broken)
     output = result.stdout + result.stderr
+    print(output.strip().splitlines()[-1])  # the refusal an operator reads, for the CI log
     assert result.rc == 1, f"expected exit 1 (refused at validation), got {result.rc}:\n{output[-3000:]}"
     assert "at validation" in output and "untouched" in output
     # Lint (the venv misses what 0.3.12 imports) or the transient start (ModuleNotFoundError) says so.
@@ -220,6 +221,7 @@ def test_a_runtime_failing_only_after_the_switch_is_rolled_back_automatically(bo
     pid_before = main_pid(box)
     result = opsctl(box, "runtime", "upgrade", "--no-prune", bad, timeout=600)
     output = result.stdout + result.stderr
+    print(output.strip().splitlines()[-1])  # what the operator reads, for the CI log
     assert result.rc == 3, f"expected exit 3 (switched back), got {result.rc}:\n{output[-3000:]}"
     assert "refusing the live port 4020 on purpose" in output, output[-2000:]
     assert f"switched back to {current}, which is serving and healthy" in output
