@@ -907,7 +907,7 @@ start_service() {
   fi
   local unit_changed="" reason
   for reason in "${RESTART_REASONS[@]}"; do
-    [[ "${reason}" == unit || "${reason}" == drop-ins ]] && unit_changed=1
+    [[ "${reason}" == unit || "${reason}" == drop-ins || "${reason}" == first-install ]] && unit_changed=1
   done
   [[ -n "${unit_changed}" ]] && systemctl daemon-reload
   if ! systemctl is-enabled --quiet "${SERVICE}" 2>/dev/null; then
@@ -931,8 +931,13 @@ start_service() {
     return
   fi
   report "${action%% *} ${SERVICE}; waiting up to ${HEALTH_TIMEOUT}s for /health"
-  # A failed restart is reported like an unhealthy one (the unit refuses bad config with 78).
-  systemctl restart "${SERVICE}" || true
+  # Type=notify: restart returns once the launcher reports READY=1, or fails (a refused config
+  # exits 78 and is not retried), which needs no waiting for /health.
+  if ! systemctl restart "${SERVICE}"; then
+    SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
+    report "${SERVICE} failed to start"
+    return
+  fi
   if wait_healthy; then
     SERVICE_STATE="${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
     changed "${SERVICE} ${action}"

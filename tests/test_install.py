@@ -288,12 +288,20 @@ def test_existing_env_and_key_survive_a_rerun_byte_for_byte(staged_copy):
     assert lay.env_file.read_bytes() == env and lay.key_file.read_bytes() == key
 
 
-def test_a_removed_provider_file_is_rewritten_and_counts_as_a_change(staged_copy):
-    staged_copy.provider_file.unlink()
-    run = stage(staged_copy.root)
+def test_provider_file_is_rewritten_when_missing_and_an_edit_is_kept_and_restarts(staged_copy):
+    lay = staged_copy
+    written = lay.provider_file.read_bytes()
+    lay.provider_file.unlink()
+    run = stage(lay.root)
     assert run.returncode == 0, run.output
-    assert staged_copy.provider_file.exists()
-    assert "changed since the last install: provider-file" in run.output
+    assert lay.provider_file.read_bytes() == written
+    # Same bytes as the service last ran with: nothing to restart for.
+    assert "change detection: nothing the service depends on changed" in run.output
+    edited = written.replace(b"enabled: false", b"enabled: true")
+    lay.provider_file.write_bytes(edited)
+    run = stage(lay.root)
+    assert lay.provider_file.read_bytes() == edited
+    assert "changed since the last install: provider-file" in run.output, run.output
 
 
 # --- the generated key -------------------------------------------------------------------------
