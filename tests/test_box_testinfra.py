@@ -10,6 +10,7 @@ pytest cache). This is the same command an operator runs on their host as root.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -27,9 +28,11 @@ MIN_CHECKS = 12
 def test_deployed_host_suite_passes_in_box(box):
     uv = f"{LAYOUT.tools}/uv/bin/uv"
     env = dict(INSTALL_ENV, UV_PROJECT_ENVIRONMENT=SUITE_VENV, PYTHONDONTWRITEBYTECODE="1")
+    started = time.monotonic()
     sync = box.run(f"cd {BOX_REPO} && {uv} sync --frozen --group dev --no-install-project -q",
                    env=env, timeout=600)
     assert sync.ok, f"building the suite's venv in the box failed:\n{sync.stderr[-3000:]}"
+    record("testinfra suite venv built in the box s", round(time.monotonic() - started, 1))
     result = box.run(f"cd {BOX_REPO} && PYTHONPATH={BOX_REPO} {SUITE_VENV}/bin/python -m pytest "
                      "-p no:cacheprovider tests/testinfra --hosts=local:// -q -rA",
                      env=env, timeout=600)
