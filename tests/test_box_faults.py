@@ -60,7 +60,7 @@ def wait_settled_failed(box, timeout: float = 180.0) -> dict[str, str]:
 def restore(box):
     """Put the service back: original env file, no failed state, healthy."""
     original = env_path(box).read_text()
-    box.run(f"systemctl reset-failed {SERVICE}")
+    service.reset_start_limit(box)
     yield
     write_env(box, original)
     box.run(f"systemctl reset-failed {SERVICE}")

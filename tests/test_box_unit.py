@@ -151,6 +151,7 @@ def test_strategies_fan_out_under_the_hardened_unit(box, box_upstream):
 
 
 def test_kill_9_restarts_to_healthy(box):
+    service.reset_start_limit(box)
     restarts = service.n_restarts(box)
     took = service.kill_and_recover(box, signal.SIGKILL)
     record("kill -9 -> healthy s", round(took, 2))
@@ -161,6 +162,7 @@ def test_kill_9_restarts_to_healthy(box):
 def test_watchdog_restarts_a_hung_proxy(box):
     """kill -STOP keeps the PID alive but silent: only the watchdog can notice."""
     record("WatchdogSec", service.show(box, "WatchdogUSec")["WatchdogUSec"])
+    service.reset_start_limit(box)
     restarts = service.n_restarts(box)
     took = service.kill_and_recover(box, signal.SIGSTOP, timeout=300)
     record("kill -STOP -> watchdog restart -> healthy s", round(took, 2))

@@ -91,3 +91,9 @@ def journal(box: Box, lines: int = 60, since_start: bool = False) -> str:
 
 def n_restarts(box: Box) -> int:
     return int(show(box, "NRestarts")["NRestarts"])
+
+
+def reset_start_limit(box: Box) -> None:
+    """Clear the unit's start-rate counter (StartLimitBurst=): a test that measures one restart
+    must not fail because other tests restarted the service in the same interval."""
+    box.check(f"systemctl reset-failed {SERVICE}")
