@@ -449,3 +449,79 @@ def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstre
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(unauthenticated, timeout=10)
     assert refused.value.code == 401
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+
+def test_default_profile_is_lean(tmp_path):
+    if not (REPO / "locks" / "lean.txt").exists():
+        pytest.fail("locks/lean.txt is missing from the checkout (issue 10 delivers it)")
+    sha = hashlib.sha256((REPO / "locks" / "lean.txt").read_bytes()).hexdigest()
+    run = run_install("--root", str(tmp_path), "--dry-run")
+    assert run.returncode == 0, run.output
+    assert f"==> check system: profile lean, runtime {OPTILLM_VERSION}-lean-{sha[:12]}," in run.output
+    assert f"profile:   lean (runtime {OPTILLM_VERSION}-lean-{sha[:12]}" in run.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_lean_lock_names_the_full_profile(tmp_path):
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout)
+    (checkout / "locks" / "lean.txt").unlink(missing_ok=True)
+    proc = subprocess.run([str(checkout / "install.sh"), "--root", str(tmp_path / "root"), "--dry-run"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 5
+    assert proc.stderr.strip().splitlines() == [
+        f"install.sh: no lean lock ({checkout}/locks/lean.txt) in this checkout: install the stock runtime "
+        "with --profile full, or update the checkout"]
+
+
+# --- a real install where systemd is not PID 1 ---------------------------------------------------
+
+
+@pytest.mark.box
+def test_real_install_without_systemd_installs_everything_and_exits_3(tmp_path):
+    """As root in a container whose PID 1 is not systemd (systemd-nspawn without --boot): the user,
+    ownership and files are real; the service cannot start, which install.sh says, with exit 3."""
+    from tests.box.base import base_rootfs
+    from tests.box.cache import cache_dir
+    from tests.box.machine import BOX_UV_CACHE, INSTALL_ENV, host_uv_cache
+
+    if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
+        pytest.fail("needs root and systemd-nspawn (apt-get install systemd-container; scripts/test.sh does)")
+    base, _ = base_rootfs()
+    root = cache_dir() / f"nosystemd-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
+    try:
+        def install_in_container() -> Run:
+            cmd = ["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit",
+                   f"--bind-ro={REPO}:/repo", f"--bind={host_uv_cache()}:{BOX_UV_CACHE}",
+                   *[f"--setenv={k}={v}" for k, v in INSTALL_ENV.items()],
+                   "/bin/bash", "/repo/install.sh"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL)
+            return Run(proc.returncode, proc.stdout + proc.stderr)
+
+        first = install_in_container()
+        assert first.returncode == 3, first.output
+        assert "NOT STARTED: systemd is not PID 1 here" in first.output
+        assert "systemctl daemon-reload && systemctl enable --now optillm-proxy" in first.output
+        assert "created system user optillm-proxy" in first.output
+        lay = Layout(root)
+        passwd = [line.split(":") for line in (root / "etc" / "passwd").read_text().splitlines()]
+        user = next(entry for entry in passwd if entry[0] == "optillm-proxy")
+        assert user[5:] == [str(lay.state_dir).replace(str(root), ""), "/usr/sbin/nologin"]
+        uid = int(user[2])
+        assert uid < 1000  # a system user
+        assert lay.state_dir.stat().st_uid == uid and mode(lay.state_dir) == 0o700
+        for path in (lay.prefix, lay.current.resolve(), lay.launcher(), lay.env_file, lay.key_file,
+                     lay.provider_file, lay.provider_file.parent, lay.unit_file, lay.tools / "uv" / "bin" / "uv"):
+            assert path.lstat().st_uid == 0, path
+        assert json.loads(lay.runtime_manifest().read_text())["profile"] == "lean"
+
+        second = install_in_container()
+        assert second.returncode == 3, second.output
+        assert NO_CHANGE_LINE in second.output
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
