@@ -427,7 +427,7 @@ install_launcher() {
   done
   if ((${#updated[@]})); then
     changed "launcher files in ${RUNTIME_NAME}/libexec: ${updated[*]}"
-    report "installed ${updated[*]}"
+    if [[ -n "${DRY_RUN}" ]]; then report "would install ${updated[*]}"; else report "installed ${updated[*]}"; fi
   else
     report "unchanged"
   fi
@@ -454,7 +454,7 @@ switch_current() {
   else
     changed "current -> runtimes/${RUNTIME_NAME}"
   fi
-  report "current -> runtimes/${RUNTIME_NAME}"
+  report "${DRY_RUN:+would point }current -> runtimes/${RUNTIME_NAME}"
 }
 
 opsctl_build_id() {
@@ -870,7 +870,10 @@ wait_healthy() {
   local opsctl
   opsctl="$(R "${TOOLS_DIR}")/opsctl/bin/opsctl"
   if [[ -x "${opsctl}" ]] && "${opsctl}" health --help 2>/dev/null | grep -q -- '--wait'; then
-    "${opsctl}" health --wait "${HEALTH_TIMEOUT}" >/dev/null 2>&1
+    # Monitoring Plugins codes: 1 (WARNING) is "answers, but slowly", still healthy.
+    local rc=0
+    "${opsctl}" health --wait "${HEALTH_TIMEOUT}" >/dev/null 2>&1 || rc=$?
+    ((rc <= 1))
     return
   fi
   "${SYSTEM_PYTHON}" -I - "http://${LISTEN_HOST}:${LISTEN_PORT}/health" "${HEALTH_TIMEOUT}" <<'EOF'
