@@ -169,3 +169,38 @@ def test_watchdog_restarts_a_hung_proxy(box):
     assert service.n_restarts(box) == restarts + 1
     journal = service.journal(box, 200)
     assert re.search(r"[Ww]atchdog timeout", journal), journal[-3000:]
+
+
+def test_every_plugin_the_profile_can_load_loads_under_the_hardened_unit(box, box_upstream):
+    """PROXY_PLUGINS set to every plugin the installed profile can import (`all` on full): each one
+    loads under the unit (MemoryDenyWriteExecute, read-only venv, BindPaths for spl/mcp), and a
+    plugin prefix answers through it."""
+    manifest = json.loads((box.root / str(LAYOUT.runtime_manifest()).lstrip("/")).read_text())
+    table = json.loads((box.root / str(LAYOUT.current).lstrip("/") / "libexec" / "plugins.json")
+                       .read_text())["plugins"]
+    loadable = sorted(slug for slug, spec in table.items() if manifest["profile"] in spec["profiles"])
+    setting = "all" if len(loadable) == len(table) else ",".join(loadable)
+    env_file = box.root / str(LAYOUT.env_file).lstrip("/")
+    original = env_file.read_text()
+    try:
+        env_file.write_text(re.sub(r"(?m)^PROXY_PLUGINS=.*$", f"PROXY_PLUGINS={setting}", original))
+        service.reset_start_limit(box)
+        old = service.main_pid(box)
+        box.check(f"systemctl restart {SERVICE}", timeout=120)
+        service.wait_healthy(box, not_pid=old)
+        status = service.show(box, "StatusText")["StatusText"]
+        loaded = re.search(r"(\d+) plugin\(s\)", status)
+        record(f"plugins loaded under the unit ({manifest['profile']} profile)", status.split("; ")[-1])
+        assert loaded and int(loaded.group(1)) == len(loadable), status
+        invocation = service.show(box, "InvocationID")["InvocationID"]
+        journal = box.check(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation}")
+        assert "Error loading" not in journal and "Traceback" not in journal, journal[-3000:]
+        box_upstream.reset()
+        status_code, body = chat(box, f"majority_voting-{BASE_MODEL}")
+        assert status_code == 200 and body["choices"][0]["message"]["content"]
+        assert box_upstream.calls() and {c["model"] for c in box_upstream.calls()} == {BASE_MODEL}
+    finally:
+        env_file.write_text(original)
+        service.reset_start_limit(box)
+        box.run(f"systemctl restart {SERVICE}", timeout=120)
+        service.wait_healthy(box)
