@@ -103,8 +103,12 @@ def base_rootfs() -> tuple[Path, float]:
         log.write_text("")
         _build(building, log)
         for old in cache.glob("box-base-*"):
-            if old.is_dir() and old != building:
+            if old.name.startswith(name):  # this recipe's dir being built and its log
+                continue
+            if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
         building.rename(base)
         (base / ".complete").write_text(recipe_hash() + "\n")
         return base, time.monotonic() - start
