@@ -251,6 +251,21 @@ def test_rollback_returns_to_the_previous_runtime_in_one_restart(box, original):
     record("rollback downtime s (one restart, /health polled every 50 ms)", round(outages[0], 2))
 
 
+def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, original):
+    """Switching profiles is an upgrade: a plain `install.sh --profile OTHER` says so, builds nothing."""
+    current, previous = link_name(box, L.current), link_name(box, L.previous)
+    other = "full" if manifest(box, current)["profile"] == "lean" else "lean"
+    runtimes_before = sorted(p.name for p in box_path(box, str(L.runtimes)).iterdir())
+    pid_before = main_pid(box)
+    result = install_sh(box, "--profile", other, timeout=300)
+    assert result.rc == 1, f"expected exit 1, got {result.rc}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    assert f"sudo ./install.sh --upgrade --profile {other}" in result.stderr
+    assert "a plain re-run never switches runtimes" in result.stderr
+    assert (link_name(box, L.current), link_name(box, L.previous)) == (current, previous)
+    assert sorted(p.name for p in box_path(box, str(L.runtimes)).iterdir()) == runtimes_before
+    assert main_pid(box) == pid_before
+
+
 def test_downtime_bench_script_runs_in_the_box(box, original):
     """bench/upgrade_downtime.sh (what the RUNBOOK quotes) works on a real install; its figures are recorded."""
     current = link_name(box, L.current)
