@@ -216,6 +216,9 @@ def _run_switch(action) -> None:
         outcome = action(layout, up.Upgrader(layout))
     except rt.RuntimeProblem as exc:
         _runtime_fail(up.EXIT_USAGE, str(exc))
+    except Exception as exc:  # before any switch (after one, the upgrader switches back itself)
+        _runtime_fail(up.EXIT_USAGE, f"internal error: {type(exc).__name__}: {exc} "
+                                     "(check: opsctl runtime list; opsctl health)")
     finally:
         lock.close()
     if outcome.code == up.EXIT_OK:

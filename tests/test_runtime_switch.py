@@ -452,3 +452,29 @@ def test_cli_needs_root(deployed, monkeypatch):
 def test_cli_list_says_when_there_is_nothing(layout):
     result = CliRunner().invoke(cli, ["runtime", "list", "--root", str(layout.root)])
     assert result.exit_code == 0 and "no runtimes under" in result.output
+
+
+def test_health_warning_after_the_switch_is_healthy_enough(installed):
+    layout, a, b = installed
+    system = FakeSystem(layout)
+    real_opsctl = system.opsctl
+    system.opsctl = lambda *args, **kw: (1, "WARNING: slower than 1s") if args[0] == "health" else real_opsctl(*args, **kw)
+    assert upgrader(layout, system).upgrade(b).code == up.EXIT_OK
+
+
+def test_an_unexpected_error_after_the_switch_still_switches_back(installed):
+    layout, a, b = installed
+    system = FakeSystem(layout)
+    calls = {"n": 0}
+
+    def smoke_raises_once(*args, **kw):
+        if args[0] == "smoke" and "--url" not in args and calls["n"] == 0:
+            calls["n"] += 1
+            raise OSError("disk full")
+        return FakeSystem.opsctl(system, *args, **kw)
+
+    system.opsctl = smoke_raises_once
+    outcome = upgrader(layout, system).upgrade(b)
+    assert outcome.code == up.EXIT_ROLLED_BACK
+    assert "internal error after the switch: OSError: disk full" in outcome.message
+    assert names(layout) == (a.name, None)
