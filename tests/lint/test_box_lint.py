@@ -55,8 +55,7 @@ def test_lint_in_the_box_catches_a_dropin(box):
               f" > {dropin_dir}/99-lint-test.conf")
     try:
         result = box.run("opsctl lint --json")
-        assert result.rc == 0  # a warning only
+        assert result.rc == 1  # an error: the launcher refuses to start with it
         assert '"rule": "optillm-variable"' in result.stdout
-        assert box.run("opsctl lint --strict").rc == 1
     finally:
         box.check(f"rm -f {dropin_dir}/99-lint-test.conf")

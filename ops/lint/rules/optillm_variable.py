@@ -4,7 +4,8 @@ Why: every optillm 0.3.12 flag takes its default from an OPTILLM_* variable
 (OPTILLM_APPROACH, OPTILLM_HOST, OPTILLM_BASE_URL, ...). A stray one silently changes
 behaviour the unit's ExecStart seems to fix, and nothing in `systemctl cat` shows it. The
 shipped launcher refuses to start (exit 78) while one is set; a plain `optillm` ExecStart
-would run with it silently. A warning, as the design asks; --strict makes it fail.
+would run with it silently. The design asks for at least a warning; it is an error here because
+the service this toolkit installs will not start with it, and lint must say so before a restart.
 
 Fails:
     OPTILLM_APPROACH=proxy             (env file or Environment=)
@@ -16,11 +17,11 @@ Fix: remove the variable; if the setting is really wanted, put the flag on ExecS
 drop-in.
 """
 
-from ops.lint.finding import WARNING, Problem
+from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._environment import configured_variables
 
 ID = "optillm-variable"
-SEVERITY = WARNING
+SEVERITY = ERROR
 
 
 def check(ctx):
