@@ -1,0 +1,94 @@
+"""README and RUNBOOK stay honest: every command they show exists with the flags they show, every
+lint rule has a troubleshooting entry, and the LiteLLM config shown is the one the chain test runs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+
+from ops.cli import cli
+from ops.lint.rules import RULES
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", REPO / "RUNBOOK.md"]
+
+
+def _command_lines(text: str, program: str) -> list[str]:
+    """Every line (in code blocks or inline code) that runs `program`, from it to the end."""
+    found = []
+    for chunk in re.findall(r"```[a-z]*\n(.*?)```", text, re.S) + re.findall(r"`([^`\n]+)`", text):
+        for line in chunk.splitlines():
+            line = line.split(" #", 1)[0]
+            match = re.search(rf"(?:^|\s|/){re.escape(program)}(\s.*|$)", line)
+            if match:
+                found.append(match.group(1).strip())
+    return found
+
+
+def _flags(params: list[click.Parameter]) -> set[str]:
+    return {opt for p in params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])
+            if opt.startswith("-")}
+
+
+def _resolve(args: list[str]) -> tuple[click.Command, list[str]]:
+    command: click.Command = cli
+    path = []
+    while isinstance(command, click.Group) and args and not args[0].startswith("-"):
+        name = args.pop(0)
+        assert name in command.commands, f"`opsctl {' '.join(path + [name])}` is shown but does not exist"
+        command = command.commands[name]
+        path.append(name)
+    return command, args
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_opsctl_command_and_flag_shown_exists(doc):
+    lines = _command_lines(doc.read_text(), "opsctl")
+    assert lines, f"{doc.name} shows no opsctl command"
+    for line in lines:
+        args = [a for a in shlex.split(line.replace("[", " ").replace("]", " ").replace("|", " "))]
+        command, rest = _resolve(args)
+        known = _flags(command.params) | {"-h", "--help"}
+        for arg in rest:
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") or re.fullmatch(r"-[a-zA-Z]", flag):
+                assert flag in known, f"{doc.name}: `opsctl ... {flag}` is shown but {command.name} has no such flag"
+
+
+def test_every_install_flag_shown_exists():
+    help_text = subprocess.run([str(REPO / "install.sh"), "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    documented = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-h)\b", help_text))
+    shown = 0
+    for doc in DOCS:
+        for line in _command_lines(doc.read_text(), "install.sh"):
+            for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line):
+                shown += 1
+                assert flag in documented, f"{doc.name}: `install.sh {flag}` is shown but install.sh has no such flag"
+    assert shown, "the docs show no install.sh flag at all"
+
+
+def test_every_lint_rule_has_a_troubleshooting_entry():
+    runbook = (REPO / "RUNBOOK.md").read_text()
+    troubleshooting = runbook.split("## 10. Troubleshooting", 1)[1]
+    missing = [r.ID for r in RULES if f"| `{r.ID}` |" not in troubleshooting]
+    assert not missing, f"RUNBOOK troubleshooting has no row for lint rule(s): {', '.join(missing)}"
+
+
+def test_runbook_shows_the_litellm_config_the_chain_test_runs():
+    runbook = (REPO / "RUNBOOK.md").read_text()
+    shipped = (REPO / "tests" / "chain" / "litellm-config.yaml").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", runbook, re.S)
+    assert shipped in blocks, "RUNBOOK's LiteLLM config differs from tests/chain/litellm-config.yaml"
+
+
+def test_readme_names_the_ci_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in ci and "sudo scripts/test.sh" in readme
+    assert "sudo ./install.sh" in readme
