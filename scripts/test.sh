@@ -51,8 +51,15 @@ sync_dev_env() {
 
 run_tests() {
   log "running pytest $*"
-  cd "${REPO}"
-  exec uv run --frozen pytest "$@"
+  (cd "${REPO}" && uv run --frozen pytest "$@")
+}
+
+# The default run boots the box with the lean profile; the full profile (stock, every plugin)
+# gets its own box so that the unit proofs, smoke --all and the testinfra suite pass on both.
+run_full_profile_box_tests() {
+  log "running the box tests again with install.sh --profile full"
+  (cd "${REPO}" && OPTILLM_PROXY_BOX_INSTALL_ARGS="--profile full" \
+    uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py)
 }
 
 main() {
@@ -62,7 +69,12 @@ main() {
   export PATH="${CACHE}/tools/bin:${PATH}"
   export OPTILLM_PROXY_TEST_CACHE="${CACHE}"
   sync_dev_env
-  run_tests "$@"
+  if (($#)); then
+    run_tests "$@"
+  else
+    run_tests
+    run_full_profile_box_tests
+  fi
 }
 
 main "$@"

@@ -204,3 +204,14 @@ def test_every_plugin_the_profile_can_load_loads_under_the_hardened_unit(box, bo
         service.reset_start_limit(box)
         box.run(f"systemctl restart {SERVICE}", timeout=120)
         service.wait_healthy(box)
+
+
+def test_opsctl_smoke_all_passes_in_the_box(box, box_upstream):
+    """`opsctl smoke --all` as an operator runs it on the box (root reads the key file), on
+    whichever profile is installed (scripts/test.sh runs this file once per profile)."""
+    result = box.run("opsctl smoke --all")
+    output = result.stdout + result.stderr
+    assert result.rc == 0, output
+    summary = re.search(r"(\d+)/(\d+) passed", output)
+    assert summary and summary.group(1) == summary.group(2) and int(summary.group(1)) >= 5, output
+    record("opsctl smoke --all in the box", summary.group(0))
