@@ -58,6 +58,10 @@ SKIP_START="${OPX_INSTALL_SKIP_START:-}"
 DRY_RUN=""
 UNINSTALL=""
 PURGE=""
+UPGRADE=""
+UPGRADE_LOCK=""
+ROLLBACK=""
+PROFILE_GIVEN=""
 
 # Run state.
 CURRENT_STEP="start"
@@ -76,6 +80,8 @@ usage() {
   cat <<EOF
 Usage: sudo ./install.sh [--profile lean|full] [--root DIR] [--dry-run] [--no-start]
        sudo ./install.sh --uninstall [--purge] [--root DIR] [--dry-run]
+       sudo ./install.sh --upgrade [LOCK] [--profile lean|full]
+       sudo ./install.sh --rollback
 
 Installs OptiLLM ${OPTILLM_VERSION} from locks/<profile>.txt (hashes required, bytecode compiled)
 as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT}, upstream ${UPSTREAM_URL}.
@@ -93,6 +99,12 @@ Options:
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
                   keeps ${CONF_DIR} and ${STATE_DIR}
   --purge         with --uninstall: also remove ${CONF_DIR}, ${STATE_DIR} and unit drop-ins
+  --upgrade [LOCK]  build a runtime from LOCK (default locks/<profile>.txt; profile: --profile,
+                  else the current runtime's) beside the running one, validate it on a spare
+                  port under the unit's own settings (opsctl lint, opsctl smoke --all), then
+                  switch to it with one restart; switches back by itself if it fails after.
+                  Switching profiles (--upgrade --profile full) is an upgrade.
+  --rollback      back to the previous runtime, one restart (opsctl runtime rollback)
   -h, --help      this text
 Environment:
   OPX_INSTALL_HEALTH_TIMEOUT  seconds to wait for /health after a (re)start (default 120)
@@ -110,6 +122,10 @@ Exit codes:
   3  installed, but systemd is not PID 1 here: the service was not started
   4  the service was (re)started but did not become healthy in time
   5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent)
+With --upgrade/--rollback, once the runtime is built, the exit code is opsctl runtime's:
+  0  switched (or already current)   1  refused at validation: nothing switched, service untouched
+  2  installation problem or busy    3  failed after the switch: switched back, healthy again
+  4  failed after the switch and still unhealthy after switching back: act now
 EOF
 }
 
@@ -223,8 +239,12 @@ parse_args() {
   while (($#)); do
     case "$1" in
       --profile) [[ $# -ge 2 ]] || die "${EXIT_USAGE}" "--profile needs a value: lean or full"
-        PROFILE="$2"; shift 2 ;;
-      --profile=*) PROFILE="${1#*=}"; shift ;;
+        PROFILE="$2"; PROFILE_GIVEN=1; shift 2 ;;
+      --profile=*) PROFILE="${1#*=}"; PROFILE_GIVEN=1; shift ;;
+      --upgrade) UPGRADE=1; shift
+        if (($#)) && [[ "$1" != -* ]]; then UPGRADE_LOCK="$1"; shift; fi ;;
+      --upgrade=*) UPGRADE=1; UPGRADE_LOCK="${1#*=}"; shift ;;
+      --rollback) ROLLBACK=1; shift ;;
       --root) [[ $# -ge 2 ]] || die "${EXIT_USAGE}" "--root needs a directory"
         ROOT="$2"; shift 2 ;;
       --root=*) ROOT="${1#*=}"; shift ;;
@@ -245,6 +265,12 @@ parse_args() {
   if [[ -n "${PURGE}" && -z "${UNINSTALL}" ]]; then
     die "${EXIT_USAGE}" "--purge only goes with --uninstall"
   fi
+  if [[ -n "${UPGRADE}${ROLLBACK}" ]]; then
+    [[ -n "${UPGRADE}" && -n "${ROLLBACK}" ]] && die "${EXIT_USAGE}" "--upgrade and --rollback are two separate runs"
+    [[ -n "${ROOT}${DRY_RUN}${UNINSTALL}${SKIP_START}" ]] &&
+      die "${EXIT_USAGE}" "--upgrade/--rollback start and switch the real service: they do not combine with --root, --dry-run, --no-start or --uninstall"
+    if [[ -n "${UPGRADE_LOCK}" && "${UPGRADE_LOCK}" != /* ]]; then UPGRADE_LOCK="${PWD}/${UPGRADE_LOCK}"; fi
+  fi
   if [[ -n "${ROOT}" ]]; then
     [[ "${ROOT}" == /* ]] || ROOT="${PWD}/${ROOT}"
     ROOT="${ROOT%/}"
@@ -258,7 +284,7 @@ check_system() {
   if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
     die "${EXIT_PREREQ}" "must run as root: sudo ./install.sh (or stage without root: ./install.sh --root DIR)"
   fi
-  LOCK_FILE="${REPO}/locks/${PROFILE}.txt"
+  LOCK_FILE="${UPGRADE_LOCK:-${REPO}/locks/${PROFILE}.txt}"
   if [[ ! -f "${LOCK_FILE}" ]]; then
     if [[ "${PROFILE}" == lean ]]; then
       die "${EXIT_PREREQ}" "no lean lock (${LOCK_FILE}) in this checkout: install the stock runtime with --profile full, or update the checkout"
@@ -982,15 +1008,99 @@ exit_code() {
   fi
 }
 
+# --- upgrade and rollback: install.sh builds, opsctl runtime validates and switches -------------
+
+# On a running installation a different lock or profile is an upgrade: validated, reversible.
+refuse_unvalidated_switch() {
+  step "current runtime" "upgrade deliberately: sudo ./install.sh --upgrade [--profile ${PROFILE}]"
+  real_install && [[ -n "${HAS_SYSTEMD}" && -L "${CURRENT_LINK}" ]] || return 0
+  local installed keep hint=""
+  installed="$(readlink "${CURRENT_LINK}")"
+  installed="${installed##*/}"
+  [[ "${installed}" != "${RUNTIME_NAME}" ]] || return 0
+  keep="$(installed_profile)"
+  if [[ -n "${keep}" && "${keep}" != "${PROFILE}" ]]; then
+    hint=" To keep the ${keep} profile, re-run with --profile ${keep}."
+  fi
+  die "${EXIT_STEP_FAILED}" "this box runs ${installed}; locks/${PROFILE}.txt gives ${RUNTIME_NAME}: a plain re-run never switches runtimes.${hint} To switch (validated, reversible): sudo ./install.sh --upgrade --profile ${PROFILE}"
+}
+
+check_switch_prereqs() {
+  step "check system" "run as root on the installed host: sudo ./install.sh --upgrade|--rollback"
+  ((EUID == 0)) || die "${EXIT_PREREQ}" "must run as root: sudo ./install.sh ${UPGRADE:+--upgrade}${ROLLBACK:+--rollback}"
+  [[ -d /run/systemd/system ]] ||
+    die "${EXIT_NO_SYSTEMD}" "systemd is not PID 1 here: an upgrade validates and switches the running service, which needs it"
+  [[ -L "${CURRENT_LINK}" && -x "${TOOLS_DIR}/opsctl/bin/opsctl" ]] ||
+    die "${EXIT_PREREQ}" "no installation here (${CURRENT_LINK}, ${TOOLS_DIR}/opsctl): run sudo ./install.sh first"
+  if [[ -n "${UPGRADE_LOCK}" && ! -f "${UPGRADE_LOCK}" ]]; then
+    die "${EXIT_USAGE}" "no lock file at ${UPGRADE_LOCK}: give a hashed lock (see locks/ and how they are regenerated)"
+  fi
+}
+
+# The profile recorded in the current runtime's manifest (empty if unreadable).
+installed_profile() {
+  sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "${CURRENT_LINK}/${MANIFEST_REL}" 2>/dev/null || true
+}
+
+# Without --profile: a lock named <profile>.txt names its profile; any other lock keeps the
+# profile the box runs.
+pick_upgrade_profile() {
+  step "profile" "give it explicitly: --profile lean|full"
+  if [[ -n "${PROFILE_GIVEN}" ]]; then return; fi
+  local named recorded
+  named="$(basename "${UPGRADE_LOCK:-none}" .txt)"
+  case " ${PROFILES} " in
+    *" ${named} "*) PROFILE="${named}"; return ;;
+  esac
+  recorded="$(installed_profile)"
+  case " ${PROFILES} " in
+    *" ${recorded} "*) PROFILE="${recorded}" ;;
+    *) die "${EXIT_USAGE}" "cannot read the current profile from ${CURRENT_LINK}/${MANIFEST_REL}: give --profile lean|full" ;;
+  esac
+}
+
+# Hands over to opsctl (validation, switch, checks, switching back); its exit code is ours.
+run_opsctl_runtime() {
+  step "runtime $1" "read the line above; opsctl runtime --help explains each exit code"
+  local rc=0
+  "${TOOLS_DIR}/opsctl/bin/opsctl" runtime "$@" || rc=$?
+  exit "${rc}"
+}
+
+upgrade_main() {
+  check_switch_prereqs
+  pick_upgrade_profile
+  check_system
+  install_debian_packages
+  check_python
+  bootstrap_uv
+  build_runtime
+  install_launcher
+  install_opsctl
+  run_opsctl_runtime upgrade "${RUNTIME_NAME}"
+}
+
+rollback_main() {
+  check_switch_prereqs
+  run_opsctl_runtime rollback
+}
+
 main() {
   umask 022
   parse_args "$@"
   trap 'on_error $? $LINENO' ERR
+  if [[ -n "${UPGRADE}" ]]; then
+    upgrade_main
+  fi
+  if [[ -n "${ROLLBACK}" ]]; then
+    rollback_main
+  fi
   if [[ -n "${UNINSTALL}" ]]; then
     uninstall_main
     exit "${EXIT_OK}"
   fi
   check_system
+  refuse_unvalidated_switch
   install_debian_packages
   check_python
   bootstrap_uv
