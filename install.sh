@@ -52,6 +52,7 @@ readonly REPO
 
 # Settings: flags override these environment variables (see --help).
 PROFILE="${OPX_INSTALL_PROFILE:-${DEFAULT_PROFILE}}"
+PROFILE_GIVEN="${OPX_INSTALL_PROFILE:+1}"
 ROOT="${OPX_INSTALL_ROOT:-}"
 HEALTH_TIMEOUT="${OPX_INSTALL_HEALTH_TIMEOUT:-120}"
 SKIP_START="${OPX_INSTALL_SKIP_START:-}"
@@ -61,7 +62,6 @@ PURGE=""
 UPGRADE=""
 UPGRADE_LOCK=""
 ROLLBACK=""
-PROFILE_GIVEN=""
 
 # Run state.
 CURRENT_STEP="start"
@@ -91,7 +91,8 @@ It never overwrites ${ENV_FILE} or ${KEY_FILE}.
 
 Options:
   --profile P     runtime profile: lean (default; core approaches, no torch) or full (stock,
-                  every bundled plugin). Env: OPX_INSTALL_PROFILE
+                  every bundled plugin). Env: OPX_INSTALL_PROFILE. A re-run without it keeps
+                  the installed profile; switching is an upgrade (--upgrade --profile P)
   --root DIR      stage the whole layout under DIR without root: no user, chown, apt or
                   systemctl (used by the tests). Env: OPX_INSTALL_ROOT
   --dry-run       print each step and what it would change; write nothing
@@ -1008,6 +1009,18 @@ exit_code() {
   fi
 }
 
+# A re-run without --profile keeps the profile the host already runs, so that re-running the
+# same command on a full host changes nothing instead of asking for an upgrade to lean.
+keep_installed_profile() {
+  step "profile" "give it explicitly: --profile lean|full"
+  [[ -z "${PROFILE_GIVEN}" ]] || return 0
+  local recorded
+  recorded="$(sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "${ROOT}${CURRENT_LINK}/${MANIFEST_REL}" 2>/dev/null || true)"
+  case " ${PROFILES} " in
+    *" ${recorded} "*) PROFILE="${recorded}" ;;
+  esac
+}
+
 # --- upgrade and rollback: install.sh builds, opsctl runtime validates and switches -------------
 
 # On a running installation a different lock or profile is an upgrade: validated, reversible.
@@ -1099,6 +1112,7 @@ main() {
     uninstall_main
     exit "${EXIT_OK}"
   fi
+  keep_installed_profile
   check_system
   refuse_unvalidated_switch
   install_debian_packages

@@ -242,6 +242,19 @@ def test_second_run_reports_no_change_and_touches_nothing(staged):
     assert staged.snapshot_after_second == staged.snapshot_after_first
 
 
+def test_rerun_without_profile_keeps_the_installed_profile(staged_copy):
+    """The default profile is lean, but re-running the same bare command on a full host must not
+    turn into a profile switch: the recorded profile wins when --profile is not given."""
+    assert PROFILE != "lean", "this test needs the staged root to hold the non-default profile"
+    env = {k: v for k, v in os.environ.items() if k != "OPX_INSTALL_PROFILE"}
+    proc = subprocess.run([str(INSTALL_SH), "--root", str(staged_copy.root)], cwd="/", env=env,
+                          capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert NO_CHANGE_LINE in output[output.index("install summary"):], output
+    assert os.readlink(staged_copy.current).endswith(runtime_name()), output
+
+
 def test_dry_run_on_an_empty_root_writes_nothing(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
