@@ -5,63 +5,23 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 
 import httpx
 import pytest
+
 from click.testing import CliRunner
 
-import ops.client
 from ops.cli import cli
 from ops.client import ApiKey, UsageProblem, parse_base_url, resolve_api_key
 from ops.health import CRITICAL, OK, WARNING, probe
-from ops.layout import Layout
+from tests.probe_helpers import hermetic, raising, release, run_cli, use_transport  # noqa: F401, F811 (fixtures)
 
 STATUS_LINE = re.compile(r"^OPTILLM-PROXY (OK|WARNING|CRITICAL|UNKNOWN) - .+ \| time=\d+\.\d{3}s;[\d.]+;[\d.]+;0$")
 KEY = ApiKey("opx-test-key", "test")
 
 
-@pytest.fixture(autouse=True)
-def no_deployed_key(monkeypatch, tmp_path):
-    """Never read the host's real key file or environment."""
-    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
-    monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
-
-
-@pytest.fixture
-def release():
-    """An event hanging handlers wait on; set at teardown so no worker thread outlives the test."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-def raising(exc: Exception):
-    """A MockTransport handler that fails the way the network (or a bug) would."""
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
-    return handler
-
-
-def use_transport(monkeypatch, handler) -> list[httpx.Request]:
-    """Route the CLI's client through a MockTransport; returns the requests it saw."""
-    seen: list[httpx.Request] = []
-
-    def recording(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return handler(request)
-
-    real = ops.client.make_client
-    monkeypatch.setattr(ops.client, "make_client",
-                        lambda url, timeout, transport=None: real(url, timeout, httpx.MockTransport(recording)))
-    return seen
-
-
 def run(*args: str, env: dict | None = None):
-    result = CliRunner().invoke(cli, ["health", *args], env=env)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
+    return run_cli("health", *args, env=env)
 
 
 def routes(**by_path):

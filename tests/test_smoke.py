@@ -7,16 +7,15 @@ against the real server): the upstream's pass-through body, and the body optillm
 from __future__ import annotations
 
 import json
-import threading
 
 import httpx
 import pytest
-from click.testing import CliRunner
+
 
 import ops.client
-from ops.cli import cli
 from ops.layout import Layout
 from ops.smoke import approach_of, models_to_check, plugin_slugs_from_env
+from tests.probe_helpers import hermetic, raising, release, run_cli, use_transport  # noqa: F401, F811 (fixtures)
 
 ALL = ["jerry-xl", "moa-jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl"]
 
@@ -47,45 +46,8 @@ def proxy_mode(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=pass_through_body(json.loads(request.content)["model"]))
 
 
-@pytest.fixture(autouse=True)
-def hermetic(monkeypatch, tmp_path):
-    """Never read the host's key file, env file or environment."""
-    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
-    monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
-
-
-@pytest.fixture
-def release():
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-def raising(exc: Exception):
-    """A MockTransport handler that fails the way the network (or a bug) would."""
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
-    return handler
-
-
-def use_transport(monkeypatch, handler) -> list[httpx.Request]:
-    seen: list[httpx.Request] = []
-
-    def recording(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return handler(request)
-
-    real = ops.client.make_client
-    monkeypatch.setattr(ops.client, "make_client",
-                        lambda url, timeout, transport=None: real(url, timeout, httpx.MockTransport(recording)))
-    return seen
-
-
 def run(*args: str, env: dict | None = None):
-    result = CliRunner().invoke(cli, ["smoke", *args], env=env)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
+    return run_cli("smoke", *args, env=env)
 
 
 def rows_of(output: str) -> dict[str, list[str]]:

@@ -1,0 +1,57 @@
+"""What the health and smoke unit tests share: a hermetic key source, MockTransport routing and a
+CLI runner that fails on any traceback."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import ops.client
+from ops.cli import cli
+from ops.layout import Layout
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch, tmp_path):
+    """Never read the host's key file, env file or environment."""
+    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
+    monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
+
+
+@pytest.fixture
+def release():
+    """An event hanging handlers wait on; set at teardown so no worker thread outlives the test."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def raising(exc: Exception):
+    """A MockTransport handler that fails the way the network (or a bug) would."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+    return handler
+
+
+def use_transport(monkeypatch, handler) -> list[httpx.Request]:
+    """Route the CLI's client through a MockTransport; returns the requests it saw."""
+    seen: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    real = ops.client.make_client
+    monkeypatch.setattr(ops.client, "make_client",
+                        lambda url, timeout, transport=None: real(url, timeout, httpx.MockTransport(recording)))
+    return seen
+
+
+def run_cli(command: str, *args: str, env: dict | None = None):
+    result = CliRunner().invoke(cli, [command, *args], env=env)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
