@@ -125,30 +125,26 @@ wait_healthy() {
   die "${SERVICE} not healthy within 300 s: $(in_box "journalctl -u ${SERVICE} -n 20 --no-pager -o cat")"
 }
 
-measure_kill9() {
-  local i old t0 times=()
+# One figure: ROUNDS times, ACTION on the running main process, then time until a new one serves.
+measure_recovery() {
+  local label="$1" action="$2" i old t0 times=()
   for ((i = 0; i < ROUNDS; i++)); do
     reset_start_limit
     old="$(main_pid)"
     t0="$(now)"
-    in_box "kill -9 ${old}"
+    in_box "${action//\{pid\}/${old}}"
     wait_healthy "${old}"
     times+=("$(elapsed "${t0}" "$(now)")")
   done
-  echo "  kill -9 -> healthy (s): ${times[*]}"
+  echo "  ${label} -> healthy (s): ${times[*]}"
+}
+
+measure_kill9() {
+  measure_recovery "kill -9" "kill -9 {pid}"
 }
 
 measure_restart() {
-  local i old t0 times=()
-  for ((i = 0; i < ROUNDS; i++)); do
-    reset_start_limit
-    old="$(main_pid)"
-    t0="$(now)"
-    in_box "systemctl restart ${SERVICE}"
-    wait_healthy "${old}"
-    times+=("$(elapsed "${t0}" "$(now)")")
-  done
-  echo "  systemctl restart -> healthy (s): ${times[*]}"
+  measure_recovery "systemctl restart" "systemctl restart ${SERVICE}"
 }
 
 measure_memory() {
