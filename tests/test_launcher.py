@@ -427,12 +427,38 @@ def test_watchdog_pings_only_while_health_answers(full_runtime, upstream, optill
     assert listener.wait_for("WATCHDOG=1", 30, p).startswith("WATCHDOG=1")
     assert health_answers(p.url)
 
+
+def settled_thread_count(pid: int, quiet_seconds: float = 1.0, deadline: float = 30.0) -> int:
+    """Wait until the process's thread count has not changed for quiet_seconds (request threads gone)."""
+    end = time.monotonic() + deadline
+    last, since = None, time.monotonic()
+    while time.monotonic() < end:
+        count = len(os.listdir(f"/proc/{pid}/task"))
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_seconds:
+            return count
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid}: thread count still changing after {deadline:g} s")
+
+
+@pytest.mark.real
+def test_sigabrt_leaves_every_threads_stack_in_the_log(full_runtime, upstream, optillm_factory,
+                                                       notify_listener, tmp_path):
     # What systemd does when the watchdog expires (WatchdogSignal=SIGABRT): the launcher's
-    # faulthandler leaves every thread's stack in the log (the journal) before the process dies.
+    # faulthandler writes every thread's stack to the log (the journal) and the process dies of it.
+    # The all-threads dump races with a request thread that is exiting at that instant (measured:
+    # about half the aborts sent right after a /health answer ended in SIGSEGV mid-dump), so this
+    # proves the dump on a quiet server; RUNBOOK section 8 tells operators it is best effort.
+    listener = notify_listener()
+    p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener)
+    listener.wait_for("READY=1", START_TIMEOUT, p)
+    settled_thread_count(p.proc.pid)
     os.kill(p.proc.pid, signal.SIGABRT)
     assert p.proc.wait(30) == -signal.SIGABRT
     log = p.log_text()
-    assert "Fatal Python error: Aborted" in log and "in serve_forever" in log
+    assert "Fatal Python error: Aborted" in log
+    assert "in serve_forever" in log, "the main thread's stack (the server loop) must be in the dump"
 
 
 @pytest.mark.real
