@@ -2,7 +2,9 @@
 
 Stdlib only, so it runs anywhere a python3 does (tests, demos, the test box). Each call is kept
 as {"path", "model", "n", "authorization"}; GET /_calls lists them, POST /_reset forgets them,
-POST /_status {"status": 500} makes chat completions fail with that status until reset.
+POST /_status {"status": 500} makes chat completions fail with that status until reset, and
+POST /_delay {"seconds": 2.5} makes each chat completion wait that long first (a slow or hung
+LiteLLM) until reset.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class _State:
         self.lock = threading.Lock()
         self.calls: list[dict] = []
         self.fail_status: int | None = None
+        self.delay_seconds: float = 0.0
+        self.release = threading.Event()  # set by /_reset: delayed answers stop waiting
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,13 +78,24 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.calls.clear()
                 self.state.fail_status = None
+                self.state.delay_seconds = 0.0
+                self.state.release.set()
+                self.state.release = threading.Event()
             return self._send(200, {"reset": True})
         if self.path == "/_status":
             with self.state.lock:
                 self.state.fail_status = body.get("status")
             return self._send(200, {"status": body.get("status")})
+        if self.path == "/_delay":
+            with self.state.lock:
+                self.state.delay_seconds = float(body.get("seconds") or 0)
+            return self._send(200, {"seconds": self.state.delay_seconds})
         if self.path.rstrip("/").endswith("/chat/completions"):
             self._record(body)
+            with self.state.lock:
+                delay, release = self.state.delay_seconds, self.state.release
+            if delay:
+                release.wait(delay)
             if self.state.fail_status:
                 return self._send(self.state.fail_status, {"error": {"message": "injected failure"}})
             n = int(body.get("n") or 1)

@@ -1,0 +1,118 @@
+"""Start stock optillm 0.3.12 the way the optillm-proxy unit needs it: checks, patches, serve.
+
+Order matters: every configuration check that needs no optillm import runs first (a refusal is
+fast and has no side effect); then optillm.server is imported, its patch points verified against
+0.3.12 and installed (patches.py); then optillm's own main() parses its flags and serves.
+A configuration the launcher cannot honour exits 78 (EX_CONFIG) with one line on stderr; the
+unit's RestartPreventExitStatus=78 makes that a visible failed unit instead of a restart loop.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import NoReturn
+
+from optillm_proxy_launcher import notify, patches, settings
+from optillm_proxy_launcher.gateway import Gate
+from optillm_proxy_launcher.plugins import make_subset_loader
+from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
+from optillm_proxy_launcher.settings import ConfigRefused
+from optillm_proxy_launcher.upstream import Bounds, Registry, SharedUpstream
+
+
+def refuse(message: str) -> NoReturn:
+    print(f"optillm-proxy-launcher: refused: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(settings.EX_CONFIG)
+
+
+def on_sigterm(signum, frame):
+    # The server's main loop unwinds through main(); systemd sees a clean stop (exit 0).
+    raise SystemExit(0)
+
+
+def request_fields() -> frozenset[str]:
+    """The request fields the locked openai-python's chat.completions.create() accepts."""
+    import inspect
+
+    from openai.resources.chat.completions import Completions
+
+    names = set(inspect.signature(Completions.create).parameters) - {"self"}
+    return frozenset(names - CLIENT_OPTIONS)
+
+
+def install(server, prepared: settings.Prepared) -> SharedUpstream:
+    """Verify and install every patch point (patches.py); returns the shared upstream client."""
+    patches.verify_module(server)
+    registry = Registry()
+    request = prepared.request
+    config = server.server_config
+    upstream = SharedUpstream(prepared.upstream_key, prepared.upstream_url,
+                              Bounds(request.upstream_timeout, request.upstream_retries), registry,
+                              verify=lambda: config.get("ssl_cert_path") or bool(config.get("ssl_verify", True)))
+    names = frozenset({*server.known_approaches, *prepared.table, *server.plugin_approaches})
+    policy = Policy(request, names, request_fields())
+    loader = None if prepared.enabled == "all" else make_subset_loader(server, prepared.enabled, prepared.table)
+    patches.apply(server, load_plugins=loader, upstream=upstream,
+                  gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url,
+                                                lambda: config["optillm_api_key"]))
+    return upstream
+
+
+def main() -> None:
+    try:
+        prepared = settings.prepare(sys.argv[1:], os.environ)
+    except ConfigRefused as exc:
+        refuse(str(exc))
+    args = prepared.argv
+    host = settings.option_value(args, "--host", "127.0.0.1")
+    try:
+        port = int(settings.option_value(args, "--port", "8000"))
+    except ValueError:
+        refuse("--port must be a number")
+    # Changing sys.argv here does not change /proc/PID/cmdline: the key stays out of `ps`.
+    sys.argv = [sys.argv[0], *args, "--optillm-api-key", prepared.key]
+
+    # Children (Jupyter kernels, MCP servers) must not talk to systemd in our name.
+    notifier = notify.Notifier(os.environ.pop("NOTIFY_SOCKET", None))
+    interval = notify.watchdog_interval(dict(os.environ))
+    for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # A watchdog abort (SIGABRT) of a hung server leaves every thread's stack in the journal.
+    faulthandler.enable()
+    # python -I ignores PYTHONUNBUFFERED; line-buffer stdout so prints reach the journal promptly.
+    sys.stdout.reconfigure(line_buffering=True)
+    logging.getLogger("werkzeug").addFilter(notify.DropOwnProbes())
+
+    import optillm.server as server
+
+    try:
+        install(server, prepared)
+    except ConfigRefused as exc:
+        refuse(str(exc))
+    threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,
+                     args=(server, notifier, host, port, interval, None,
+                           settings.enabled_slugs(prepared.enabled, prepared.table))).start()
+    try:
+        server.main()
+    except ConfigRefused as exc:  # an enabled plugin failed to load
+        print(f"optillm-proxy-launcher: refused: {exc}", file=sys.stderr)
+        code = settings.EX_CONFIG
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        code = 0
+    else:
+        code = 0
+    notifier.send("STOPPING=1")
+    if isinstance(code, str):  # sys.exit("message") from optillm: keep the message, as Python would
+        print(code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Plugin threads (browser sessions, health checkers) may be non-daemon; do not wait for them.
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))

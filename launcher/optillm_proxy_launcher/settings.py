@@ -1,0 +1,361 @@
+"""Configuration checks: everything the launcher refuses to start on, before optillm is imported.
+
+Stdlib only, so `opsctl lint` imports this same module and a lint error and an exit 78 come from
+one implementation. Each check raises ConfigRefused; str() is the one line the operator reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+EX_CONFIG = 78
+LIBEXEC = Path(__file__).resolve().parent.parent
+PLUGIN_TABLE = LIBEXEC / "plugins.json"
+# libexec/.. is the runtime root; install.sh writes the manifest there.
+RUNTIME_MANIFEST = LIBEXEC.parent / "optillm-proxy-runtime.json"
+DEFAULT_PROFILE = "full"  # a runtime without a manifest is a stock venv: it can import everything
+CREDENTIAL_NAME = "api-key"
+KEY_FILE_HINT = "/etc/optillm-proxy/api-key"
+ENV_FILE_HINT = "/etc/optillm-proxy/env"
+UPSTREAM_KEY_VARIABLE = "OPENAI_API_KEY"
+# The prefixes the gateway routes; all are optillm core approaches, loaded without any plugin.
+ROUTED_STRATEGIES = ("moa", "bon", "plansearch", "self_consistency")
+# optillm 0.3.12 server.known_approaches ("none" is the pass-through); patches.py verifies it.
+CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
+                   "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
+# Provider keys that make stock get_config() pick another client; the launcher's upstream client
+# only speaks to LiteLLM with OPENAI_API_KEY, so one of these would be silently ignored.
+OTHER_PROVIDER_KEYS = ("CEREBRAS_API_KEY", "AZURE_OPENAI_API_KEY")
+
+
+class ConfigRefused(Exception):
+    """A configuration the launcher will not start with; str() is the one line for the operator."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: our own option out, optillm's checked
+
+
+def take_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Remove `name VALUE` / `name=VALUE` from argv (optillm's parser must not see it).
+
+    Exact match only: argparse would read an abbreviation of ours (`--plugins`) as optillm's
+    `--plugins-dir`, so ours is taken out before optillm parses.
+    """
+    value, rest, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == name:
+            if i + 1 >= len(argv):
+                raise ConfigRefused(f"{name} needs a value (none, all, or a comma list of plugin slugs)")
+            value, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
+
+
+def _matches_option(arg: str, option: str) -> tuple[bool, str | None]:
+    """Does argv token `arg` select optillm's `option`, argparse abbreviations included?"""
+    if not arg.startswith("--") or len(arg) < 3:
+        return False, None
+    name, eq, inline = arg.partition("=")
+    if len(name) > 2 and option.startswith(name):
+        return True, inline if eq else None
+    return False, None
+
+
+def option_values(argv: list[str], *options: str) -> list[str | None]:
+    """Values given to any of `options` (aliases of one flag), in command-line order."""
+    values = []
+    for i, arg in enumerate(argv):
+        for option in options:
+            hit, inline = _matches_option(arg, option)
+            if hit:
+                values.append(inline if inline is not None else (argv[i + 1] if i + 1 < len(argv) else None))
+                break
+    return values
+
+
+def option_value(argv: list[str], option: str, default: str, *aliases: str) -> str:
+    values = [v for v in option_values(argv, option, *aliases) if v is not None]
+    return values[-1] if values else default
+
+
+def check_command_line(argv: list[str]) -> None:
+    if option_values(argv, "--optillm-api-key"):
+        raise ConfigRefused(
+            "--optillm-api-key is on the command line, where every local user can read it: remove it; "
+            f"the launcher reads the key from the systemd credential {CREDENTIAL_NAME} ({KEY_FILE_HINT})")
+    for value in option_values(argv, "--approach"):
+        if value in ("proxy", "auto"):
+            raise ConfigRefused(
+                f"--approach {value} is on the command line: remove it; "
+                + ("'proxy' makes optillm skip every prefix strategy (moa-, bon-, ...)" if value == "proxy"
+                   else "0.3.12 rejects 'auto'; prefix selection works only with --approach left out"))
+    if not base_url(argv):
+        raise ConfigRefused("--base-url is missing or empty: the upstream client needs LiteLLM's URL, "
+                            "e.g. --base-url http://127.0.0.1:4000/v1 in the unit's ExecStart")
+
+
+def base_url(argv: list[str]) -> str:
+    return option_value(argv, "--base-url", "", "--base_url").strip()
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    if "OPTILLM_API_KEY" in environ:
+        raise ConfigRefused(
+            "OPTILLM_API_KEY is set in the environment, which switches optillm 0.3.12 to local inference: "
+            f"remove it from {ENV_FILE_HINT}; the proxy key belongs in {KEY_FILE_HINT}")
+    stray = sorted(k for k in environ if k.startswith("OPTILLM_"))
+    if stray:
+        raise ConfigRefused(
+            f"{', '.join(stray)} set in the environment: optillm reads OPTILLM_* as flag defaults, which would "
+            f"silently change the unit's ExecStart flags; remove it from {ENV_FILE_HINT}")
+    other = [k for k in OTHER_PROVIDER_KEYS if environ.get(k)]
+    if other:
+        raise ConfigRefused(
+            f"{', '.join(other)} set in the environment: this proxy calls only LiteLLM, with "
+            f"{UPSTREAM_KEY_VARIABLE}; remove it from {ENV_FILE_HINT}")
+
+
+def upstream_key(environ: Mapping[str, str]) -> str:
+    key = (environ.get(UPSTREAM_KEY_VARIABLE) or "").strip()
+    if not key:
+        raise ConfigRefused(
+            f"{UPSTREAM_KEY_VARIABLE} is missing or empty in {ENV_FILE_HINT}: set it to the LiteLLM key the "
+            "proxy calls LiteLLM with (stock optillm would fall back to a LiteLLM wrapper this runtime lacks)")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# The proxy key
+
+
+def read_api_key(environ: Mapping[str, str]) -> str:
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    how = f"give the unit LoadCredential={CREDENTIAL_NAME}:{KEY_FILE_HINT}"
+    if not directory:
+        raise ConfigRefused(f"no proxy key: CREDENTIALS_DIRECTORY is not set; {how}")
+    path = Path(directory) / CREDENTIAL_NAME
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigRefused(f"no proxy key: {path} does not exist; {how}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigRefused(f"cannot read the proxy key {path}: {exc.__class__.__name__}; {how}") from None
+    if not key:
+        raise ConfigRefused(f"the proxy key credential {path} is empty: write a key to {KEY_FILE_HINT} "
+                            "(one line, not starting with sk-)")
+    if any(c.isspace() for c in key):
+        raise ConfigRefused(f"the proxy key in {KEY_FILE_HINT} must be one line without spaces")
+    if key.startswith("sk-"):
+        raise ConfigRefused(
+            f"the proxy key in {KEY_FILE_HINT} starts with sk-, which optillm 0.3.12 forwards upstream as the "
+            "provider key: generate a new one (e.g. opx- + random base64url)")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Which plugins load
+
+
+def load_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigRefused(f"{what} {path} is missing: reinstall the runtime") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigRefused(f"{what} {path} is unreadable ({exc.__class__.__name__}): reinstall the runtime") from None
+
+
+def runtime_profile(manifest: Path = RUNTIME_MANIFEST) -> str:
+    if not manifest.exists():
+        return DEFAULT_PROFILE
+    profile = load_json(manifest, "runtime manifest").get("profile")
+    if not isinstance(profile, str) or not profile:
+        raise ConfigRefused(f"runtime manifest {manifest} names no profile: reinstall the runtime")
+    return profile
+
+
+def plugin_table(path: Path = PLUGIN_TABLE) -> dict[str, dict]:
+    table = load_json(path, "plugin table").get("plugins")
+    if not isinstance(table, dict) or not table:
+        raise ConfigRefused(f"plugin table {path} lists no plugins: reinstall the runtime")
+    return table
+
+
+def parse_plugin_setting(setting: str, table: Mapping[str, dict]) -> str | list[str]:
+    """`none` -> [], `all` -> "all", `a, b` -> ["a", "b"] (order kept, duplicates dropped)."""
+    text = setting.strip().lower()
+    if text in ("", "none"):
+        return []
+    if text == "all":
+        return "all"
+    slugs: list[str] = []
+    for slug in (part.strip() for part in text.split(",")):
+        if not slug:
+            continue
+        if slug in ("none", "all"):
+            raise ConfigRefused(f"PROXY_PLUGINS={setting!r}: '{slug}' cannot be combined with plugin names")
+        if slug not in table:
+            raise ConfigRefused(f"PROXY_PLUGINS names unknown plugin '{slug}': known are {', '.join(sorted(table))}")
+        if slug not in slugs:
+            slugs.append(slug)
+    return slugs
+
+
+def enabled_slugs(enabled: str | list[str], table: Mapping[str, dict]) -> list[str]:
+    return sorted(table) if enabled == "all" else list(enabled)
+
+
+def check_profile(enabled: str | list[str], table: Mapping[str, dict], profile: str) -> None:
+    missing = [s for s in enabled_slugs(enabled, table) if profile not in table[s].get("profiles", [])]
+    if not missing:
+        return
+    loadable = sorted(s for s in table if profile in table[s].get("profiles", []))
+    raise ConfigRefused(
+        f"plugin(s) {', '.join(missing)} cannot be imported by this runtime's '{profile}' profile: "
+        f"install the full profile or set PROXY_PLUGINS to a subset of: {', '.join(loadable) or 'none'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The request path: bounds and the approach allow-list (env file settings)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One numeric env-file setting: its default, its range, and why the default is what it is."""
+
+    name: str
+    kind: type
+    default: float
+    low: float
+    high: float
+    why: str
+
+    def parse(self, environ: Mapping[str, str]) -> float:
+        raw = environ.get(self.name)
+        if raw is None or not raw.strip():
+            return self.default
+        try:
+            value = self.kind(raw.strip())
+        except ValueError:
+            raise ConfigRefused(f"{self.name}={raw!r} is not a{'n integer' if self.kind is int else ' number'}: "
+                                f"set {self.low:g}..{self.high:g} in {ENV_FILE_HINT} "
+                                f"(or remove the line for the default {self.default:g})") from None
+        if not (self.low <= value <= self.high):
+            raise ConfigRefused(f"{self.name}={raw.strip()} is out of range: set {self.low:g}..{self.high:g} in "
+                                f"{ENV_FILE_HINT} (or remove the line for the default {self.default:g})")
+        return value
+
+
+BOUNDS = (
+    Bound("UPSTREAM_TIMEOUT_SECONDS", float, 120, 1, 3600,
+          "one upstream call (LiteLLM on loopback); long enough for a long completion, short enough "
+          "that a hung LiteLLM is noticed well before the request deadline"),
+    Bound("UPSTREAM_RETRIES", int, 1, 0, 5,
+          "extra attempts after a refused connection, 429 or 5xx; LiteLLM already retries its own "
+          "deployments, so one retry covers a LiteLLM restart without multiplying the fan-out"),
+    Bound("REQUEST_DEADLINE_SECONDS", float, 300, 1, 3600,
+          "one whole client request, all its upstream calls included; after it no new upstream call "
+          "starts and the client gets 504. Keep it below LiteLLM's own timeout for the route"),
+    Bound("MAX_REQUEST_BYTES", int, 4 * 1024 * 1024, 1024, 64 * 1024 * 1024,
+          "request body size; 4 MiB holds a prompt of about a million characters; larger gets 413"),
+    Bound("MAX_N", int, 4, 1, 128,
+          "the `n` a client may ask for; a strategy runs its whole pipeline n times"),
+)
+BOUND_NAMES = tuple(b.name for b in BOUNDS)
+APPROACHES_VARIABLE = "PROXY_APPROACHES"
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    upstream_timeout: float
+    upstream_retries: int
+    deadline: float
+    max_request_bytes: int
+    max_n: int
+    approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
+
+
+def default_approaches(plugins: list[str]) -> list[str]:
+    return [*ROUTED_STRATEGIES, *plugins]
+
+
+def parse_approaches(raw: str | None, plugins: list[str], table: Mapping[str, dict]) -> frozenset[str]:
+    """PROXY_APPROACHES: a comma list of core approaches, enabled plugin slugs and combined forms
+    (`a&b`, `a|b`) of those; `none` allows the base model only. Unset: the routed four + plugins."""
+    if raw is None or not raw.strip():
+        return frozenset(default_approaches(plugins))
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if names == ["none"]:
+        return frozenset()
+    allowed = set()
+    for name in names:
+        parts = name.replace("|", "&").split("&")
+        for part in parts:
+            if part == "none":
+                raise ConfigRefused(f"{APPROACHES_VARIABLE}: 'none' cannot be combined with approaches "
+                                    "(the base model always passes through; set none alone to allow only it)")
+            if part in table and part not in plugins:
+                raise ConfigRefused(f"{APPROACHES_VARIABLE} names plugin '{part}', which PROXY_PLUGINS does not "
+                                    f"enable: add it to PROXY_PLUGINS or remove it from {APPROACHES_VARIABLE}")
+            if part not in CORE_APPROACHES and part not in table:
+                raise ConfigRefused(f"{APPROACHES_VARIABLE} names unknown approach '{part}': core approaches are "
+                                    f"{', '.join(CORE_APPROACHES)}; plugins are the slugs PROXY_PLUGINS enables")
+        if ("&" in name and "|" in name) or (len(parts) > 1 and len(set(parts)) != len(parts)):
+            raise ConfigRefused(f"{APPROACHES_VARIABLE}: combined approach '{name}' must join distinct "
+                                "approaches with only & or only |")
+        allowed.add(name)
+    return frozenset(allowed)
+
+
+def request_settings(environ: Mapping[str, str], plugins: list[str],
+                     table: Mapping[str, dict]) -> RequestSettings:
+    values = {b.name: b.parse(environ) for b in BOUNDS}
+    return RequestSettings(
+        upstream_timeout=values["UPSTREAM_TIMEOUT_SECONDS"],
+        upstream_retries=int(values["UPSTREAM_RETRIES"]),
+        deadline=values["REQUEST_DEADLINE_SECONDS"],
+        max_request_bytes=int(values["MAX_REQUEST_BYTES"]),
+        max_n=int(values["MAX_N"]),
+        approaches=parse_approaches(environ.get(APPROACHES_VARIABLE), plugins, table),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    argv: list[str]  # optillm's flags, our --plugins taken out
+    enabled: str | list[str]
+    table: dict[str, dict]
+    key: str
+    upstream_key: str
+    upstream_url: str
+    request: RequestSettings
+
+
+def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = PLUGIN_TABLE,
+            manifest: Path = RUNTIME_MANIFEST) -> Prepared:
+    """Every check that needs no optillm import, so a refusal is fast and has no side effect."""
+    setting, argv = take_option(argv, "--plugins")
+    if setting is None:
+        setting = environ.get("PROXY_PLUGINS", "none")
+    check_environment(environ)
+    check_command_line(argv)
+    table = plugin_table(table_path)
+    enabled = parse_plugin_setting(setting, table)
+    check_profile(enabled, table, runtime_profile(manifest))
+    request = request_settings(environ, enabled_slugs(enabled, table), table)
+    upstream = upstream_key(environ)
+    key = read_api_key(environ)
+    return Prepared(argv, enabled, table, key, upstream, base_url(argv), request)
