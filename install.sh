@@ -432,29 +432,35 @@ build_runtime() {
   changed "built runtime ${RUNTIME_NAME}"
 }
 
-# Copies the repo's launcher/ files into <runtime>/libexec (an existing runtime gets them updated).
+# Copies the repo's launcher/ (entry script, plugin table, the optillm_proxy_launcher package) into
+# <runtime>/libexec, keeping subdirectories; an existing runtime gets them updated. The package's
+# bytecode is compiled here: the service cannot write the root-owned runtime.
 install_launcher() {
   step "launcher" "check the repo's launcher/ directory, then re-run"
-  local libexec files=() f updated=()
+  local libexec rel files=() updated=()
   libexec="$(R "${RUNTIMES_DIR}")/${RUNTIME_NAME}/libexec"
-  for f in "${REPO}"/launcher/*; do
-    [[ -f "${f}" ]] && files+=("${f}")
-  done
+  mapfile -t files < <(cd "${REPO}/launcher" && find . -type f \( -name '*.py' -o -name '*.json' \) \
+    -not -path '*/__pycache__/*' | sed 's|^\./||' | LC_ALL=C sort)
   if ((${#files[@]} == 0)); then
     warn "launcher/ is empty: ${LAUNCHER_REL} is missing, so the unit cannot start"
     NOTES+=("launcher/ was empty: ${LAUNCHER_REL} is missing")
     report "nothing to install (launcher/ is empty)"
     return
   fi
-  for f in "${files[@]}"; do
-    if file_differs "${f}" "${libexec}/$(basename "${f}")" 0644; then
-      copy_file "${f}" "${libexec}/$(basename "${f}")" 0644
-      updated+=("$(basename "${f}")")
+  for rel in "${files[@]}"; do
+    if file_differs "${REPO}/launcher/${rel}" "${libexec}/${rel}" 0644; then
+      copy_file "${REPO}/launcher/${rel}" "${libexec}/${rel}" 0644
+      updated+=("${rel}")
     fi
   done
   if ((${#updated[@]})); then
     changed "launcher files in ${RUNTIME_NAME}/libexec: ${updated[*]}"
-    if [[ -n "${DRY_RUN}" ]]; then report "would install ${updated[*]}"; else report "installed ${updated[*]}"; fi
+    if [[ -n "${DRY_RUN}" ]]; then
+      report "would install ${updated[*]}"
+    else
+      "${libexec}/../bin/python" -I -m compileall -q "${libexec}" >/dev/null
+      report "installed ${updated[*]}"
+    fi
   else
     report "unchanged"
   fi
@@ -842,7 +848,7 @@ fingerprint() {
   libexec="$(R "${CURRENT_LINK}")/libexec"
   echo "runtime $(readlink "$(R "${CURRENT_LINK}")" 2>/dev/null || echo absent)"
   if [[ -d "${libexec}" ]]; then
-    echo "launcher $(cd "${libexec}" && find . -type f | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
+    echo "launcher $(cd "${libexec}" && find . -type f -not -path "*/__pycache__/*" | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
   else
     echo "launcher absent"
   fi

@@ -183,9 +183,13 @@ def test_staged_layout_has_documented_paths_and_modes(staged):
 def test_staged_files_come_from_the_repo(staged):
     lay = staged.layout
     runtime = lay.current.resolve()
-    for src in (REPO / "launcher").iterdir():
-        if src.is_file():
-            assert (runtime / "libexec" / src.name).read_bytes() == src.read_bytes(), src.name
+    shipped = [p for p in (REPO / "launcher").rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts]
+    assert any(p.parent.name == "optillm_proxy_launcher" for p in shipped), "the launcher package is shipped"
+    for src in shipped:
+        rel = src.relative_to(REPO / "launcher")
+        assert (runtime / "libexec" / rel).read_bytes() == src.read_bytes(), rel
+    # Compiled at install: the service cannot write the root-owned runtime.
+    assert list((runtime / "libexec" / "optillm_proxy_launcher" / "__pycache__").glob("main.*.pyc"))
     assert (runtime / "libexec" / f"{PROFILE}.txt").read_bytes() == (REPO / "locks" / f"{PROFILE}.txt").read_bytes()
     assert json.loads(lay.runtime_manifest().read_text()) == {
         "profile": PROFILE, "optillm_version": OPTILLM_VERSION, "lock_sha256": lock_sha(),
