@@ -493,12 +493,12 @@ switch_current() {
 opsctl_build_id() {
   {
     sha256_of "${REPO}/locks/opsctl.txt"
-    (cd "${REPO}" && find ops -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum)
+    (cd "${REPO}" && find ops launcher/optillm_proxy_launcher -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -d' ' -f1
 }
 
-# opsctl for the box: its locked dependencies plus a copy of ops/ (no build backend needed), in
-# its own venv under tools/, linked from /usr/local/bin/opsctl.
+# opsctl for the box: its locked dependencies plus a copy of ops/ and the launcher package (no
+# build backend needed), in its own venv under tools/, linked from /usr/local/bin/opsctl.
 install_opsctl() {
   step "opsctl" "check locks/opsctl.txt and the package index access, then re-run"
   local venv id link_target
@@ -519,7 +519,9 @@ install_opsctl() {
       local site
       site="$("${tmp}/bin/python" -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
       (cd "${REPO}" && find ops -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
-      "${tmp}/bin/python" -I -m compileall -q "${site}/ops" >/dev/null
+      # lint calls the launcher's own configuration checks (stdlib-only modules of its package).
+      (cd "${REPO}/launcher" && find optillm_proxy_launcher -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
+      "${tmp}/bin/python" -I -m compileall -q "${site}/ops" "${site}/optillm_proxy_launcher" >/dev/null
       cat >"${tmp}/bin/opsctl" <<'EOF'
 #!/bin/sh
 # opsctl, installed by install.sh: runs ops.cli in this venv (isolated from the caller's environment).
