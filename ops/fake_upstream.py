@@ -1,7 +1,7 @@
 """A recording OpenAI-compatible upstream: answers chat completions and /v1/models, remembers calls.
 
 Stdlib only, so it runs anywhere a python3 does (tests, demos, the test box). Each call is kept
-as {"path", "model", "n", "authorization"}; GET /_calls lists them, POST /_reset forgets them,
+as {"path", "model", "n", "authorization", "peer", "headers"}; GET /_calls lists them, POST /_reset forgets them,
 POST /_status {"status": 500} makes chat completions fail with that status until reset, and
 POST /_delay {"seconds": 2.5} makes each chat completion wait that long first (a slow or hung
 LiteLLM) until reset.
@@ -29,6 +29,9 @@ class _State:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-upstream/1"
+    # Keep-alive, as LiteLLM (uvicorn) does: a client that reuses its connections shows it in the
+    # `peer` of its calls. Every answer carries Content-Length, so HTTP/1.1 framing is exact.
+    protocol_version = "HTTP/1.1"
     state: _State  # set on the subclass made per server
 
     def log_message(self, fmt, *args):  # quiet: tests read /_calls, not stderr
@@ -58,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": body.get("model"),
                 "n": body.get("n", 1),
                 "authorization": self.headers.get("Authorization"),
+                "peer": self.client_address[1],  # the caller's port: one per connection it opened
+                "headers": sorted(k.lower() for k in self.headers.keys()),
             })
 
     def do_GET(self):

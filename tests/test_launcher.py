@@ -7,7 +7,6 @@ test-owned AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -23,8 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from optillm_proxy_launcher import notify, settings
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "launcher" / "optillm-proxy-launcher.py"
+PACKAGE = REPO / "launcher" / "optillm_proxy_launcher"
 PLUGIN_TABLE = REPO / "launcher" / "plugins.json"
 KEY = "opx-launcher-test-key-0123456789abcdefghij"
 ALL_SLUGS = sorted(json.loads(PLUGIN_TABLE.read_text())["plugins"])
@@ -34,11 +36,6 @@ FAN_OUT = {"jerry-xl": 1, "moa-jerry-xl": 3, "bon-jerry-xl": 4, "plansearch-jerr
 START_TIMEOUT = 180.0
 
 
-def load_launcher_module():
-    spec = importlib.util.spec_from_file_location("optillm_proxy_launcher", LAUNCHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_credentials(directory: Path, key: str = KEY) -> Path:
@@ -142,16 +139,19 @@ def chat(url: str, model: str, key: str | None = KEY) -> httpx.Response:
 # Refusals: exit 78, one line on stderr, nothing started
 
 
-def run_launcher(args=(), env=None, launcher=LAUNCHER, cwd=None) -> subprocess.CompletedProcess:
-    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    return subprocess.run([sys.executable, "-I", str(launcher), "--host", "127.0.0.1", "--port", "9", *args],
-                          env={**base, **(env or {})}, capture_output=True, text=True, timeout=60, cwd=cwd)
+def run_launcher(args=(), env=None, launcher=LAUNCHER, cwd=None,
+                 base_url=("--base-url", "http://127.0.0.1:9/v1")) -> subprocess.CompletedProcess:
+    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENAI_API_KEY": "upstream-key-for-tests"}
+    return subprocess.run([sys.executable, "-I", str(launcher), "--host", "127.0.0.1", "--port", "9", *base_url,
+                           *args], env={k: v for k, v in {**base, **(env or {})}.items() if v is not None},
+                          capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def lean_runtime_copy(root: Path) -> Path:
     """A runtime layout (libexec/ + manifest) recording the lean profile."""
     (root / "libexec").mkdir(parents=True)
     shutil.copy2(LAUNCHER, root / "libexec" / LAUNCHER.name)
+    shutil.copytree(PACKAGE, root / "libexec" / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(PLUGIN_TABLE, root / "libexec" / "plugins.json")
     (root / "optillm-proxy-runtime.json").write_text(json.dumps(
         {"profile": "lean", "optillm_version": "0.3.12", "lock_sha256": "0" * 64, "lock_file": "locks/lean.txt"}))
@@ -179,6 +179,21 @@ REFUSALS = {
     "none mixed with names": ({"CREDENTIALS_DIRECTORY": "{creds}", "PROXY_PLUGINS": "none,readurls"}, [],
                               "cannot be combined"),
     "--plugins without value": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--plugins"], "--plugins needs a value"),
+    "no upstream key": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPENAI_API_KEY": None}, [],
+                        "OPENAI_API_KEY is missing or empty"),
+    "empty upstream key": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPENAI_API_KEY": " "}, [],
+                           "OPENAI_API_KEY is missing or empty"),
+    "another provider's key": ({"CREDENTIALS_DIRECTORY": "{creds}", "CEREBRAS_API_KEY": "x"}, [],
+                               "CEREBRAS_API_KEY set in the environment"),
+    "no base url": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--base-url="], "--base-url is missing or empty"),
+    "retries out of range": ({"CREDENTIALS_DIRECTORY": "{creds}", "UPSTREAM_RETRIES": "9"}, [],
+                             "UPSTREAM_RETRIES=9 is out of range: set 0..5"),
+    "deadline not a number": ({"CREDENTIALS_DIRECTORY": "{creds}", "REQUEST_DEADLINE_SECONDS": "5m"}, [],
+                              "REQUEST_DEADLINE_SECONDS='5m' is not a number"),
+    "unknown approach": ({"CREDENTIALS_DIRECTORY": "{creds}", "PROXY_APPROACHES": "moa,mao"}, [],
+                         "PROXY_APPROACHES names unknown approach 'mao'"),
+    "approach of a plugin not enabled": ({"CREDENTIALS_DIRECTORY": "{creds}", "PROXY_APPROACHES": "moa,readurls"}, [],
+                                         "PROXY_APPROACHES names plugin 'readurls', which PROXY_PLUGINS does not enable"),
 }
 
 
@@ -187,7 +202,9 @@ def test_refusal_exits_78_with_one_line(case, tmp_path):
     env_template, args, expected = REFUSALS[case]
     env = {}
     for name, value in env_template.items():
-        if value == "{empty_dir}":
+        if value is None:  # unset what run_launcher would otherwise provide
+            env[name] = None
+        elif value == "{empty_dir}":
             (tmp_path / "empty").mkdir()
             value = str(tmp_path / "empty")
         elif value.startswith("{creds"):
@@ -240,7 +257,7 @@ def test_lean_runtime_accepts_its_own_plugins(tmp_path):
 
 
 def test_plugins_option_overrides_env_and_is_removed_from_optillm_argv():
-    launcher = load_launcher_module()
+    launcher = settings
     value, rest = launcher.take_option(["--port", "1", "--plugins", "genselect", "--model", "m"], "--plugins")
     assert (value, rest) == ("genselect", ["--port", "1", "--model", "m"])
     value, rest = launcher.take_option(["--plugins=all", "--plugins-dir", "/x"], "--plugins")
@@ -253,7 +270,7 @@ def test_plugins_option_overrides_env_and_is_removed_from_optillm_argv():
 
 
 def test_notifier_reaches_abstract_socket_and_never_raises(notify_listener):
-    launcher = load_launcher_module()
+    launcher = notify
     listener = notify_listener(abstract=True)
     assert launcher.Notifier(listener.env_value).send("READY=1")
     assert listener.receive(5) == "READY=1"
@@ -308,7 +325,7 @@ def test_watchdog_is_fed_only_while_health_answers(notify_listener):
     import threading
     from types import SimpleNamespace
 
-    launcher = load_launcher_module()
+    launcher = notify
     listener = notify_listener(abstract=True)
     health = SwitchableHealth()
     stop = threading.Event()
@@ -396,10 +413,12 @@ def test_default_set_ready_key_fanout_and_clean_stop(full_runtime, upstream, opt
         assert len(seen) == calls, (model, seen)
         assert {c["model"] for c in seen} == {"jerry-xl"}
         assert {c["authorization"] for c in seen} == {"Bearer upstream-key-for-tests"}
-    # A plugin prefix is not a strategy here: 0.3.12 passes the unknown name through unchanged.
+    # A plugin prefix that is not enabled: stock 0.3.12 would pass the name upstream unchanged (and
+    # LiteLLM would route it back here); the request policy refuses it before any upstream call.
     upstream.reset()
-    assert chat(p.url, "readurls-jerry-xl").status_code == 200
-    assert [c["model"] for c in upstream.calls()] == ["readurls-jerry-xl"]
+    refused = chat(p.url, "readurls-jerry-xl")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "approach-not-allowed"
+    assert upstream.calls() == []
 
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(30) == 0

@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from tests.fixtures.runtime import LOCKS, REPO, build_runtime, start_optillm
+from tests.fixtures.runtime import LOCKS, REPO, start_optillm
 from tools import derive_lean_lock, measure_plugins
 
 # Upstream chat-completion calls per core approach for one "What is 2+2?" (max_tokens 50)
@@ -26,11 +26,6 @@ CORE_APPROACH_CALLS = {
 }
 PLUGIN_ONLY_MODULES = ("torch", "transformers", "spacy")
 PROXY_KEY = "lean-test-proxy-key-0123456789abcdef012345"
-
-
-@pytest.fixture(scope="module")
-def lean_runtime():
-    return build_runtime("lean")
 
 
 def run_in(venv, code: str) -> subprocess.CompletedProcess:
@@ -152,7 +147,10 @@ def lean_server(lean_runtime, upstream_session, tmp_path_factory):
             "--host", "127.0.0.1", "--port", "{port}", "--base-url", upstream_session.base_url,
             "--model", "jerry-xl"]
     server = start_optillm(lean_runtime, tmp, upstream_session.base_url, argv=argv, key=PROXY_KEY,
-                           env_extra={"CREDENTIALS_DIRECTORY": str(credentials), "PROXY_PLUGINS": "none"})
+                           env_extra={"CREDENTIALS_DIRECTORY": str(credentials), "PROXY_PLUGINS": "none",
+                                      # Every core approach, to prove each one answers (the default
+                                      # allow-list is the four the gateway routes).
+                                      "PROXY_APPROACHES": ",".join(sorted(set(CORE_APPROACH_CALLS) - {"none"}))})
     yield server
     server.stop()
 

@@ -190,10 +190,21 @@ class BoundedTransport(httpx.BaseTransport):
                 ctx.prompt_tokens += usage[0]
                 ctx.completion_tokens += usage[1]
             return
+        reason = f"HTTP {response.status_code}{_error_message(response.read())}"
         with ctx.lock:
             ctx.calls += 1
-            ctx.failures.append(f"HTTP {response.status_code}")
+            ctx.failures.append(reason)
             ctx.last_failure_status = response.status_code
+
+
+def _error_message(content: bytes) -> str:
+    """`: <the upstream's own error message>` (bounded, one line), or nothing."""
+    try:
+        error = json.loads(content).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        return ""
+    return f": {' '.join(str(message).split())[:200]}" if message else ""
 
 
 def _usage(content: bytes) -> tuple[int, int]:
