@@ -55,9 +55,14 @@ class Deployment:
         self.proxy_config.chmod(0o644)
         self.build_runtime()
 
+    @property
+    def site_packages(self) -> Path:
+        return self.venv / "lib" / "python3.11" / "site-packages"
+
     def build_runtime(self, profile: str = "lean", dists=None, lock: str = LOCK) -> None:
+        """A stub runtime: dist metadata only, no package code (optillm-internals skips it)."""
         shutil.rmtree(self.venv, ignore_errors=True)
-        sp = self.venv / "lib" / "python3.11" / "site-packages"
+        sp = self.site_packages
         for name, version in (dists or {"optillm": "0.3.12", "numpy": "1.26.4"}).items():
             info = sp / f"{name}-{version}.dist-info"
             info.mkdir(parents=True)
@@ -92,6 +97,14 @@ class Deployment:
 
     def write(self, kind: str, text: str) -> None:
         self.path(kind).write_text(text)
+
+    def server_py(self, text: str) -> Path:
+        """Give the stub runtime an optillm package whose server.py is `text`."""
+        path = self.site_packages / "optillm" / "server.py"
+        path.parent.mkdir(exist_ok=True)
+        (path.parent / "__init__.py").write_text('__version__ = "0.3.12"\n')
+        path.write_text(text)
+        return path
 
     def dropin(self, name: str, text: str) -> Path:
         d = self.unit.parent / (self.unit.name + ".d")

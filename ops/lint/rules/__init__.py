@@ -27,6 +27,7 @@ from ops.lint.rules import (
     model_approach_prefix,
     openai_key_missing,
     optillm_api_key_configured,
+    optillm_internals,
     optillm_variable,
     optillm_version,
     plugin_not_in_profile,
@@ -35,6 +36,7 @@ from ops.lint.rules import (
     provider_file_writable,
     provider_not_loopback,
     proxy_plugins_unknown,
+    request_settings,
     secret_file_mode,
     unit_syntax,
 )
@@ -45,7 +47,7 @@ RULES = (
     # environment
     process_optillm_api_key, optillm_api_key_configured, optillm_variable,
     # env file
-    env_syntax, openai_key_missing, secret_file_mode,
+    env_syntax, openai_key_missing, secret_file_mode, request_settings,
     # unit
     unit_syntax, exec_start, host_not_loopback, base_url_not_loopback, base_url_self_loop,
     model_approach_prefix, approach_proxy, approach_auto, approach_fixed, log_debug,
@@ -57,7 +59,8 @@ RULES = (
     # LiteLLM config
     litellm_unprefixed_to_proxy, litellm_routing_loop, litellm_plugin_not_enabled,
     # runtime
-    optillm_version, lock_unsatisfied, proxy_plugins_unknown, plugin_not_in_profile,
+    optillm_version, optillm_internals, lock_unsatisfied, proxy_plugins_unknown,
+    plugin_not_in_profile,
     # lint itself
     lint_internal,
 )

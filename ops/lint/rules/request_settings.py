@@ -1,0 +1,57 @@
+"""A request setting in the env file (a bound or PROXY_APPROACHES) is one the launcher refuses.
+
+Why: the launcher reads UPSTREAM_TIMEOUT_SECONDS, UPSTREAM_RETRIES, REQUEST_DEADLINE_SECONDS,
+MAX_REQUEST_BYTES, MAX_N and PROXY_APPROACHES from the env file and refuses to start (exit 78)
+when a bound is not a number or out of its range, or when PROXY_APPROACHES names an unknown
+approach, a plugin PROXY_PLUGINS does not enable, or a malformed combined form; an edit
+therefore takes the service down at its next restart. Lint calls the launcher's own checks
+(optillm_proxy_launcher.settings), so the message is the launcher's.
+
+Fails:
+    UPSTREAM_RETRIES=9
+    REQUEST_DEADLINE_SECONDS=abc
+    PROXY_APPROACHES=moa,nosuch
+    PROXY_APPROACHES=readurls             (with PROXY_PLUGINS=none)
+
+Passes:
+    UPSTREAM_RETRIES=1
+    REQUEST_DEADLINE_SECONDS=300
+    PROXY_APPROACHES=moa,bon,moa&bon      (or the line left out: the routed four + the plugins)
+
+Fix: set the value the message names in /etc/optillm-proxy/env, or remove the line for the
+default; list in PROXY_APPROACHES only core approaches and plugins PROXY_PLUGINS enables.
+"""
+
+from optillm_proxy_launcher import settings
+
+from ops.lint.finding import ERROR, Problem
+
+ID = "request-settings"
+SEVERITY = ERROR
+REFUSES = "the launcher refuses to start (exit 78)"
+
+
+def check(ctx):
+    if ctx.env is None:
+        return
+    path = str(ctx.inputs.env_file)
+    for bound in settings.BOUNDS:
+        a = ctx.env.get(bound.name)
+        if a is None:
+            continue
+        try:
+            bound.parse({bound.name: a.value})
+        except settings.ConfigRefused as exc:
+            yield Problem(path, a.line, f"{REFUSES}: {exc}")
+    a = ctx.env.get(settings.APPROACHES_VARIABLE)
+    enabled = ctx.enabled_plugins()
+    if a is None or enabled is None:
+        return
+    # The runtime's plugin table when there is one, else lint's copy of the bundled slugs;
+    # parse_approaches only asks which names are plugins.
+    table = {slug: {} for slug in ctx.plugin_slugs}
+    plugins = settings.enabled_slugs("all" if "*" in enabled[1] else sorted(enabled[1]), table)
+    try:
+        settings.parse_approaches(a.value, plugins, table)
+    except settings.ConfigRefused as exc:
+        yield Problem(path, a.line, f"{REFUSES}: {exc}")
