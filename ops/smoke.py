@@ -20,6 +20,9 @@ Upstream failures, as 0.3.12 really reports them (LiteLLM stopped, or answering 
 - HTTP 200 built by optillm with `usage.completion_tokens == 0` and content such as
   `Error: Could not generate any completions` (moa, bon, majority_voting swallow the errors).
 Both are reported as `upstream error via proxy`, so an operator looks at LiteLLM, not the proxy.
+Through the launcher, the proxy names these itself: HTTP 502/429/504 with error `type`
+`upstream_error`, `upstream_timeout` or `deadline_exceeded` (launcher/optillm_proxy_launcher/gateway.py),
+reported the same way.
 
 Exit codes: 0 all passed, 1 any failed or skipped, 2 proxy unreachable, 3 usage error.
 """
@@ -52,6 +55,8 @@ MAX_TOKENS = 32
 PASS_THROUGH_KEYS = ("id", "object", "created")
 # The OpenAI client's exception texts that optillm returns as {"error": "..."} with HTTP 500.
 UPSTREAM_ERROR_TEXT = re.compile(r"^(Connection error|Error code: \d{3}|Request timed out)")
+# The launcher's error types for a request that LiteLLM failed or that ran out of time.
+UPSTREAM_ERROR_TYPES = ("upstream_error", "upstream_timeout", "deadline_exceeded")
 
 
 @dataclass
@@ -139,15 +144,18 @@ def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tu
     return models_to_check(models, all_models, base_model, plugins, env_plugins), notes
 
 
-def _error_text(response) -> str:
+def _error(response) -> tuple[str, str | None]:
+    """(message, error type) of an error answer, both as the proxy wrote them."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:200] or "(empty body)"
+        return response.text.strip()[:200] or "(empty body)", None
     err = body.get("error") if isinstance(body, dict) else None
+    kind = None
     if isinstance(err, dict):
+        kind = err.get("type") if isinstance(err.get("type"), str) else None
         err = err.get("message", err)
-    return str(err if err is not None else body)[:300]
+    return str(err if err is not None else body)[:300], kind
 
 
 def judge(row: SmokeRow, response, key: ApiKey) -> None:
@@ -158,8 +166,8 @@ def judge(row: SmokeRow, response, key: ApiKey) -> None:
                       "pass --api-key or set OPSCTL_API_KEY to the proxy key")
         return
     if response.status_code != 200:
-        text = _error_text(response)
-        if response.status_code >= 500 and UPSTREAM_ERROR_TEXT.match(text):
+        text, kind = _error(response)
+        if kind in UPSTREAM_ERROR_TYPES or (response.status_code >= 500 and UPSTREAM_ERROR_TEXT.match(text)):
             row.detail = f"upstream error via proxy ({response.status_code}): {text}"
         else:
             row.detail = f"proxy answered {response.status_code}: {text}"
