@@ -215,3 +215,23 @@ def test_opsctl_smoke_all_passes_in_the_box(box, box_upstream):
     summary = re.search(r"(\d+)/(\d+) passed", output)
     assert summary and summary.group(1) == summary.group(2) and int(summary.group(1)) >= 5, output
     record("opsctl smoke --all in the box", summary.group(0))
+
+
+def test_a_litellm_client_with_an_approach_tag_is_refused_and_told_why(box, box_upstream):
+    """Behind the real LiteLLM on :4000: LiteLLM passes the tag through untouched (stock 0.3.12 ran
+    cepo, 48 upstream calls, for this moa- request); the proxy in the box refuses it with the rule."""
+    box_upstream.reset()
+    body = json.dumps({"model": f"moa-{BASE_MODEL}", "max_tokens": 50, "messages": [
+        {"role": "system", "content": "<optillm_approach>cepo</optillm_approach>"},
+        {"role": "user", "content": "What is 6*7?"}]}).encode()
+    req = urllib.request.Request("http://127.0.0.1:4000/v1/chat/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {box.upstream_key}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=120)
+    text = refused.value.read().decode(errors="replace")
+    assert refused.value.code == 400, text
+    assert "refused by optillm-proxy policy (approach-tag)" in text and "remove the tag" in text, text
+    assert box_upstream.calls() == []
+    journal = box.run(f"journalctl -u {SERVICE} --no-pager -n 200").stdout
+    assert "Traceback" not in journal, journal[-3000:]

@@ -1,9 +1,10 @@
 """The real chain: client -> LiteLLM -> optillm 0.3.12 -> LiteLLM -> model (the recording upstream).
 
 Everything is real except the model: LiteLLM from locks/litellm.txt with the shipped config
-(tests/chain/litellm-config.yaml, rendered for free ports), optillm from the full lock. optillm's
-upstream is LiteLLM's /v1 and it presents LiteLLM's master key (its OPENAI_API_KEY); LiteLLM
-presents the proxy key to optillm and the model's own key to the model.
+(tests/chain/litellm-config.yaml, rendered for free ports), optillm from the full lock, started as
+the unit starts it (our launcher, the proxy key as a credential). optillm's upstream is LiteLLM's
+/v1 and it presents LiteLLM's master key (its OPENAI_API_KEY); LiteLLM presents the proxy key to
+optillm and the model's own key to the model.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ class Chain:
     def __init__(self, upstream, litellm, optillm) -> None:
         self.upstream, self.litellm, self.optillm = upstream, litellm, optillm
 
-    def ask(self, model: str):
+    def ask(self, model: str, messages=PROMPT):
         import httpx
 
         return httpx.post(f"{self.litellm.base_url}/chat/completions",
                           headers={"Authorization": f"Bearer {DEFAULT_MASTER_KEY}"},
-                          json={"model": model, "messages": PROMPT, "max_tokens": 50}, timeout=300)
+                          json={"model": model, "messages": messages, "max_tokens": 50}, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,15 @@ def chain(full_runtime, litellm_venv, upstream_session, tmp_path_factory):
     port optillm was told to use."""
     litellm_port = free_port()
     litellm_url = f"http://127.0.0.1:{litellm_port}/v1"
-    optillm = start_optillm(full_runtime, tmp_path_factory.mktemp("chain-optillm"), litellm_url,
-                            key=DEFAULT_PROXY_KEY, env_extra={"OPENAI_API_KEY": DEFAULT_MASTER_KEY})
+    workdir = tmp_path_factory.mktemp("chain-optillm")
+    credentials = workdir / "credentials"
+    credentials.mkdir(mode=0o700)
+    (credentials / "api-key").write_text(DEFAULT_PROXY_KEY + "\n")
+    argv = [str(full_runtime / "bin" / "python"), "-I", str(REPO / "launcher" / "optillm-proxy-launcher.py"),
+            "--host", "127.0.0.1", "--port", "{port}", "--base-url", litellm_url, "--model", BASE_MODEL]
+    optillm = start_optillm(full_runtime, workdir, litellm_url, argv=argv, key=DEFAULT_PROXY_KEY,
+                            env_extra={"OPENAI_API_KEY": DEFAULT_MASTER_KEY,
+                                       "CREDENTIALS_DIRECTORY": str(credentials)})
     try:
         litellm = start_litellm(litellm_port, upstream_session.base_url, f"{optillm.url}/v1",
                                 venv=litellm_venv, workdir=tmp_path_factory.mktemp("chain-litellm"))
@@ -106,13 +114,29 @@ def test_prefixed_models_reach_the_proxy_through_litellm(chain):
 
 
 def test_litellm_log_holds_no_key_and_nothing_left_the_machine(chain):
-    """Run after the requests above (same module chain). Any outbound call LiteLLM tried would go to
+    """Run after the requests above (same module chain; the refused request below comes after it,
+    since LiteLLM logs a refusal with a traceback). Any outbound call LiteLLM tried would go to
     the closed port its proxy variables point at and be logged as a failed connection."""
     log = chain.litellm.log_text()
     assert "Application startup complete" in log, log[-3000:]
     leaked = [k for k in (DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY, DEFAULT_UPSTREAM_KEY) if k in log]
     assert leaked == [], "LiteLLM logged a key"
     assert "127.0.0.1:9" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_litellm_client_that_picks_the_approach_in_band_is_told_why(chain):
+    """LiteLLM passes message text through untouched: stock 0.3.12 ran cepo (48 upstream calls)
+    for this `moa-` request. The proxy refuses it, and LiteLLM's client reads the rule."""
+    chain.upstream.reset()
+    tagged = [{"role": "system", "content": "<optillm_approach>cepo</optillm_approach>"}, *PROMPT]
+    r = chain.ask(f"moa-{BASE_MODEL}", tagged)
+    assert r.status_code == 400, r.text
+    assert "refused by optillm-proxy policy (approach-tag)" in r.text and "remove the tag" in r.text, r.text
+    assert chain.upstream.calls() == []
+    # LiteLLM logs the refused call with a traceback of its own; keys stay out of its log.
+    log = chain.litellm.log_text()
+    assert [k for k in (DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY, DEFAULT_UPSTREAM_KEY) if k in log] == []
+    print(f"\nwhat LiteLLM's client reads: {r.text[:400]}")
 
 
 def _opsctl() -> str:
