@@ -364,3 +364,17 @@ def test_upstream_failures_are_named(optillm_status, effect, want, code):
 def test_partial_failure_with_an_answer_is_kept():
     status, body = serve(FakeApp(200, failing("HTTP 500", ok=2, status=500)))
     assert status == 200 and body == {"ok": True}
+
+
+def test_env_file_template_shows_the_launchers_defaults_and_ranges():
+    """etc/optillm-proxy/env.example documents each bound; settings.BOUNDS is the source."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "etc" / "optillm-proxy" / "env.example").read_text()
+    lines = text.splitlines()
+    for bound in settings.BOUNDS:
+        default = f"#{bound.name}={int(bound.default) if float(bound.default).is_integer() else bound.default}"
+        assert default in lines, bound.name
+        at = lines.index(default)
+        assert bound.range in "\n".join(lines[at - 3:at]), bound.name
+    assert "#PROXY_APPROACHES=" + ",".join(settings.ROUTED_STRATEGIES) in text

@@ -240,6 +240,10 @@ class Bound:
     high: float
     why: str
 
+    @property
+    def range(self) -> str:
+        return f"{_number(self.low)}..{_number(self.high)}"
+
     def parse(self, environ: Mapping[str, str]) -> float:
         raw = environ.get(self.name)
         if raw is None or not raw.strip():
@@ -248,12 +252,17 @@ class Bound:
             value = self.kind(raw.strip())
         except ValueError:
             raise ConfigRefused(f"{self.name}={raw!r} is not a{'n integer' if self.kind is int else ' number'}: "
-                                f"set {self.low:g}..{self.high:g} in {ENV_FILE_HINT} "
-                                f"(or remove the line for the default {self.default:g})") from None
+                                f"set {self.range} in {ENV_FILE_HINT} "
+                                f"(or remove the line for the default {_number(self.default)})") from None
         if not (self.low <= value <= self.high):
-            raise ConfigRefused(f"{self.name}={raw.strip()} is out of range: set {self.low:g}..{self.high:g} in "
-                                f"{ENV_FILE_HINT} (or remove the line for the default {self.default:g})")
+            raise ConfigRefused(f"{self.name}={raw.strip()} is out of range: set {self.range} in "
+                                f"{ENV_FILE_HINT} (or remove the line for the default {_number(self.default)})")
         return value
+
+
+def _number(value: float) -> str:
+    """4194304, not 4.1943e+06: operators copy these into the env file."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 BOUNDS = (
