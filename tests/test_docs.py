@@ -92,3 +92,17 @@ def test_readme_names_the_ci_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci and "sudo scripts/test.sh" in readme
     assert "sudo ./install.sh" in readme
+
+
+def test_runbook_request_path_tables_mirror_the_launcher():
+    """The policy rules and the request bounds are written once, in the launcher; the RUNBOOK's
+    tables are generated from them (row text identical), so a change there fails here."""
+    from optillm_proxy_launcher.policy import RULES
+    from optillm_proxy_launcher.settings import BOUNDS
+
+    runbook = (REPO / "RUNBOOK.md").read_text()
+    for rule, text in RULES.items():
+        assert f"| `{rule}` | {text} |" in runbook, rule
+    for b in BOUNDS:
+        default = int(b.default) if float(b.default).is_integer() else b.default
+        assert f"| `{b.name}` | {default} | {b.range} | {b.why} |" in runbook, b.name
