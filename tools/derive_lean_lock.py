@@ -5,7 +5,8 @@
 
 The lean set is:
   1. every distribution that owns a module core optillm imported while serving every core
-     approach for real (tools/lean_probe.py, run inside a venv built from locks/full.txt), plus
+     approach for real (tools/lean_probe.py, run inside a venv built from locks/full.txt), and
+     the launcher's own requirements (launcher/requirements.in, which locks/full.in includes), plus
   2. the closure of their declared requirements (Requires-Dist, markers evaluated for the
      runtime's interpreter, extras followed), EXCEPT optillm's own requirement list: it declares
      everything its plugins and local inference need (torch, transformers, spacy, ...), which
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 FULL_LOCK = REPO / "locks" / "full.txt"
 LEAN_LOCK = REPO / "locks" / "lean.txt"
 PROBE = REPO / "tools" / "lean_probe.py"
+LAUNCHER_REQUIREMENTS = REPO / "launcher" / "requirements.in"
 FAKE_UPSTREAM = REPO / "ops" / "fake_upstream.py"
 OPTILLM = "optillm"
 
@@ -151,9 +153,20 @@ def run_probe(venv: Path) -> dict:
     return report
 
 
-def requirement_closure(seeds: list[str], dists: dict, environment: dict) -> dict[str, str]:
+def launcher_requirements(path: Path = LAUNCHER_REQUIREMENTS) -> list[str]:
+    """Names in launcher/requirements.in (comments and blank lines skipped)."""
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(canonical(Requirement(line).name))
+    return names
+
+
+def requirement_closure(seeds: list[str], dists: dict, environment: dict,
+                        reasons: dict[str, str] | None = None) -> dict[str, str]:
     """Each needed distribution -> why (imported, or `required by X`). optillm is not expanded."""
-    why = {name: "imported" for name in seeds}
+    why = {name: (reasons or {}).get(name, "imported") for name in seeds}
     extras_of: dict[str, set[str]] = {name: set() for name in seeds}
     queue = list(seeds)
     while queue:
@@ -206,7 +219,10 @@ def derive(full_venv: Path | None) -> tuple[str, dict, dict]:
         dists = installed(venv)
         require_venv_matches_lock(dists, lock, venv)
         report = run_probe(venv)
-        why = requirement_closure(report["distributions"], dists, report["marker_environment"])
+        launcher = launcher_requirements()
+        seeds = sorted(set(report["distributions"]) | set(launcher))
+        why = requirement_closure(seeds, dists, report["marker_environment"],
+                                  {name: "required by the launcher" for name in launcher})
     members = set(why) - set(DENYLIST)
     return render(lock, members), why, report
 
