@@ -114,19 +114,25 @@ def test_env_file_with_optillm_api_key_is_linted_and_refused(box, restore):
     assert not service.healthy()
 
 
-def test_env_file_without_upstream_key_is_linted(box, restore):
-    """Documented behaviour: lint names the missing key; the proxy itself still starts and serves
-    /health (the launcher does not need OPENAI_API_KEY; the upstream is what rejects requests)."""
+def test_env_file_without_upstream_key_is_linted_and_refused(box, restore):
+    """Stock 0.3.12 would start 'healthy' and answer every completion with an HTML 500 (its LiteLLM
+    wrapper fallback); the launcher refuses at start instead, one line, no restart loop."""
     original = env_path(box).read_text()
     write_env(box, "".join(line for line in original.splitlines(keepends=True)
                            if not line.startswith("OPENAI_API_KEY=")))
     lint = box.run("opsctl lint")
     assert lint.rc == 1, f"lint exit {lint.rc}: {lint.stdout}{lint.stderr}"
     assert "OPENAI_API_KEY" in lint.stdout + lint.stderr
-    pid = service.main_pid(box)
-    box.run(f"systemctl restart {SERVICE}", timeout=120).check()
-    service.wait_healthy(box, not_pid=pid)
-    assert box.run(f"systemctl is-active {SERVICE}").stdout.strip() == "active"
+    restarts_before = service.n_restarts(box)
+    restart = box.run(f"systemctl restart {SERVICE}", timeout=120)
+    assert restart.rc != 0, "a refused configuration must fail the start"
+    settled = wait_settled_failed(box)
+    assert settled["ExecMainStatus"] == EX_CONFIG, settled
+    assert int(settled["NRestarts"]) == restarts_before, "a config refusal must not be retried"
+    journal = service.journal(box, 30)
+    assert "optillm-proxy-launcher: refused: OPENAI_API_KEY is missing or empty" in journal, journal[-2000:]
+    assert "Traceback" not in journal
+    assert not service.healthy()
 
 
 def test_port_taken_fails_visibly_without_flapping(box, restore):
