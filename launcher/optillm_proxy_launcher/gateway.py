@@ -6,6 +6,10 @@ after optillm answered, say what really happened upstream: 504 when the deadline
 timeout ended it, 502/429 when LiteLLM failed and optillm answered 500 or built an answer from no
 successful call. optillm's own key check stays the one authentication: an unauthenticated request
 goes straight to it (401) without the policy telling it anything.
+
+When the answer is done (the server closed it, streams included), one Record goes to the journal
+and to the metrics. GET /metrics is answered here, before Flask (no key: see metrics.py); /health
+and /metrics themselves are not recorded (probes every few seconds would drown the requests).
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import io
 import json
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from optillm_proxy_launcher.policy import Policy, Refusal
+from optillm_proxy_launcher.records import Record
 from optillm_proxy_launcher.upstream import RequestContext, Registry
 
 CHAT_PATH = "/v1/chat/completions"
+METRICS_PATH = "/metrics"
+UNRECORDED_PATHS = ("/health", METRICS_PATH)
+NO_APPROACH = "-"  # the approach label of requests where none ran (refused, not a chat completion)
 # A body over the limit is read and dropped up to this much, so the client (which sends the whole
 # body before reading) sees the 413 instead of a reset; beyond it the connection is just closed.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
@@ -31,11 +40,14 @@ class Answer:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    code: str = ""  # the error's code, for the record
 
 
 def _error(status: int, kind: str, code: str, message: str, headers=()) -> Answer:
     body = json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
-    return Answer(status, body, tuple(headers))
+    return Answer(status, body, tuple(headers), code)
+
+
 
 
 STATUS_TEXT = {400: "BAD REQUEST", 413: "REQUEST ENTITY TOO LARGE", 415: "UNSUPPORTED MEDIA TYPE",
@@ -44,41 +56,52 @@ STATUS_TEXT = {400: "BAD REQUEST", 413: "REQUEST ENTITY TOO LARGE", 415: "UNSUPP
 
 class Gate:
     def __init__(self, app: Callable, policy: Policy, registry: Registry, upstream_url: str,
-                 proxy_key: Callable[[], str]) -> None:
+                 proxy_key: Callable[[], str], observers: Iterable[Callable[[Record], None]] = (),
+                 metrics_app: Callable | None = None, in_flight=None) -> None:
         self.app = app
         self.policy = policy
         self.registry = registry
         self.upstream_url = upstream_url
         self.proxy_key = proxy_key
+        self.observers = tuple(observers)
+        self.metrics_app = metrics_app
+        self.in_flight = in_flight  # a prometheus Gauge, or None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == METRICS_PATH and self.metrics_app is not None and environ.get("REQUEST_METHOD") == "GET":
+            return self.metrics_app(environ, start_response)
         settings = self.policy.settings
         ctx = RequestContext(deadline=0.0, deadline_seconds=settings.deadline)
         ctx.deadline = ctx.started + settings.deadline
         environ["optillm_proxy.request"] = ctx
-        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == CHAT_PATH \
-                and self._authenticated(environ):
-            refusal = self._admit(environ)
-            if refusal is not None:
-                return self._send(start_response, Answer(refusal.status, refusal.body()), ctx)
-        self.registry.open(ctx)
+        if self.in_flight is not None:
+            self.in_flight.inc()
         try:
+            if environ.get("REQUEST_METHOD") == "POST" and path == CHAT_PATH and self._authenticated(environ):
+                refusal = self._admit(environ)
+                if refusal is not None:
+                    environ["optillm_proxy.rule"] = refusal.rule
+                    return self._send(start_response, Answer(refusal.status, refusal.body(), code=refusal.rule),
+                                      ctx, environ)
+            self.registry.open(ctx)
             captured: list = []
             result = self.app(environ, lambda status, headers, exc_info=None: captured.append(
                 (status, headers, exc_info)) or (lambda data: None))
             if not captured:  # a WSGI app must start the response before returning; be safe
                 captured.append(("500 INTERNAL SERVER ERROR", [], None))
             status, headers, exc_info = captured[0]
-            replacement = self._replacement(ctx, int(status.split(" ", 1)[0]))
+            code = int(status.split(" ", 1)[0])
+            replacement = self._replacement(ctx, code)
             if replacement is not None:
                 close = getattr(result, "close", None)
                 if close:
                     close()
-                return self._send(start_response, replacement, ctx)
+                return self._send(start_response, replacement, ctx, environ)
             start_response(status, headers, exc_info)
-            return _Closing(result, lambda: self.registry.close(ctx))
+            return _Closing(result, lambda: self._finish(ctx, environ, code, ""))
         except BaseException:
-            self.registry.close(ctx)
+            self._finish(ctx, environ, 500, "internal_error")
             raise
 
     # -- before optillm --------------------------------------------------------------------------
@@ -110,9 +133,11 @@ class Gate:
             _drain(stream, DRAIN_LIMIT_BYTES)
             return Refusal(413, "body-too-large", f"the body is larger than {limit} bytes (MAX_REQUEST_BYTES)")
         verdict = self.policy.check(raw, environ.get("CONTENT_TYPE"))
+        environ["optillm_proxy.model"] = verdict.model
         if isinstance(verdict, Refusal):
             return verdict
         environ["optillm_proxy.approach"] = verdict.approach
+        environ["optillm_proxy.base_model"] = verdict.base_model
         environ["wsgi.input"] = io.BytesIO(raw)
         environ["CONTENT_LENGTH"] = str(len(raw))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
@@ -148,12 +173,39 @@ class Gate:
             return _error(400, "invalid_request_error", "upstream_rejected", f"upstream rejected the request: {summary}")
         return _error(502, "upstream_error", "upstream_error", f"upstream error: {summary}")
 
-    def _send(self, start_response: Callable, answer: Answer, ctx: RequestContext) -> list[bytes]:
-        self.registry.close(ctx)
+    def _send(self, start_response: Callable, answer: Answer, ctx: RequestContext, environ: dict):
         start_response(f"{answer.status} {STATUS_TEXT.get(answer.status, 'ERROR')}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(answer.body))),
                         *answer.headers])
-        return [answer.body]
+        return _Closing([answer.body], lambda: self._finish(ctx, environ, answer.status, answer.code))
+
+    def _finish(self, ctx: RequestContext, environ: dict, status: int, error_code: str) -> None:
+        """Once per request, when the server is done with the answer: close, record, count."""
+        if ctx.finished:
+            return
+        self.registry.close(ctx)
+        if self.in_flight is not None:
+            self.in_flight.dec()
+        path = environ.get("PATH_INFO", "")
+        if path in UNRECORDED_PATHS or not self.observers:
+            return
+        with ctx.lock:
+            record = Record(
+                request_id=ctx.id, method=environ.get("REQUEST_METHOD", ""), path=path[:200],
+                model=environ.get("optillm_proxy.model", ""),
+                approach=environ.get("optillm_proxy.approach", NO_APPROACH),
+                base_model=environ.get("optillm_proxy.base_model", ""), status=status,
+                duration_ms=round((time.monotonic() - ctx.started) * 1000), upstream_calls=ctx.calls,
+                upstream_prompt_tokens=ctx.prompt_tokens, upstream_completion_tokens=ctx.completion_tokens,
+                upstream_errors=len(ctx.failures), upstream_retries=ctx.retries,
+                deadline_hit=int(ctx.deadline_hit), upstream_timeout=int(ctx.timed_out),
+                policy_rule=environ.get("optillm_proxy.rule", ""), error_code=error_code)
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception as exc:  # a record must never cost the client its answer
+                print(f"optillm-proxy-launcher: could not record request {ctx.id}: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
 
 
 class _Closing:

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from optillm_proxy_launcher import notify, patches, settings
+from optillm_proxy_launcher import notify, patches, records, settings
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
 from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
@@ -57,9 +57,15 @@ def install(server, prepared: settings.Prepared) -> SharedUpstream:
     names = frozenset({*server.known_approaches, *prepared.table, *server.plugin_approaches})
     policy = Policy(request, names, request_fields())
     loader = None if prepared.enabled == "all" else make_subset_loader(server, prepared.enabled, prepared.table)
+    from optillm_proxy_launcher.metrics import Metrics
+
+    metrics = Metrics()
+    sender = records.make_sender(request.records, os.environ)
+    observers = [metrics.observe] + ([sender] if sender else [])
     patches.apply(server, load_plugins=loader, upstream=upstream,
                   gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url,
-                                                lambda: config["optillm_api_key"]))
+                                                lambda: config["optillm_api_key"], observers,
+                                                metrics.app, metrics.in_flight))
     return upstream
 
 

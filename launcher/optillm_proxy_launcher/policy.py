@@ -12,7 +12,7 @@ Stdlib only: unit tests and `opsctl lint --explain` read it without optillm.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from optillm_proxy_launcher.settings import APPROACHES_VARIABLE, RequestSettings
@@ -26,6 +26,7 @@ SERVER_CONFIG_FIELDS = ("mcts_depth", "mcts_exploration", "mcts_simulations")
 CLIENT_OPTIONS = frozenset({"timeout", "extra_headers", "extra_query", "extra_body"})
 # Roles whose content optillm may read as text (None content crashes it for system/user).
 NULL_CONTENT_ROLES = ("assistant", "tool", "function")
+MODEL_CHARS = 200  # a model name kept for the record is cut here (it is the client's text)
 
 # Rule names, as they appear in the error's `code` and in the RUNBOOK.
 RULES = {
@@ -50,6 +51,7 @@ class Refusal:
     status: int
     rule: str
     message: str
+    model: str = ""  # what the client named, bounded (for the record), when the body could be read
 
     def body(self) -> bytes:
         return json.dumps({"error": {
@@ -65,6 +67,8 @@ class Verdict:
 
     body: dict
     approach: str  # "none" for the base model, "a&b" for a combined one
+    base_model: str = ""  # "" when the body names no model (optillm uses its --model)
+    model: str = ""  # what the client named, bounded (for the record)
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,10 @@ class Policy:
             return Refusal(400, "malformed-json", f"the body is not valid JSON ({type(exc).__name__})")
         if not isinstance(body, dict):
             return Refusal(400, "invalid-body", "the body must be a JSON object")
-        return (self._fields(body) or self._messages(body.get("messages")) or self._numbers(body)
-                or self._model(body))
+        verdict = (self._fields(body) or self._messages(body.get("messages")) or self._numbers(body)
+                   or self._model(body))
+        model = body.get("model")
+        return replace(verdict, model=model[:MODEL_CHARS]) if isinstance(model, str) else verdict
 
     # -- fields ---------------------------------------------------------------------------------
 
@@ -153,7 +159,7 @@ class Policy:
             return Refusal(400, "invalid-body", "'model' must be a non-empty string")
         prefixes, base = self.split_model(model)
         if not prefixes:
-            return Verdict(body, "none")
+            return Verdict(body, "none", model)
         if len(prefixes) > 1:
             return Refusal(400, "multiple-approaches", f"model {model!r} names {len(prefixes)} approach prefixes "
                                                        f"({', '.join(prefixes)}); name one")
@@ -161,9 +167,9 @@ class Policy:
         if not base:
             return Refusal(400, "no-base-model", f"model {model!r} names no base model after its approach prefix")
         if approach == "none":
-            return Verdict(body, "none")
+            return Verdict(body, "none", base)
         if approach in self.settings.approaches:
-            return Verdict(body, approach)
+            return Verdict(body, approach, base)
         allowed = ", ".join(sorted(self.settings.approaches)) or "none (base model only)"
         if "&" in approach or "|" in approach:
             return Refusal(400, "combined-approach", f"model {model!r} combines approaches ({approach}), which "

@@ -282,6 +282,16 @@ BOUNDS = (
 )
 BOUND_NAMES = tuple(b.name for b in BOUNDS)
 APPROACHES_VARIABLE = "PROXY_APPROACHES"
+RECORDS_VARIABLE = "PROXY_RECORDS"
+RECORDS_CHOICES = ("journal", "off")  # one structured record per request, or none
+
+
+def parse_records(raw: str | None) -> str:
+    value = (raw or "").strip().lower() or RECORDS_CHOICES[0]
+    if value not in RECORDS_CHOICES:
+        raise ConfigRefused(f"{RECORDS_VARIABLE}={raw!r}: set journal (one record per request, the default) "
+                            f"or off in {ENV_FILE_HINT}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -292,6 +302,7 @@ class RequestSettings:
     max_request_bytes: int
     max_n: int
     approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
+    records: str = RECORDS_CHOICES[0]
 
 
 def default_approaches(plugins: list[str]) -> list[str]:
@@ -336,6 +347,7 @@ def request_settings(environ: Mapping[str, str], plugins: list[str],
         max_request_bytes=int(values["MAX_REQUEST_BYTES"]),
         max_n=int(values["MAX_N"]),
         approaches=parse_approaches(environ.get(APPROACHES_VARIABLE), plugins, table),
+        records=parse_records(environ.get(RECORDS_VARIABLE)),
     )
 
 
