@@ -422,7 +422,11 @@ def test_default_set_ready_key_fanout_and_clean_stop(full_runtime, upstream, opt
 
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(30) == 0
-    assert listener.wait_for("STOPPING=1", 10) == "STOPPING=1"
+    stopping = dict(line.split("=", 1) for line in listener.wait_for("STOPPING=1", 10).splitlines())
+    # The drain tells systemd what it waits for, and for how long at most (DRAIN_SECONDS + margin).
+    assert stopping["STATUS"] == "draining: 0 request(s) in flight, up to 300 s (DRAIN_SECONDS)"
+    assert int(stopping["EXTEND_TIMEOUT_USEC"]) == 310_000_000
+    assert "drained: every request in flight was answered" in p.log_text()
 
 
 @pytest.mark.real

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from optillm_proxy_launcher import notify, patches, records, settings
+from optillm_proxy_launcher import notify, patches, records, serving, settings
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
 from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
@@ -31,7 +31,7 @@ def refuse(message: str) -> NoReturn:
 
 
 def on_sigterm(signum, frame):
-    # The server's main loop unwinds through main(); systemd sees a clean stop (exit 0).
+    # Until the server runs (serving.py then drains instead): unwind through main(), exit 0.
     raise SystemExit(0)
 
 
@@ -45,7 +45,7 @@ def request_fields() -> frozenset[str]:
     return frozenset(names - CLIENT_OPTIONS)
 
 
-def install(server, prepared: settings.Prepared) -> SharedUpstream:
+def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
     """Verify and install every patch point (patches.py); returns the shared upstream client."""
     patches.verify_module(server)
     registry = Registry()
@@ -65,7 +65,8 @@ def install(server, prepared: settings.Prepared) -> SharedUpstream:
     patches.apply(server, load_plugins=loader, upstream=upstream,
                   gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url,
                                                 lambda: config["optillm_api_key"], observers,
-                                                metrics.app, metrics.in_flight))
+                                                metrics.app, metrics.in_flight),
+                  run=run)
     return upstream
 
 
@@ -80,6 +81,11 @@ def main() -> None:
         port = int(settings.option_value(args, "--port", "8000"))
     except ValueError:
         refuse("--port must be a number")
+    try:
+        # Before the slow optillm import, so a wrong socket unit is refused at once.
+        listen = serving.inherited_socket(os.environ, os.getpid(), host, port)
+    except ConfigRefused as exc:
+        refuse(str(exc))
     # Changing sys.argv here does not change /proc/PID/cmdline: the key stays out of `ps`.
     sys.argv = [sys.argv[0], *args, "--optillm-api-key", prepared.key]
 
@@ -97,12 +103,13 @@ def main() -> None:
 
     import optillm.server as server
 
+    supervisor_stop = threading.Event()
     try:
-        install(server, prepared)
+        install(server, prepared, serving.make_run(notifier, prepared.request.drain, listen, supervisor_stop))
     except ConfigRefused as exc:
         refuse(str(exc))
     threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,
-                     args=(server, notifier, host, port, interval, None,
+                     args=(server, notifier, host, port, interval, supervisor_stop,
                            settings.enabled_slugs(prepared.enabled, prepared.table))).start()
     try:
         server.main()

@@ -12,6 +12,8 @@ after an upgrade is never served half-patched.
 | server.OpenAI                  | the same shared client                   | proxy_models() and the `sk-` bearer path  |
 | server.app.wsgi_app            | gateway.Gate around it (Flask's own hook)| check_api_key, parse_conversation,        |
 |                                |                                          | parse_combined_approach (policy mirrors)  |
+| server.app.run                 | serving.make_run (socket activation,     | main() ends in app.run(host=, port=)      |
+|                                | graceful drain)                          |                                           |
 
 The `sk-` bearer path of proxy() (a client key starting with sk- becomes the upstream key, with
 a new client) is unreachable here: check_api_key answers 401 to any bearer but the proxy key,
@@ -92,7 +94,7 @@ def verify_module(server) -> None:
                             "reinstall the runtime from the toolkit's locks/")
 
 
-def apply(server, *, load_plugins, upstream, gate_factory) -> None:
+def apply(server, *, load_plugins, upstream, gate_factory, run) -> None:
     """Install every patch point; verify_module() must have passed."""
     if load_plugins is not None:
         server.load_plugins = load_plugins
@@ -106,3 +108,4 @@ def apply(server, *, load_plugins, upstream, gate_factory) -> None:
     server.get_config = get_config
     server.OpenAI = shared_openai
     server.app.wsgi_app = gate_factory(server.app.wsgi_app)
+    server.app.run = run

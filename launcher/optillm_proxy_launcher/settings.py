@@ -279,6 +279,9 @@ BOUNDS = (
           "request body size; 4 MiB holds a prompt of about a million characters; larger gets 413"),
     Bound("MAX_N", int, 4, 1, 128,
           "the `n` a client may ask for; a strategy runs its whole pipeline n times"),
+    Bound("DRAIN_SECONDS", float, 300, 0, 3600,
+          "on stop (restart, upgrade, key rotation) requests in flight may finish this long while new "
+          "connections wait in the socket's backlog; as long as the default deadline, so none is cut"),
 )
 BOUND_NAMES = tuple(b.name for b in BOUNDS)
 APPROACHES_VARIABLE = "PROXY_APPROACHES"
@@ -301,6 +304,7 @@ class RequestSettings:
     deadline: float
     max_request_bytes: int
     max_n: int
+    drain: float
     approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
     records: str = RECORDS_CHOICES[0]
 
@@ -346,6 +350,7 @@ def request_settings(environ: Mapping[str, str], plugins: list[str],
         deadline=values["REQUEST_DEADLINE_SECONDS"],
         max_request_bytes=int(values["MAX_REQUEST_BYTES"]),
         max_n=int(values["MAX_N"]),
+        drain=values["DRAIN_SECONDS"],
         approaches=parse_approaches(environ.get(APPROACHES_VARIABLE), plugins, table),
         records=parse_records(environ.get(RECORDS_VARIABLE)),
     )

@@ -1,0 +1,180 @@
+"""Serving an inherited socket and draining on SIGTERM, with real optillm 0.3.12 (lean runtime).
+
+systemd-socket-activate (from Debian's systemd package) hands the launcher a listening socket the
+way optillm-proxy.socket does (LISTEN_FDS/LISTEN_PID); the restart-under-load proofs with a real
+systemd are in tests/test_box_no_request_lost.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from optillm_proxy_launcher import serving
+from optillm_proxy_launcher.settings import ConfigRefused
+from tests.fixtures.runtime import REPO, free_port
+
+pytestmark = pytest.mark.real
+
+LAUNCHER = REPO / "launcher" / "optillm-proxy-launcher.py"
+KEY = "opx-serving-test-key-0123456789abcdef"
+
+
+def socket_activate() -> str:
+    found = shutil.which("systemd-socket-activate")
+    if not found:
+        pytest.fail("systemd-socket-activate is missing: apt-get install systemd (scripts/test.sh installs it)")
+    return found
+
+
+class Activated:
+    """The launcher started by systemd-socket-activate on `listen`, as the socket unit would."""
+
+    def __init__(self, runtime: Path, tmp: Path, upstream_url: str, *, listen: str, port: int, **env: str):
+        creds = tmp / "creds"
+        creds.mkdir(mode=0o700, exist_ok=True)
+        (creds / "api-key").write_text(KEY + "\n")
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", "OPENAI_API_KEY": "upstream-key-for-tests",
+               "CREDENTIALS_DIRECTORY": str(creds), **env}
+        self.port = port
+        self.log_path = tmp / f"activated-{port}.log"
+        argv = [socket_activate(), "-l", listen, *[f"-E{k}" for k in env],
+                str(runtime / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port", str(port),
+                "--base-url", upstream_url, "--model", "jerry-xl"]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        listen_port = int(listen.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        # Listening, without connecting (a connection is what makes it start the launcher).
+        while not _listening(listen_port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"systemd-socket-activate is not listening on {listen}:\n{self.log()}")
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    """Is something listening on 127.0.0.1:port? (from /proc/net/tcp; state 0A is LISTEN)"""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return any(f.split()[1] == want and f.split()[3] == "0A" for f in list(table)[1:])
+
+
+def chat(port: int, model: str = "moa-jerry-xl", timeout: float = 120) -> int:
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"model": model, "messages": [{"role": "user", "content": "What is 6*7?"}]}, timeout=timeout)
+    return r.status_code
+
+
+def test_first_request_waits_on_the_socket_until_the_launcher_serves_it(lean_runtime, upstream, tmp_path):
+    port = free_port()
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    try:
+        # Sent before optillm has even been imported: the kernel queues it on the socket.
+        assert chat(port, "jerry-xl") == 200
+        assert len(upstream.calls()) == 1
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_requests_in_flight_then_exits_0(lean_runtime, upstream, tmp_path):
+    port = free_port()
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    try:
+        assert chat(port, "jerry-xl") == 200  # up
+        upstream.delay(1.0)  # a moa request now takes ~2-3 s
+        results: list = []
+
+        def one():
+            try:
+                results.append(chat(port))
+            except httpx.HTTPError as exc:
+                results.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(upstream.calls()) < 7 and time.monotonic() < deadline:  # all six are in optillm
+            time.sleep(0.05)
+        launcher_pid = server.proc.pid  # systemd-socket-activate execs the launcher in place
+        os.kill(launcher_pid, signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert results == [200] * 6, results
+        assert server.proc.wait(30) == 0
+        log = server.log()
+        assert "draining 6 request(s) in flight" in log and "drained: every request in flight was answered" in log
+    finally:
+        server.stop()
+
+
+def test_drain_is_bounded_by_drain_seconds(lean_runtime, upstream, tmp_path):
+    port = free_port()
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port,
+                       DRAIN_SECONDS="1")
+    try:
+        assert chat(port, "jerry-xl") == 200
+        upstream.delay(120)
+        hung = threading.Thread(target=lambda: pytest.raises(httpx.HTTPError, chat, port, "jerry-xl", 60))
+        hung.start()
+        deadline = time.monotonic() + 30
+        while len(upstream.calls()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start = time.monotonic()
+        os.kill(server.proc.pid, signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        assert time.monotonic() - start < 5
+        assert "drain ended at DRAIN_SECONDS=1 with 1 request(s) still in flight; they are cut" in server.log()
+        hung.join(30)
+    finally:
+        upstream.reset()
+        server.stop()
+
+
+def test_a_socket_on_another_address_than_execstart_is_refused(lean_runtime, upstream, tmp_path):
+    port, other = free_port(), free_port()
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{other}", port=port)
+    try:
+        with socket.create_connection(("127.0.0.1", other), timeout=10):
+            pass  # the first connection makes systemd-socket-activate start the launcher
+        assert server.proc.wait(60) == 78
+        lines = [line for line in server.log().splitlines() if line.startswith("optillm-proxy-launcher")]
+        assert lines == [f"optillm-proxy-launcher: refused: optillm-proxy.socket listens on 127.0.0.1:{other} but "
+                         f"ExecStart says --host 127.0.0.1 --port {port}: make them the same address (an explicit "
+                         "IPv4 address in ListenStream=, not a bare port, which is IPv6 dual-stack)"]
+    finally:
+        server.stop()
+
+
+# --- unit level: what the launcher accepts from LISTEN_FDS -----------------------------------------
+
+
+def test_listen_variables_are_taken_out_and_meant_only_for_their_pid():
+    environ = {"LISTEN_FDS": "1", "LISTEN_PID": "1", "LISTEN_FDNAMES": "x", "OTHER": "y"}
+    assert serving.inherited_socket(environ, os.getpid(), "127.0.0.1", 1) is None  # another pid's
+    assert environ == {"OTHER": "y"}  # never passed on to children
+    assert serving.inherited_socket({}, os.getpid(), "127.0.0.1", 1) is None
+
+
+def test_several_sockets_are_refused():
+    with pytest.raises(ConfigRefused, match="systemd passed 2 sockets"):
+        serving.inherited_socket({"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid())}, os.getpid(), "127.0.0.1", 1)
