@@ -230,3 +230,4 @@ CASES.append(Case("no-environmentfile", "env-file-not-loaded",
                   lambda d: d.replace("unit", "EnvironmentFile=/etc/optillm-proxy/env\n", ""), line=7))
 CASES.append(Case("environmentfile-optional", "env-file-not-loaded",
                   lambda d: d.replace("unit", "EnvironmentFile=/", "EnvironmentFile=-/"), line=9))
+CASES.append(Case("records-not-a-choice", "request-settings", env_add("PROXY_RECORDS=yes\n"), line=4))
