@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, fields as dataclass_fields
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import Iterable
 
 from optillm_proxy_launcher.records import FIELD_NAMES, MARKER_FIELD, MARKER_VALUE, PREFIX, STDERR_TAG, Record
 
