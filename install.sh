@@ -27,9 +27,12 @@ readonly UNINSTALL_SCRIPT="/opt/optillm-proxy/uninstall.sh"
 readonly CONF_DIR="/etc/optillm-proxy"
 readonly ENV_FILE="/etc/optillm-proxy/env"
 readonly KEY_FILE="/etc/optillm-proxy/api-key"
+readonly UPSTREAM_KEY_FILE="/etc/optillm-proxy/upstream-key"
 readonly STATE_DIR="/var/lib/optillm-proxy"
 readonly PROVIDER_FILE="/var/lib/optillm-proxy/.optillm/proxy_config.yaml"
 readonly UNIT_FILE="/etc/systemd/system/optillm-proxy.service"
+readonly SOCKET_FILE="/etc/systemd/system/optillm-proxy.socket"
+readonly SOCKET_UNIT="optillm-proxy.socket"
 readonly DROPIN_DIR="/etc/systemd/system/optillm-proxy.service.d"
 readonly OPSCTL_LINK="/usr/local/bin/opsctl"
 readonly LAUNCHER_REL="libexec/optillm-proxy-launcher.py"
@@ -41,7 +44,7 @@ readonly EXIT_STEP_FAILED=1   # a step failed; the message names it and what to 
 readonly EXIT_USAGE=2         # bad flag or value
 readonly EXIT_NO_SYSTEMD=3    # installed everything, but systemd is not PID 1: service not started
 readonly EXIT_UNHEALTHY=4     # service (re)started but /health did not answer in time
-readonly EXIT_PREREQ=5        # prerequisite missing: not root, python3 is not 3.11, lock or unit absent
+readonly EXIT_PREREQ=5        # prerequisite missing: not root, python3 is not 3.11, lock or unit absent, no LiteLLM key
 
 readonly SYSTEM_PYTHON="/usr/bin/python3"
 readonly WANT_PYTHON="3.11"
@@ -75,6 +78,7 @@ LOCK_SHA=""
 RUNTIME_NAME=""
 SERVICE_STATE=""
 HAS_SYSTEMD=""
+UPSTREAM_KEY_MISSING=""
 
 usage() {
   cat <<EOF
@@ -87,7 +91,8 @@ Installs OptiLLM ${OPTILLM_VERSION} from locks/<profile>.txt (hashes required, b
 as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT}, upstream ${UPSTREAM_URL}.
 Re-running changes only what differs and restarts the service at most once (only if the unit,
 launcher, runtime, env, key, provider file or a drop-in changed, or it was not running).
-It never overwrites ${ENV_FILE} or ${KEY_FILE}.
+It never overwrites ${ENV_FILE} or ${KEY_FILE} (it only moves an OPENAI_API_KEY= line of the env
+file into ${UPSTREAM_KEY_FILE}).
 
 Options:
   --profile P     runtime profile: lean (default; core approaches, no torch) or full (stock,
@@ -113,7 +118,8 @@ Environment:
 
 Layout: runtimes in ${RUNTIMES_DIR}/<version>-<profile>-<lock sha256[:12]>/, ${CURRENT_LINK}
 (and ${PREVIOUS_LINK}) link to one; uv and opsctl in ${TOOLS_DIR}/; ${OPSCTL_LINK};
-env file ${ENV_FILE}, key file ${KEY_FILE} (root 0600); unit ${UNIT_FILE};
+env file ${ENV_FILE}, key files ${KEY_FILE} and ${UPSTREAM_KEY_FILE} (root 0600); units ${UNIT_FILE}
+and ${SOCKET_FILE};
 uninstall script ${UNINSTALL_SCRIPT}.
 
 Exit codes:
@@ -122,7 +128,8 @@ Exit codes:
   2  usage error (unknown flag, bad value)
   3  installed, but systemd is not PID 1 here: the service was not started
   4  the service was (re)started but did not become healthy in time
-  5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent)
+  5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent,
+     no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything else installed, the service not started)
 With --upgrade/--rollback, once the runtime is built, the exit code is opsctl runtime's:
   0  switched (or already current)   1  refused at validation: nothing switched, service untouched
   2  installation problem or busy    3  failed after the switch: switched back, healthy again
@@ -646,9 +653,78 @@ write_env_file() {
     return
   fi
   (umask 077 && copy_file "${REPO}/etc/optillm-proxy/env.example" "${dest}" 0600)
-  changed "wrote ${ENV_FILE} from env.example (set OPENAI_API_KEY in it)"
-  NOTES+=("set OPENAI_API_KEY (the key optillm presents to LiteLLM) in ${ENV_FILE}, then re-run install.sh")
+  changed "wrote ${ENV_FILE} from env.example"
   report "wrote ${ENV_FILE} (mode 0600)"
+}
+
+# The LiteLLM key is a credential of its own (LoadCredential=upstream-key), never in the env file.
+# An env file from an earlier install that still holds OPENAI_API_KEY= is migrated: the value goes
+# into the key file and each such line becomes a comment. Python does it, so the value never
+# passes argv, the environment or this script's output.
+write_upstream_key_file() {
+  step "upstream key" "check ${UPSTREAM_KEY_FILE} and the OPENAI_API_KEY lines of ${ENV_FILE} by hand, then re-run"
+  local dest env outcome
+  dest="$(R "${UPSTREAM_KEY_FILE}")"
+  env="$(R "${ENV_FILE}")"
+  if [[ -e "${dest}" ]]; then
+    tighten_mode "${dest}" "${UPSTREAM_KEY_FILE}"
+  fi
+  if [[ -n "${DRY_RUN}" ]]; then
+    if [[ -f "${env}" ]] && grep -qE '^[[:space:]]*OPENAI_API_KEY=' "${env}"; then
+      changed "move OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE}"
+      report "would move OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE}"
+    elif [[ ! -s "${dest}" ]]; then
+      report "would need ${UPSTREAM_KEY_FILE}: the service is not started without it"
+    fi
+    return
+  fi
+  outcome="$(migrate_upstream_key "${env}" "${dest}")"
+  case "${outcome}" in
+    moved) changed "moved OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE} (the env file holds no secret now)" ;;
+    dropped) changed "removed the OPENAI_API_KEY lines from ${ENV_FILE} (${UPSTREAM_KEY_FILE} is the key)" ;;
+    *) ;;
+  esac
+  if [[ -s "${dest}" ]]; then
+    chown_root "${dest}"
+    report "${UPSTREAM_KEY_FILE} (mode 0600)${outcome:+: ${outcome} from ${ENV_FILE}}"
+  else
+    UPSTREAM_KEY_MISSING=1
+    NOTES+=("no LiteLLM key: write it to ${UPSTREAM_KEY_FILE} (one line, root 0600), then re-run install.sh")
+    report "${UPSTREAM_KEY_FILE} is missing or empty: the service will not be started"
+  fi
+}
+
+# Prints `moved` (the env file's value became the new key file), `dropped` (the env lines were
+# removed: the key file already existed, or the value was empty or the old placeholder) or nothing.
+migrate_upstream_key() {
+  [[ -f "$1" ]] || return 0
+  (
+    umask 077
+    "${SYSTEM_PYTHON}" -I - "$1" "$2" <<'PY'
+import os, re, sys
+env_path, key_path = sys.argv[1], sys.argv[2]
+pattern = re.compile(r"^\s*OPENAI_API_KEY=(.*)$")
+lines = open(env_path, encoding="utf-8").read().splitlines(keepends=True)
+values = [pattern.match(line).group(1).strip().strip("'\"") for line in lines if pattern.match(line)]
+if not values:
+    sys.exit(0)
+value = values[-1]  # systemd applies the last assignment
+outcome = "dropped"
+if value and value != "replace-with-the-litellm-key" and not os.path.exists(key_path):
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    outcome = "moved"
+note = "# OPENAI_API_KEY: moved to /etc/optillm-proxy/upstream-key by install.sh (a credential, not a variable)\n"
+kept = [note if pattern.match(line) else line for line in lines]
+tmp = env_path + ".install-tmp"
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as out:
+    out.write("".join(kept))
+os.replace(tmp, env_path)
+print(outcome)
+PY
+  )
 }
 
 # Secrets are never group/world readable: an operator's file keeps its content, not a loose mode.
@@ -699,25 +775,29 @@ write_key_file() {
   report "generated ${KEY_FILE} (mode 0600)"
 }
 
+# The service and its socket, from systemd/ in the repo.
 install_unit() {
-  step "unit" "check systemd/${SERVICE}.service in the repo (systemd-analyze verify), then re-run"
-  local src="${REPO}/systemd/${SERVICE}.service"
-  if [[ ! -f "${src}" ]]; then
-    if real_install; then
-      die "${EXIT_PREREQ}" "systemd/${SERVICE}.service is missing from this checkout: update the checkout"
+  step "unit" "check systemd/${SERVICE}.service and .socket in the repo (systemd-analyze verify), then re-run"
+  local src dest
+  for dest in "${UNIT_FILE}" "${SOCKET_FILE}"; do
+    src="${REPO}/systemd/$(basename "${dest}")"
+    if [[ ! -f "${src}" ]]; then
+      if real_install; then
+        die "${EXIT_PREREQ}" "systemd/$(basename "${dest}") is missing from this checkout: update the checkout"
+      fi
+      warn "systemd/$(basename "${dest}") is missing from this checkout: not staged"
+      NOTES+=("systemd/$(basename "${dest}") was missing: not installed")
+      report "skipped $(basename "${dest}") (not in the repo)"
+      continue
     fi
-    warn "systemd/${SERVICE}.service is missing from this checkout: no unit staged"
-    NOTES+=("systemd/${SERVICE}.service was missing: no unit installed")
-    report "skipped (no unit file in the repo)"
-    return
-  fi
-  if file_differs "${src}" "$(R "${UNIT_FILE}")" 0644; then
-    copy_file "${src}" "$(R "${UNIT_FILE}")" 0644
-    changed "installed ${UNIT_FILE}"
-    report "${DRY_RUN:+would install }${UNIT_FILE}"
-  else
-    report "${UNIT_FILE} unchanged"
-  fi
+    if file_differs "${src}" "$(R "${dest}")" 0644; then
+      copy_file "${src}" "$(R "${dest}")" 0644
+      changed "installed ${dest}"
+      report "${DRY_RUN:+would install }${dest}"
+    else
+      report "${dest} unchanged"
+    fi
+  done
 }
 
 # --- uninstall (these functions are also written into the generated uninstall script) ---------
@@ -732,9 +812,9 @@ uninstall_stop_unit() {
     report "would run: systemctl disable --now ${SERVICE}"
     return
   fi
-  systemctl disable --now "${SERVICE}" >/dev/null 2>&1 || true
-  systemctl reset-failed "${SERVICE}" >/dev/null 2>&1 || true
-  report "stopped and disabled ${SERVICE}"
+  systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
+  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
+  report "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}"
 }
 
 uninstall_remove() {
@@ -753,6 +833,7 @@ uninstall_remove() {
 uninstall_files() {
   step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
   uninstall_remove "${UNIT_FILE}"
+  uninstall_remove "${SOCKET_FILE}"
   if [[ -z "${ROOT}" && -z "${DRY_RUN}" && -d /run/systemd/system ]]; then
     systemctl daemon-reload
   fi
@@ -814,7 +895,8 @@ write_uninstall_script() {
     echo "# Generated by install.sh: removes optillm-proxy (unit, runtimes, tools, opsctl link, user)."
     echo "# Keeps ${CONF_DIR} and ${STATE_DIR} unless --purge. Flags: --purge --dry-run."
     echo 'set -Eeuo pipefail'
-    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE DROPIN_DIR OPSCTL_LINK \
+    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE SOCKET_FILE SOCKET_UNIT \
+      DROPIN_DIR OPSCTL_LINK \
       EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
     printf 'ROOT=%q\n' "${ROOT}"
     echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT=""'
@@ -855,6 +937,7 @@ fingerprint() {
     echo "launcher absent"
   fi
   echo "unit $(sha256_of "$(R "${UNIT_FILE}")")"
+  echo "socket $(sha256_of "$(R "${SOCKET_FILE}")")"
   dropins="$(R "${DROPIN_DIR}")"
   if [[ -d "${dropins}" ]]; then
     echo "drop-ins $(cd "${dropins}" && find . -type f -name '*.conf' | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
@@ -863,6 +946,7 @@ fingerprint() {
   fi
   echo "env-file $(sha256_of "$(R "${ENV_FILE}")")"
   echo "key-file $(sha256_of "$(R "${KEY_FILE}")")"
+  echo "upstream-key $(sha256_of "$(R "${UPSTREAM_KEY_FILE}")")"
   echo "provider-file $(sha256_of "$(R "${PROVIDER_FILE}")")"
 }
 
@@ -943,14 +1027,20 @@ start_service() {
     report "systemd is not running here: installed, but could not start ${SERVICE}"
     return
   fi
-  local unit_changed="" reason
+  local unit_changed="" socket_changed="" reason
   for reason in "${RESTART_REASONS[@]}"; do
-    [[ "${reason}" == unit || "${reason}" == drop-ins || "${reason}" == first-install ]] && unit_changed=1
+    [[ "${reason}" == unit || "${reason}" == socket || "${reason}" == drop-ins || "${reason}" == first-install ]] && unit_changed=1
+    [[ "${reason}" == socket ]] && socket_changed=1
   done
   [[ -n "${unit_changed}" ]] && systemctl daemon-reload
-  if ! systemctl is-enabled --quiet "${SERVICE}" 2>/dev/null; then
-    systemctl enable --quiet "${SERVICE}"
-    changed "enabled ${SERVICE} at boot"
+  if ! systemctl is-enabled --quiet "${SERVICE}" 2>/dev/null || ! systemctl is-enabled --quiet "${SOCKET_UNIT}" 2>/dev/null; then
+    systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
+    changed "enabled ${SOCKET_UNIT} and ${SERVICE} at boot"
+  fi
+  if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
+    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (one line, root 0600), then re-run install.sh"
+    report "not started: ${UPSTREAM_KEY_FILE} is missing or empty"
+    return
   fi
   if [[ -n "${SKIP_START}" ]]; then
     SERVICE_STATE="not (re)started (--no-start)${RESTART_REASONS[*]:+; pending changes: ${RESTART_REASONS[*]}}"
@@ -969,8 +1059,13 @@ start_service() {
     return
   fi
   report "${action%% *} ${SERVICE}; waiting up to ${HEALTH_TIMEOUT}s for /health"
+  hold_socket "${socket_changed}"
+  # Operator restarts are not crashes: clear the start-rate counter so a busy day of changes
+  # never runs into StartLimitBurst (which would also fail the socket).
+  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
   # Type=notify: restart returns once the launcher reports READY=1, or fails (a refused config
-  # exits 78 and is not retried), which needs no waiting for /health.
+  # exits 78 and is not retried), which needs no waiting for /health. The old process drains
+  # its requests first while new connections wait in the socket's backlog.
   if ! systemctl restart "${SERVICE}"; then
     SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
@@ -982,6 +1077,23 @@ start_service() {
   else
     SERVICE_STATE="${action%% *}, but NOT HEALTHY after ${HEALTH_TIMEOUT}s: journalctl -u ${SERVICE} -n 50 --no-pager"
   fi
+}
+
+# The socket must be systemd's before the service restarts: first install, or an install from
+# before socket activation whose service still binds the port itself (stopped once, here).
+# Restarting the socket refuses connections, so it happens only when its own file changed.
+hold_socket() {
+  local socket_changed="$1"
+  if systemctl is-active --quiet "${SOCKET_UNIT}"; then
+    if [[ -n "${socket_changed}" ]]; then
+      systemctl restart "${SOCKET_UNIT}"
+      changed "restarted ${SOCKET_UNIT} (its unit file changed: connections were refused for a moment)"
+    fi
+    return
+  fi
+  service_is_active && systemctl stop "${SERVICE}"
+  systemctl start "${SOCKET_UNIT}"
+  changed "started ${SOCKET_UNIT} (systemd holds ${LISTEN_HOST}:${LISTEN_PORT})"
 }
 
 print_summary() {
@@ -996,8 +1108,9 @@ print_summary() {
     echo "  changed:   nothing (no change; nothing restarted)"
   fi
   echo "  service:   ${SERVICE_STATE}"
-  echo "  env file:  ${ENV_FILE} (OPENAI_API_KEY for LiteLLM, PROXY_PLUGINS; root 0600)"
+  echo "  env file:  ${ENV_FILE} (PROXY_PLUGINS, PROXY_APPROACHES, request bounds; no secret; root 0600)"
   echo "  key file:  ${KEY_FILE} (the proxy key LiteLLM presents; root 0600; read with: sudo cat ${KEY_FILE})"
+  echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM key the proxy presents; root 0600)"
   [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
   for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
   echo "  next:      sudo opsctl health; sudo opsctl smoke; sudo opsctl lint"
@@ -1012,6 +1125,8 @@ exit_code() {
     echo "${EXIT_NO_SYSTEMD}"
   elif [[ "${SERVICE_STATE}" == *"NOT HEALTHY"* ]]; then
     echo "${EXIT_UNHEALTHY}"
+  elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
+    echo "${EXIT_PREREQ}"
   else
     echo "${EXIT_OK}"
   fi
@@ -1133,6 +1248,7 @@ main() {
   create_service_user
   write_provider_file
   write_env_file
+  write_upstream_key_file
   write_key_file
   install_unit
   write_uninstall_script

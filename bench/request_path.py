@@ -179,15 +179,17 @@ def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: s
     (root / "home").mkdir(parents=True)
     (root / "cwd").mkdir()
     # Nothing inherited: an OPTILLM_* variable makes the launcher refuse (78) and changes stock.
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(root / "home"), "LANG": "C.UTF-8",
-           "OPENAI_API_KEY": UPSTREAM_KEY}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(root / "home"), "LANG": "C.UTF-8"}
     flags = ["--host", "127.0.0.1", "--port", str(port), "--base-url", f"{upstream.url}/v1", "--model", MODEL]
     if variant == "stock":
+        env["OPENAI_API_KEY"] = UPSTREAM_KEY  # stock reads it there; the launcher refuses a key in the environment
         argv = [str(venv / "bin" / "optillm"), *flags, "--optillm-api-key", key]
     else:
+        # Both keys as systemd credentials, as the unit delivers them.
         credentials = root / "credentials"
         credentials.mkdir(mode=0o700)
         (credentials / "api-key").write_text(key + "\n")
+        (credentials / "upstream-key").write_text(UPSTREAM_KEY + "\n")
         env["CREDENTIALS_DIRECTORY"] = str(credentials)
         argv = [str(venv / "bin" / "python"), "-I", str(LAUNCHER), *flags]
     return spawn(f"{variant} ({tag})", argv, env, root / "cwd", root / "server.log", port, started)

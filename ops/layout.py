@@ -82,6 +82,11 @@ class Layout:
         return self.conf_dir / "api-key"
 
     @property
+    def upstream_key_file(self) -> Path:
+        """The LiteLLM key the proxy presents (LoadCredential=upstream-key; root 0600)."""
+        return self.conf_dir / "upstream-key"
+
+    @property
     def state_dir(self) -> Path:
         """The service user's home (StateDirectory=)."""
         return self._p("/var/lib/optillm-proxy")
@@ -94,6 +99,10 @@ class Layout:
     @property
     def unit_file(self) -> Path:
         return self._p(f"/etc/systemd/system/{SERVICE}.service")
+
+    @property
+    def socket_file(self) -> Path:
+        return self._p(f"/etc/systemd/system/{SERVICE}.socket")
 
     @property
     def dropin_dir(self) -> Path:

@@ -3,7 +3,7 @@
 Everything is real except the model: LiteLLM from locks/litellm.txt with the shipped config
 (tests/chain/litellm-config.yaml, rendered for free ports), optillm from the full lock, started as
 the unit starts it (our launcher, the proxy key as a credential). optillm's upstream is LiteLLM's
-/v1 and it presents LiteLLM's master key (its OPENAI_API_KEY); LiteLLM presents the proxy key to
+/v1 and it presents LiteLLM's master key (its upstream-key credential); LiteLLM presents the proxy key to
 optillm and the model's own key to the model.
 """
 
@@ -27,7 +27,7 @@ from tests.fixtures.litellm import (
     render_config,
     start_litellm,
 )
-from tests.fixtures.runtime import free_port, start_optillm
+from tests.fixtures.runtime import free_port, launcher_credentials, start_optillm
 
 pytestmark = pytest.mark.chain
 
@@ -65,14 +65,12 @@ def chain(full_runtime, litellm_venv, upstream_session, tmp_path_factory):
     litellm_port = free_port()
     litellm_url = f"http://127.0.0.1:{litellm_port}/v1"
     workdir = tmp_path_factory.mktemp("chain-optillm")
-    credentials = workdir / "credentials"
-    credentials.mkdir(mode=0o700)
-    (credentials / "api-key").write_text(DEFAULT_PROXY_KEY + "\n")
+    # optillm presents LiteLLM's master key: its upstream-key credential.
+    credentials = launcher_credentials(workdir / "credentials", DEFAULT_PROXY_KEY, DEFAULT_MASTER_KEY)
     argv = [str(full_runtime / "bin" / "python"), "-I", str(REPO / "launcher" / "optillm-proxy-launcher.py"),
             "--host", "127.0.0.1", "--port", "{port}", "--base-url", litellm_url, "--model", BASE_MODEL]
     optillm = start_optillm(full_runtime, workdir, litellm_url, argv=argv, key=DEFAULT_PROXY_KEY,
-                            env_extra={"OPENAI_API_KEY": DEFAULT_MASTER_KEY,
-                                       "CREDENTIALS_DIRECTORY": str(credentials)})
+                            env_extra={"CREDENTIALS_DIRECTORY": str(credentials)})
     try:
         litellm = start_litellm(litellm_port, upstream_session.base_url, f"{optillm.url}/v1",
                                 venv=litellm_venv, workdir=tmp_path_factory.mktemp("chain-litellm"))

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from ops.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
+from tests.fixtures.runtime import launcher_credentials
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
@@ -286,9 +287,50 @@ def test_dry_run_uninstall_removes_nothing(staged):
 # --- operator files ----------------------------------------------------------------------------
 
 
+def test_upstream_key_in_an_old_env_file_moves_into_its_credential_file(staged_copy):
+    """An env file from before the upstream key was a credential: the value moves into the
+    root-only key file, its line becomes a comment, nothing else in the file changes, and the
+    value appears in no output. A second run changes nothing."""
+    lay = staged_copy
+    secret = "litellm-virtual-key-of-the-operator-0123"
+    lay.upstream_key_file.unlink(missing_ok=True)
+    lay.env_file.write_text(f"# the operator's own\nOPENAI_API_KEY={secret}\nPROXY_PLUGINS=majority_voting\n")
+    run = stage(lay.root)
+    assert run.returncode == 0, run.output
+    assert secret not in run.output
+    assert "moved OPENAI_API_KEY from /etc/optillm-proxy/env into /etc/optillm-proxy/upstream-key" in run.output
+    assert lay.upstream_key_file.read_text() == secret + "\n" and mode(lay.upstream_key_file) == 0o600
+    lines = lay.env_file.read_text().splitlines()
+    assert lines[0] == "# the operator's own" and lines[2] == "PROXY_PLUGINS=majority_voting"
+    assert lines[1].startswith("# OPENAI_API_KEY: moved to /etc/optillm-proxy/upstream-key")
+    assert secret not in lay.env_file.read_text() and mode(lay.env_file) == 0o600
+    again = stage(lay.root)
+    assert again.returncode == 0 and "moved OPENAI_API_KEY" not in again.output, again.output
+
+
+def test_an_existing_upstream_key_file_wins_and_the_env_line_goes(staged_copy):
+    lay = staged_copy
+    lay.upstream_key_file.write_text("the-key-file-value\n")
+    lay.env_file.write_text("OPENAI_API_KEY=an-older-value\n")
+    run = stage(lay.root)
+    assert run.returncode == 0, run.output
+    assert lay.upstream_key_file.read_text() == "the-key-file-value\n"
+    assert "an-older-value" not in lay.env_file.read_text()
+    assert "removed the OPENAI_API_KEY lines" in run.output
+
+
+def test_without_an_upstream_key_the_summary_says_where_to_write_it(staged_copy):
+    lay = staged_copy
+    lay.upstream_key_file.unlink(missing_ok=True)
+    lay.env_file.write_text("PROXY_PLUGINS=none\n")
+    run = stage(lay.root)
+    assert run.returncode == 0, run.output  # staged: nothing is started anyway
+    assert "no LiteLLM key: write it to /etc/optillm-proxy/upstream-key (one line, root 0600)" in run.output
+
+
 def test_existing_env_and_key_survive_a_rerun_byte_for_byte(staged_copy):
     lay = staged_copy
-    env = b"# the operator's own\nOPENAI_API_KEY=litellm-virtual-key-of-the-operator\nPROXY_PLUGINS=majority_voting\n"
+    env = b"# the operator's own\nPROXY_PLUGINS=majority_voting\nUPSTREAM_RETRIES=0\n"
     key = b"operator-chosen-proxy-key-0123456789abcdef0123\n"
     lay.env_file.write_bytes(env)
     lay.key_file.write_bytes(key)
@@ -436,7 +478,7 @@ def test_shellcheck_is_clean():
 
 
 @pytest.mark.real
-def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstream, optillm_factory):
+def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstream, optillm_factory, tmp_path):
     lay = staged.layout
     launcher = lay.launcher()
     assert launcher.exists(), "install.sh staged no launcher"
@@ -444,8 +486,10 @@ def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstre
     argv = [str(lay.current / "bin" / "python"), "-I", str(launcher), "--host", "127.0.0.1", "--port", "{port}",
             "--base-url", upstream.base_url, "--model", "jerry-xl"]
     key = lay.key_file.read_text().strip()
+    # The staged key file as the api-key credential; a staged install has no LiteLLM key of its own.
+    creds = launcher_credentials(tmp_path / "creds", key)
     proc = optillm_factory(lay.current, upstream.base_url, argv=argv,
-                           env_extra={"PROXY_PLUGINS": "all", "CREDENTIALS_DIRECTORY": str(lay.conf_dir)})
+                           env_extra={"PROXY_PLUGINS": "all", "CREDENTIALS_DIRECTORY": str(creds)})
     log = proc.log_text()
     assert log.count("Loaded package plugin") == 16, log[-3000:]
     assert [line for line in log.splitlines() if "ERROR" in line] == []

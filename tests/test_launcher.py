@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from optillm_proxy_launcher import notify, settings
+from tests.fixtures.runtime import launcher_credentials
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "launcher" / "optillm-proxy-launcher.py"
@@ -39,10 +40,7 @@ START_TIMEOUT = 180.0
 
 
 def write_credentials(directory: Path, key: str = KEY) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "api-key").write_text(key + "\n")
-    os.chmod(directory / "api-key", 0o600)
-    return directory
+    return launcher_credentials(directory, key)
 
 
 class NotifyListener:
@@ -141,7 +139,7 @@ def chat(url: str, model: str, key: str | None = KEY) -> httpx.Response:
 
 def run_launcher(args=(), env=None, launcher=LAUNCHER, cwd=None,
                  base_url=("--base-url", "http://127.0.0.1:9/v1")) -> subprocess.CompletedProcess:
-    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENAI_API_KEY": "upstream-key-for-tests"}
+    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     return subprocess.run([sys.executable, "-I", str(launcher), "--host", "127.0.0.1", "--port", "9", *base_url,
                            *args], env={k: v for k, v in {**base, **(env or {})}.items() if v is not None},
                           capture_output=True, text=True, timeout=60, cwd=cwd)
@@ -179,10 +177,13 @@ REFUSALS = {
     "none mixed with names": ({"CREDENTIALS_DIRECTORY": "{creds}", "PROXY_PLUGINS": "none,readurls"}, [],
                               "cannot be combined"),
     "--plugins without value": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--plugins"], "--plugins needs a value"),
-    "no upstream key": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPENAI_API_KEY": None}, [],
-                        "OPENAI_API_KEY is missing or empty"),
-    "empty upstream key": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPENAI_API_KEY": " "}, [],
-                           "OPENAI_API_KEY is missing or empty"),
+    "no upstream key": ({"CREDENTIALS_DIRECTORY": "{creds/upstream:}"}, [], "no LiteLLM key: "),
+    "empty upstream key": ({"CREDENTIALS_DIRECTORY": "{creds/upstream: }"}, [],
+                           "the LiteLLM key credential"),
+    "placeholder upstream key": ({"CREDENTIALS_DIRECTORY": "{creds/upstream:replace-with-the-litellm-key}"}, [],
+                                 "still holds the placeholder replace-with-the-litellm-key"),
+    "upstream key in the environment": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPENAI_API_KEY": "k"}, [],
+                                        "OPENAI_API_KEY is set in the environment, where /proc/PID/environ shows it"),
     "another provider's key": ({"CREDENTIALS_DIRECTORY": "{creds}", "CEREBRAS_API_KEY": "x"}, [],
                                "CEREBRAS_API_KEY set in the environment"),
     "no base url": ({"CREDENTIALS_DIRECTORY": "{creds}"}, ["--base-url="], "--base-url is missing or empty"),
@@ -207,12 +208,17 @@ def test_refusal_exits_78_with_one_line(case, tmp_path):
         elif value == "{empty_dir}":
             (tmp_path / "empty").mkdir()
             value = str(tmp_path / "empty")
-        elif value.startswith("{creds"):
-            key = value[len("{creds:"):-1] if value.startswith("{creds:") else KEY
-            creds = tmp_path / "creds"
-            creds.mkdir()
-            (creds / "api-key").write_text(key + "\n")
+        elif value.startswith("{creds/upstream:"):  # a good proxy key, this upstream key ("" = none)
+            creds = launcher_credentials(tmp_path / "creds", KEY)
+            upstream = value[len("{creds/upstream:"):-1]
+            if upstream:
+                (creds / "upstream-key").write_text(upstream + "\n")
+            else:
+                (creds / "upstream-key").unlink()
             value = str(creds)
+        elif value.startswith("{creds"):  # this proxy key, a good upstream key
+            key = value[len("{creds:"):-1] if value.startswith("{creds:") else KEY
+            value = str(launcher_credentials(tmp_path / "creds", key))
         env[name] = value
     result = run_launcher(args, env)
     assert result.returncode == 78, (result.returncode, result.stderr)

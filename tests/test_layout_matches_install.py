@@ -40,6 +40,8 @@ def expected() -> dict[str, str]:
         "CONF_DIR": str(DEFAULT.conf_dir),
         "ENV_FILE": str(DEFAULT.env_file),
         "KEY_FILE": str(DEFAULT.key_file),
+        "UPSTREAM_KEY_FILE": str(DEFAULT.upstream_key_file),
+        "SOCKET_FILE": str(DEFAULT.socket_file),
         "STATE_DIR": str(DEFAULT.state_dir),
         "PROVIDER_FILE": str(DEFAULT.provider_file),
         "UNIT_FILE": str(DEFAULT.unit_file),

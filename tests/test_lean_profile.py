@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from tests.fixtures.runtime import LOCKS, REPO, start_optillm
+from tests.fixtures.runtime import LOCKS, REPO, launcher_credentials, start_optillm
 from tools import derive_lean_lock, measure_plugins
 
 # Upstream chat-completion calls per core approach for one "What is 2+2?" (max_tokens 50)
@@ -139,10 +139,7 @@ def test_only_optillms_own_plugin_requirements_are_missing(lean_runtime):
 def lean_server(lean_runtime, upstream_session, tmp_path_factory):
     """Real optillm from the lean venv, started as the unit starts it: our launcher, no plugins."""
     tmp = tmp_path_factory.mktemp("lean-server")
-    credentials = tmp / "credentials"
-    credentials.mkdir(mode=0o700)
-    (credentials / "api-key").write_text(PROXY_KEY + "\n")
-    (credentials / "api-key").chmod(0o600)
+    credentials = launcher_credentials(tmp / "credentials", PROXY_KEY)
     argv = [str(lean_runtime / "bin" / "python"), "-I", str(REPO / "launcher" / "optillm-proxy-launcher.py"),
             "--host", "127.0.0.1", "--port", "{port}", "--base-url", upstream_session.base_url,
             "--model", "jerry-xl"]

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from ops.client import ApiKey
 from ops.smoke import SmokeRow, judge
-from tests.fixtures.runtime import REPO, free_port, start_optillm
+from tests.fixtures.runtime import REPO, free_port, launcher_credentials, start_optillm
 
 pytestmark = pytest.mark.real
 
@@ -34,9 +34,7 @@ TAG = "<optillm_approach>cepo</optillm_approach>"
 
 
 def launch(runtime: Path, tmp: Path, base_url: str, **env: str):
-    creds = tmp / "creds"
-    creds.mkdir(mode=0o700)
-    (creds / "api-key").write_text(KEY + "\n")
+    creds = launcher_credentials(tmp / "creds", KEY)
     argv = [str(runtime / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port", "{port}",
             "--base-url", base_url, "--model", "jerry-xl"]
     return start_optillm(runtime, tmp, base_url, argv=argv, key=KEY,
@@ -252,12 +250,10 @@ def test_another_optillm_is_refused_at_start_with_exit_78(lean_runtime, tmp_path
     text = server_py.read_text()
     server_py.unlink()  # a hardlink: never write through it into the cached runtime
     server_py.write_text(text.replace("    data = request.get_json()\n", "    data = request.get_json(silent=True)\n"))
-    creds = tmp_path / "creds"
-    creds.mkdir()
-    (creds / "api-key").write_text(KEY + "\n")
+    creds = launcher_credentials(tmp_path / "creds", KEY)
     proc = subprocess.run([str(copy / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port",
                            str(free_port()), "--base-url", "http://127.0.0.1:9/v1"], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "k",
+                          timeout=120, env={"PATH": "/usr/bin:/bin",
                                             "CREDENTIALS_DIRECTORY": str(creds), "HOME": str(tmp_path)})
     assert proc.returncode == 78, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]

@@ -21,7 +21,7 @@ import pytest
 
 from optillm_proxy_launcher import serving
 from optillm_proxy_launcher.settings import ConfigRefused
-from tests.fixtures.runtime import REPO, free_port
+from tests.fixtures.runtime import REPO, free_port, launcher_credentials
 
 pytestmark = pytest.mark.real
 
@@ -40,11 +40,9 @@ class Activated:
     """The launcher started by systemd-socket-activate on `listen`, as the socket unit would."""
 
     def __init__(self, runtime: Path, tmp: Path, upstream_url: str, *, listen: str, port: int, **env: str):
-        creds = tmp / "creds"
-        creds.mkdir(mode=0o700, exist_ok=True)
-        (creds / "api-key").write_text(KEY + "\n")
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", "OPENAI_API_KEY": "upstream-key-for-tests",
-               "CREDENTIALS_DIRECTORY": str(creds), **env}
+        creds = launcher_credentials(tmp / "creds", KEY)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", "CREDENTIALS_DIRECTORY": str(creds),
+               **env}
         self.port = port
         self.log_path = tmp / f"activated-{port}.log"
         argv = [socket_activate(), "-l", listen, *[f"-E{k}" for k in env],

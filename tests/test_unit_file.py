@@ -18,6 +18,7 @@ from ops.layout import (BASE_MODEL, DEFAULT, LISTEN_HOST, LISTEN_PORT, SERVICE, 
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / f"{SERVICE}.service"
+SOCKET = REPO / "systemd" / f"{SERVICE}.socket"
 MAX_EXPOSURE = 1.5
 CONTRACT_EXECSTART = (f"{DEFAULT.current}/bin/python -I {DEFAULT.launcher()} --host {LISTEN_HOST} "
                       f"--port {LISTEN_PORT} --base-url {UPSTREAM_URL} --model {BASE_MODEL}")
@@ -102,17 +103,20 @@ def verify_root(tmp_path: Path, unit_text: str) -> Path:
     if stock_units is None:
         pytest.fail("the host has no stock systemd units (/usr/lib/systemd/system): apt-get install systemd")
     shutil.copytree(stock_units, root / "usr/lib/systemd/system", symlinks=True)
-    python = root / str(DEFAULT.current / "bin" / "python").lstrip("/")
-    python.parent.mkdir(parents=True)
-    python.write_text("#!/bin/sh\nexit 0\n")
-    python.chmod(0o755)
+    # Stand-ins for the commands the unit runs (ExecStart's python, ExecStopPost's sh).
+    for command in (str(DEFAULT.current / "bin" / "python"), "/bin/sh"):
+        path = root / command.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
     (root / "etc/systemd/system").mkdir(parents=True)
     (root / "etc/systemd/system" / UNIT.name).write_text(unit_text)
+    (root / "etc/systemd/system" / SOCKET.name).write_text(SOCKET.read_text())
     return root
 
 
 def run_verify(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([systemd_analyze(), "verify", "--man=no", f"--root={root}", UNIT.name],
+    return subprocess.run([systemd_analyze(), "verify", "--man=no", f"--root={root}", UNIT.name, SOCKET.name],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -151,7 +155,21 @@ def test_no_key_material_in_the_unit():
     assert not values("Environment"), "settings belong in the env file; keys never in the unit"
     assert not re.search(r"\b(sk|opx)-[A-Za-z0-9_-]{8,}", UNIT_TEXT)
     assert values("EnvironmentFile") == [str(DEFAULT.env_file)]
-    assert values("LoadCredential") == [f"api-key:{DEFAULT.key_file}"]
+    # Both keys are credentials: neither is in the environment the env file gives the service.
+    assert values("LoadCredential") == [f"api-key:{DEFAULT.key_file}",
+                                        f"upstream-key:{DEFAULT.upstream_key_file}"]
+
+
+def test_stop_drains_and_a_refusal_stops_the_socket():
+    assert value("KillMode") == "mixed"  # SIGTERM to the launcher only: plugin children serve the drain
+    [stop_post] = values("ExecStopPost")
+    assert stop_post.startswith("+/bin/sh -c ")  # privileged: the service user cannot stop units
+    assert '"$EXIT_STATUS" = 78' in stop_post and f"stop {SERVICE}.socket" in stop_post
+
+
+def test_resource_bounds_are_set():
+    for name in ("MemoryHigh", "MemoryMax", "TasksMax", "LimitNOFILE"):
+        assert value(name) not in ("", "infinity"), name
 
 
 def test_systemd_native_lifecycle():
@@ -217,3 +235,24 @@ def test_every_directive_has_a_why_comment():
         if any(not g.startswith("#") for g in lines):
             assert lines[0].startswith("#"), f"directives without a comment saying why: {lines}"
         group = []
+
+
+def test_socket_unit_exposure_offline_is_at_most_the_services(capsys):
+    """systemd-analyze scores a socket unit by the sandbox of commands it could run (it runs none);
+    kept at the service's level so that one added later (ExecStartPre=) is sandboxed too."""
+    exposure, report = analyze_security(SOCKET)
+    with capsys.disabled():
+        print(f"\nsystemd-analyze security --offline=yes {SOCKET.relative_to(REPO)}: exposure {exposure}")
+    assert exposure <= 0.9, report
+
+
+def test_socket_unit_listens_where_execstart_serves():
+    """The launcher refuses a socket whose address is not ExecStart's --host/--port (exit 78)."""
+    socket_text = SOCKET.read_text()
+    assert f"ListenStream={LISTEN_HOST}:{LISTEN_PORT}\n" in socket_text
+    assert f"--host {LISTEN_HOST} --port {LISTEN_PORT}" in UNIT_TEXT
+    assert f"Requires={SERVICE}.socket" in UNIT_TEXT and f"After={SERVICE}.socket" in UNIT_TEXT
+    # The service's own sandbox still allows only loopback; the socket's allow-list matches.
+    assert "IPAddressAllow=localhost" in socket_text and "IPAddressDeny=any" in socket_text
+    # PrivateNetwork= on a socket unit would create the socket in an empty network namespace.
+    assert not [line for line in socket_text.splitlines() if line.startswith("PrivateNetwork")]

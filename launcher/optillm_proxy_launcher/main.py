@@ -88,6 +88,10 @@ def main() -> None:
         refuse(str(exc))
     # Changing sys.argv here does not change /proc/PID/cmdline: the key stays out of `ps`.
     sys.argv = [sys.argv[0], *args, "--optillm-api-key", prepared.key]
+    if "proxy" in settings.enabled_slugs(prepared.enabled, prepared.table):
+        # The proxy plugin's provider file names ${OPENAI_API_KEY}: in this process only (set after
+        # start, it is not in /proc/PID/environ), but children the plugins start inherit it.
+        os.environ[settings.UPSTREAM_KEY_VARIABLE] = prepared.upstream_key
 
     # Children (Jupyter kernels, MCP servers) must not talk to systemd in our name.
     notifier = notify.Notifier(os.environ.pop("NOTIFY_SOCKET", None))

@@ -19,8 +19,13 @@ RUNTIME_MANIFEST = LIBEXEC.parent / "optillm-proxy-runtime.json"
 DEFAULT_PROFILE = "full"  # a runtime without a manifest is a stock venv: it can import everything
 CREDENTIAL_NAME = "api-key"
 KEY_FILE_HINT = "/etc/optillm-proxy/api-key"
+UPSTREAM_CREDENTIAL_NAME = "upstream-key"
+UPSTREAM_KEY_FILE_HINT = "/etc/optillm-proxy/upstream-key"
 ENV_FILE_HINT = "/etc/optillm-proxy/env"
+# Where stock optillm (and the proxy plugin's provider file) look for the LiteLLM key.
 UPSTREAM_KEY_VARIABLE = "OPENAI_API_KEY"
+# What the first install of an earlier version wrote into the env file.
+UPSTREAM_KEY_PLACEHOLDER = "replace-with-the-litellm-key"
 # The prefixes the gateway routes; all are optillm core approaches, loaded without any plugin.
 ROUTED_STRATEGIES = ("moa", "bon", "plansearch", "self_consistency")
 # optillm 0.3.12 server.known_approaches ("none" is the pass-through); patches.py verifies it.
@@ -118,6 +123,10 @@ def check_environment(environ: Mapping[str, str]) -> None:
         raise ConfigRefused(
             f"{', '.join(stray)} set in the environment: optillm reads OPTILLM_* as flag defaults, which would "
             f"silently change the unit's ExecStart flags; remove it from {ENV_FILE_HINT}")
+    if UPSTREAM_KEY_VARIABLE in environ:
+        raise ConfigRefused(
+            f"{UPSTREAM_KEY_VARIABLE} is set in the environment, where /proc/PID/environ shows it: the env file "
+            f"holds no secret; move the key to {UPSTREAM_KEY_FILE_HINT} (install.sh moves it for you)")
     other = [k for k in OTHER_PROVIDER_KEYS if environ.get(k)]
     if other:
         raise ConfigRefused(
@@ -125,36 +134,41 @@ def check_environment(environ: Mapping[str, str]) -> None:
             f"{UPSTREAM_KEY_VARIABLE}; remove it from {ENV_FILE_HINT}")
 
 
-def upstream_key(environ: Mapping[str, str]) -> str:
-    key = (environ.get(UPSTREAM_KEY_VARIABLE) or "").strip()
-    if not key:
-        raise ConfigRefused(
-            f"{UPSTREAM_KEY_VARIABLE} is missing or empty in {ENV_FILE_HINT}: set it to the LiteLLM key the "
-            "proxy calls LiteLLM with (stock optillm would fall back to a LiteLLM wrapper this runtime lacks)")
-    return key
-
-
 # ---------------------------------------------------------------------------------------------
-# The proxy key
+# The two keys, each a systemd credential ($CREDENTIALS_DIRECTORY/NAME)
 
 
-def read_api_key(environ: Mapping[str, str]) -> str:
+def read_credential(environ: Mapping[str, str], name: str, hint: str, what: str) -> str:
+    """One line from the credential `name`; refuses a missing, empty or multi-word one."""
     directory = environ.get("CREDENTIALS_DIRECTORY")
-    how = f"give the unit LoadCredential={CREDENTIAL_NAME}:{KEY_FILE_HINT}"
+    how = f"give the unit LoadCredential={name}:{hint}"
     if not directory:
-        raise ConfigRefused(f"no proxy key: CREDENTIALS_DIRECTORY is not set; {how}")
-    path = Path(directory) / CREDENTIAL_NAME
+        raise ConfigRefused(f"no {what}: CREDENTIALS_DIRECTORY is not set; {how}")
+    path = Path(directory) / name
     try:
         key = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise ConfigRefused(f"no proxy key: {path} does not exist; {how}") from None
+        raise ConfigRefused(f"no {what}: {path} does not exist; write it to {hint} (one line, root 0600) "
+                            f"and {how}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigRefused(f"cannot read the proxy key {path}: {exc.__class__.__name__}; {how}") from None
+        raise ConfigRefused(f"cannot read the {what} {path}: {exc.__class__.__name__}; {how}") from None
     if not key:
-        raise ConfigRefused(f"the proxy key credential {path} is empty: write a key to {KEY_FILE_HINT} "
-                            "(one line, not starting with sk-)")
+        raise ConfigRefused(f"the {what} credential {path} is empty: write the key to {hint} (one line)")
     if any(c.isspace() for c in key):
-        raise ConfigRefused(f"the proxy key in {KEY_FILE_HINT} must be one line without spaces")
+        raise ConfigRefused(f"the {what} in {hint} must be one line without spaces")
+    return key
+
+
+def upstream_key(environ: Mapping[str, str]) -> str:
+    key = read_credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, "LiteLLM key")
+    if key == UPSTREAM_KEY_PLACEHOLDER:
+        raise ConfigRefused(f"{UPSTREAM_KEY_FILE_HINT} still holds the placeholder {UPSTREAM_KEY_PLACEHOLDER}: "
+                            "write the LiteLLM key the proxy calls LiteLLM with")
+    return key
+
+
+def read_api_key(environ: Mapping[str, str]) -> str:
+    key = read_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, "proxy key")
     if key.startswith("sk-"):
         raise ConfigRefused(
             f"the proxy key in {KEY_FILE_HINT} starts with sk-, which optillm 0.3.12 forwards upstream as the "
@@ -382,6 +396,6 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     enabled = parse_plugin_setting(setting, table)
     check_profile(enabled, table, runtime_profile(manifest))
     request = request_settings(environ, enabled_slugs(enabled, table), table)
-    upstream = upstream_key(environ)
     key = read_api_key(environ)
+    upstream = upstream_key(environ)
     return Prepared(argv, enabled, table, key, upstream, base_url(argv), request)
