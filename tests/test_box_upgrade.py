@@ -37,19 +37,29 @@ BENCH_VARIANT_COMMENT = "# bench/upgrade_downtime.sh variant\n"
 
 @dataclass
 class HealthPoller:
-    """Polls /health from the host every 50 ms while an upgrade runs; finds the longest outage."""
+    """Polls /health from the host every 50 ms while an upgrade runs. systemd holds the socket, so
+    during a restart a probe waits on it rather than being refused: `refused` counts the probes
+    that were, and `outages()` the stretches in which /health did not answer 200 (slow or not)."""
 
     interval: float = 0.05
     samples: list[tuple[float, bool]] = field(default_factory=list)
+    refused: int = 0
+    longest_answer: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _ok(self) -> bool:
+        start = time.monotonic()
         try:
-            with urllib.request.urlopen(HEALTH_URL, timeout=3) as resp:
-                return resp.status == 200 and json.load(resp).get("status") == "ok"
-        except (urllib.error.URLError, OSError, ValueError):
+            with urllib.request.urlopen(HEALTH_URL, timeout=30) as resp:
+                ok = resp.status == 200 and json.load(resp).get("status") == "ok"
+        except urllib.error.URLError as exc:
+            self.refused += isinstance(exc.reason, ConnectionRefusedError)
             return False
+        except (OSError, ValueError):
+            return False
+        self.longest_answer = max(self.longest_answer, time.monotonic() - start)
+        return ok
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -179,9 +189,10 @@ def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, o
     assert smoke.ok, smoke.stdout + smoke.stderr
     assert {c["model"] for c in box_upstream.calls()} == {"jerry-xl"}
 
-    outages = poller.outages()
-    assert len(outages) == 1, f"expected one restart's outage, saw {outages}"
-    record("upgrade downtime s (one restart, /health polled every 50 ms)", round(outages[0], 2))
+    # The restart queued probes on the socket instead of refusing them.
+    assert poller.refused == 0 and poller.outages() == [], (poller.refused, poller.outages())
+    record("upgrade: longest /health answer during the switch s (polled every 50 ms, none refused)",
+           round(poller.longest_answer, 2))
 
 
 def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(box, original):
@@ -246,9 +257,9 @@ def test_rollback_returns_to_the_previous_runtime_in_one_restart(box, original):
     assert main_pid(box) not in (0, pid_before)
     smoke = opsctl(box, "smoke", "--all")
     assert smoke.ok, smoke.stdout + smoke.stderr
-    outages = poller.outages()
-    assert len(outages) == 1, f"expected one restart's outage, saw {outages}"
-    record("rollback downtime s (one restart, /health polled every 50 ms)", round(outages[0], 2))
+    assert poller.refused == 0 and poller.outages() == [], (poller.refused, poller.outages())
+    record("rollback: longest /health answer during the switch s (polled every 50 ms, none refused)",
+           round(poller.longest_answer, 2))
 
 
 def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, original):
