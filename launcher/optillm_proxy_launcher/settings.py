@@ -19,8 +19,10 @@ RUNTIME_MANIFEST = LIBEXEC.parent / "optillm-proxy-runtime.json"
 DEFAULT_PROFILE = "full"  # a runtime without a manifest is a stock venv: it can import everything
 CREDENTIAL_NAME = "api-key"
 KEY_FILE_HINT = "/etc/optillm-proxy/api-key"
+PROXY_KEY_WHAT = "proxy key"  # how refusals name each key
 UPSTREAM_CREDENTIAL_NAME = "upstream-key"
 UPSTREAM_KEY_FILE_HINT = "/etc/optillm-proxy/upstream-key"
+UPSTREAM_KEY_WHAT = "LiteLLM key"
 ENV_FILE_HINT = "/etc/optillm-proxy/env"
 # Where stock optillm (and the proxy plugin's provider file) look for the LiteLLM key.
 UPSTREAM_KEY_VARIABLE = "OPENAI_API_KEY"
@@ -138,20 +140,22 @@ def check_environment(environ: Mapping[str, str]) -> None:
 # The two keys, each a systemd credential ($CREDENTIALS_DIRECTORY/NAME)
 
 
-def read_credential(environ: Mapping[str, str], name: str, hint: str, what: str) -> str:
-    """One line from the credential `name`; refuses a missing, empty or multi-word one."""
-    directory = environ.get("CREDENTIALS_DIRECTORY")
-    how = f"give the unit LoadCredential={name}:{hint}"
-    if not directory:
-        raise ConfigRefused(f"no {what}: CREDENTIALS_DIRECTORY is not set; {how}")
-    path = Path(directory) / name
-    try:
-        key = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise ConfigRefused(f"no {what}: {path} does not exist; write it to {hint} (one line, root 0600) "
-                            f"and {how}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigRefused(f"cannot read the {what} {path}: {exc.__class__.__name__}; {how}") from None
+def load_credential_hint(name: str, hint: str) -> str:
+    return f"give the unit LoadCredential={name}:{hint}"
+
+
+def credential_missing(path: Path | str, name: str, hint: str, what: str) -> ConfigRefused:
+    """The refusal for a credential file `path` that does not exist (lint: the key file itself)."""
+    return ConfigRefused(f"no {what}: {path} does not exist; write it to {hint} (one line, root 0600) "
+                         f"and {load_credential_hint(name, hint)}")
+
+
+def check_key_text(text: str, path: Path | str, hint: str, what: str) -> str:
+    """The key in a credential's text, stripped; refuses an empty or multi-word one.
+
+    `path` is where the text was read: $CREDENTIALS_DIRECTORY/NAME for the launcher, the key file
+    itself for `opsctl lint` (which calls this on the file's text, without systemd)."""
+    key = text.strip()
     if not key:
         raise ConfigRefused(f"the {what} credential {path} is empty: write the key to {hint} (one line)")
     if any(c.isspace() for c in key):
@@ -159,21 +163,46 @@ def read_credential(environ: Mapping[str, str], name: str, hint: str, what: str)
     return key
 
 
-def upstream_key(environ: Mapping[str, str]) -> str:
-    key = read_credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, "LiteLLM key")
+def read_credential(environ: Mapping[str, str], name: str, hint: str, what: str) -> str:
+    """One line from the credential `name`; refuses a missing, empty or multi-word one."""
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    how = load_credential_hint(name, hint)
+    if not directory:
+        raise ConfigRefused(f"no {what}: CREDENTIALS_DIRECTORY is not set; {how}")
+    path = Path(directory) / name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise credential_missing(path, name, hint, what) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigRefused(f"cannot read the {what} {path}: {exc.__class__.__name__}; {how}") from None
+    return check_key_text(text, path, hint, what)
+
+
+def check_upstream_key(key: str) -> str:
+    """Refuses the placeholder an earlier install wrote; `key` as check_key_text returns it."""
     if key == UPSTREAM_KEY_PLACEHOLDER:
         raise ConfigRefused(f"{UPSTREAM_KEY_FILE_HINT} still holds the placeholder {UPSTREAM_KEY_PLACEHOLDER}: "
                             "write the LiteLLM key the proxy calls LiteLLM with")
     return key
 
 
-def read_api_key(environ: Mapping[str, str]) -> str:
-    key = read_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, "proxy key")
+def check_proxy_key(key: str) -> str:
+    """Refuses an sk- proxy key; `key` as check_key_text returns it."""
     if key.startswith("sk-"):
         raise ConfigRefused(
             f"the proxy key in {KEY_FILE_HINT} starts with sk-, which optillm 0.3.12 forwards upstream as the "
             "provider key: generate a new one (e.g. opx- + random base64url)")
     return key
+
+
+def upstream_key(environ: Mapping[str, str]) -> str:
+    return check_upstream_key(
+        read_credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, UPSTREAM_KEY_WHAT))
+
+
+def read_api_key(environ: Mapping[str, str]) -> str:
+    return check_proxy_key(read_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, PROXY_KEY_WHAT))
 
 
 # ---------------------------------------------------------------------------------------------
