@@ -22,11 +22,12 @@ from tests.box import service
 from tests.fixtures.box import record
 from tests.fixtures.runtime import REPO
 from tests.test_prometheus import (COMPLETION_TOKENS_PER_CHOICE, FAN_OUT, JOB, PROMPT_TOKENS_PER_CALL, Prometheus,
-                                   check_metrics, parse_metrics, scrape, start_prometheus, total)
+                                   alert_expr, check_metrics, parse_metrics, scrape, start_prometheus, total)
 
 pytestmark = pytest.mark.box
 
 RUNBOOK = REPO / "RUNBOOK.md"
+SOCKET = f"{SERVICE}.socket"
 PROXY = f"http://127.0.0.1:{LISTEN_PORT}"
 TARGET = f"127.0.0.1:{LISTEN_PORT}"
 # The order `opsctl smoke --all` runs its models in (ops/smoke.py): base, then the four prefixes.
@@ -127,23 +128,62 @@ def test_a_real_prometheus_counts_smoke_all_as_the_upstream_saw_it(box, box_upst
         prometheus.stop()
 
 
-def test_prometheus_sees_the_box_proxy_go_down_and_come_back(box, tmp_path):
-    """`up` for job optillm-proxy, which OptillmProxyDown reads, follows the real unit."""
+def reset_start_limits(box) -> None:
+    """This file stops and starts the units: other tests' starts must not push them over their limits."""
+    box.check(f"systemctl reset-failed {SERVICE} {SOCKET}")
+
+
+def wait_started_without_a_probe(box, old_pid: int, timeout: float = 120.0) -> float:
+    """Seconds until systemd has the service active under a new PID, asking systemd only: polling
+    /health would connect to the socket and start the service itself."""
+    start = time.monotonic()
+    for _ in range(int(timeout / 0.25) + 1):
+        now = service.show(box, "ActiveState", "MainPID")
+        if now["ActiveState"] == "active" and int(now["MainPID"]) not in (0, old_pid):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            break
+        time.sleep(0.25)
+    raise AssertionError(f"{SERVICE} not started again within {timeout:g} s:\n{service.journal(box, 40)}")
+
+
+def test_a_stopped_service_is_started_again_by_the_next_scrape(box, tmp_path):
+    """optillm-proxy.socket holds 127.0.0.1:4020: after `systemctl stop optillm-proxy` alone the
+    socket still listens, so Prometheus's next scrape starts the service again (socket activation)
+    and OptillmProxyDown has nothing to see. Nothing else connects here meanwhile."""
     prometheus = start_prometheus(tmp_path, TARGET)
     try:
         prometheus.wait_up()
-        service.reset_start_limit(box)
+        reset_start_limits(box)
         old = service.main_pid(box)
         box.run(f"systemctl stop {SERVICE}", timeout=120).check()
-        try:
-            prometheus.wait_for("up == 0 while the unit is stopped",
-                                lambda: prometheus.query(f'up{{job="{JOB}"}}') == {"": 0.0})
-            target = prometheus.target()
-            assert target["health"] == "down" and target["lastError"], target
-        finally:
-            box.run(f"systemctl start {SERVICE}", timeout=120).check()
-            service.wait_healthy(box, not_pid=old)
+        assert box.run(f"systemctl is-active {SOCKET}").stdout.strip() == "active"
+        took = wait_started_without_a_probe(box, old)
+        record("service stopped alone -> started again by a 1 s scrape s", round(took, 1))
+        service.wait_healthy(box, not_pid=old)
         prometheus.wait_up()
-        assert prometheus.query(f'up{{job="{JOB}"}}') == {"": 1.0}
+    finally:
+        prometheus.stop()
+
+
+def test_up_goes_to_0_and_the_down_alert_selects_it_when_the_socket_is_stopped_too(box, tmp_path):
+    """`up` for job optillm-proxy, which OptillmProxyDown reads, follows the real units."""
+    prometheus = start_prometheus(tmp_path, TARGET)
+    try:
+        prometheus.wait_up()
+        reset_start_limits(box)
+        old = service.main_pid(box)
+        box.run(f"systemctl stop {SOCKET} {SERVICE}", timeout=120).check()
+        try:
+            prometheus.wait_for("up == 0 with socket and service stopped",
+                                lambda: prometheus.query(f'up{{job="{JOB}"}}') == {"": 0.0})
+            assert prometheus.query(alert_expr("OptillmProxyDown")) == {"": 0.0}
+            target = prometheus.target()
+            assert target["health"] == "down" and "connection refused" in target["lastError"], target
+        finally:
+            box.run(f"systemctl start {SOCKET}", timeout=120).check()
+        # Starting the socket is enough: the next scrape starts the service.
+        prometheus.wait_up()
+        service.wait_healthy(box, not_pid=old)
     finally:
         prometheus.stop()
