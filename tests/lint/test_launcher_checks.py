@@ -1,5 +1,6 @@
-"""The rules that call the launcher's own checks (request-settings, optillm-internals): what they
-pass and what they refuse, with the launcher's own message (one implementation of each check)."""
+"""The rules that call the launcher's own checks (request-settings, optillm-internals, and the
+proxy key rules key-too-short and key-sk-prefix): what they pass and what they refuse, with the
+launcher's own message (one implementation of each check)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,29 @@ def test_real_server_py_with_one_function_edited(full_runtime, deployment):
     assert finding.message.endswith("differ from 0.3.12 in server.py (check_api_key): this launcher "
                                     "patches optillm 0.3.12 only: reinstall the runtime from the "
                                     "toolkit's locks/")
+
+
+# --- the proxy key -----------------------------------------------------------------------------
+# The deployment keeps the key file under its credential name (api-key): given its directory as
+# CREDENTIALS_DIRECTORY, the launcher reads the very file lint reads, so its refusal and lint's
+# message must be the same text.
+
+
+def launcher_refusal(deployment, read) -> str:
+    with pytest.raises(settings.ConfigRefused) as refused:
+        read({"CREDENTIALS_DIRECTORY": str(deployment.key_file.parent)})
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("text,rule,line", [("\n", "key-too-short", 1),
+                                            ("opx-" + "a" * 43 + " b\n", "key-too-short", 1),
+                                            ("opx-" + "a" * 43 + "\nb\n", "key-too-short", 2),
+                                            ("sk-" + "a" * 43 + "\n", "key-sk-prefix", 1)],
+                         ids=["empty", "two-words", "two-lines", "sk"])
+def test_proxy_key_refused_by_the_launcher(deployment, text, rule, line):
+    deployment.write("key", text)
+    findings = deployment.lint()
+    (finding,) = findings
+    assert (finding.rule, finding.path, finding.line) == (rule, str(deployment.key_file), line), \
+        render(findings)
+    assert finding.message == REFUSES + launcher_refusal(deployment, settings.read_api_key)

@@ -1,8 +1,10 @@
 """The proxy key starts with `sk-`.
 
 Why: measured on 0.3.12: a client bearer token that starts with `sk-` is reused as the
-upstream API key. Every request would reach LiteLLM with the proxy key instead of
-OPENAI_API_KEY: LiteLLM rejects it, or worse, it is a valid key for something else.
+upstream API key. Every request would reach LiteLLM with the proxy key instead of the LiteLLM
+key (the upstream-key credential): LiteLLM rejects it, or worse, it is a valid key for something
+else. The launcher refuses to start (exit 78) with such a key; lint calls its own check
+(settings.check_proxy_key), so the message is the launcher's.
 
 Fails:
     sk-proxy-0123456789abcdef0123456789abcdef
@@ -14,15 +16,20 @@ Fix: generate a key that does not start with `sk-` (install.sh uses the `opx-` p
 update LiteLLM's api_key for the proxy entries, restart the service.
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
 
 ID = "key-sk-prefix"
 SEVERITY = ERROR
+REFUSES = "the launcher refuses to start (exit 78)"
 
 
 def check(ctx):
     text = ctx.key_text
-    if text is not None and text.strip().startswith("sk-"):
-        yield Problem(str(ctx.inputs.key_file), 1,
-                      "proxy key starts with sk-: optillm 0.3.12 forwards sk- bearers upstream "
-                      "as the LiteLLM key; generate an opx- key")
+    if text is None:
+        return
+    try:
+        settings.check_proxy_key(text.strip())
+    except settings.ConfigRefused as exc:
+        yield Problem(str(ctx.inputs.key_file), 1, f"{REFUSES}: {exc}")

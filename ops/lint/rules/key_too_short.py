@@ -2,8 +2,10 @@
 
 Why: the key is the only thing between any local process and the proxy (and, through it,
 the LiteLLM budget). install.sh generates `opx-` + 43 base64url characters (32 random bytes);
-a short hand-made key can be guessed. The launcher refuses a key with spaces or a second
-line (usually a paste accident).
+a short hand-made key can be guessed (lint's own bar: the launcher accepts a short key). The
+launcher refuses to start (exit 78) with an empty key or one with spaces or a second line
+(usually a paste accident); lint calls its own check (settings.check_key_text) for those, so the
+message is the launcher's.
 
 Fails:
     changeme
@@ -15,23 +17,27 @@ Fix: generate a new key: `python3 -c 'import secrets; print("opx-" + secrets.tok
 > /etc/optillm-proxy/api-key`, chmod 0600, restart the service and update LiteLLM's api_key.
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
 
 ID = "key-too-short"
 SEVERITY = ERROR
 MIN_LENGTH = 32
+REFUSES = "the launcher refuses to start (exit 78)"
 
 
 def check(ctx):
     text = ctx.key_text
     if text is None:
         return
-    key = text.strip()
+    path = ctx.inputs.key_file
+    try:
+        key = settings.check_key_text(text, path, settings.KEY_FILE_HINT, settings.PROXY_KEY_WHAT)
+    except settings.ConfigRefused as exc:
+        line = 2 if "\n" in text.strip() else 1
+        yield Problem(str(path), line, f"{REFUSES}: {exc}")
+        return
     if len(key) < MIN_LENGTH:
-        yield Problem(str(ctx.inputs.key_file), 1,
-                      f"proxy key is {len(key)} characters, needs at least {MIN_LENGTH}; "
-                      "generate one: opx- + secrets.token_urlsafe(32)")
-    elif any(c.isspace() for c in key):
-        line = 2 if "\n" in key else 1
-        yield Problem(str(ctx.inputs.key_file), line, "the key must be one line without spaces "
-                                                      "(the launcher refuses it); keep only the key")
+        yield Problem(str(path), 1, f"proxy key is {len(key)} characters, needs at least {MIN_LENGTH}; "
+                                    "generate one: opx- + secrets.token_urlsafe(32)")
