@@ -26,10 +26,11 @@ def explain(rule_id: str) -> str:
 
 
 def lint(*, unit: Path | None, env_file: Path | None, key_file: Path | None,
-         proxy_config: Path | None, litellm_config: Path | None, venv: Path | None,
-         strict: bool, as_json: bool) -> int:
+         upstream_key_file: Path | None, proxy_config: Path | None, litellm_config: Path | None,
+         venv: Path | None, strict: bool, as_json: bool) -> int:
     inputs = Inputs.defaults(unit=unit, env_file=env_file, key_file=key_file,
-                             proxy_config=proxy_config, litellm_config=litellm_config, venv=venv)
+                             upstream_key_file=upstream_key_file, proxy_config=proxy_config,
+                             litellm_config=litellm_config, venv=venv)
     ctx = Context(inputs)
     findings = engine.run(ctx)
     print(engine.profile_line(ctx), file=sys.stderr)

@@ -29,6 +29,7 @@ class Inputs:
     unit: Path
     env_file: Path
     key_file: Path
+    upstream_key_file: Path
     proxy_config: Path
     litellm_config: Path | None = None
     venv: Path | None = None
@@ -45,6 +46,7 @@ class Inputs:
             unit=given.get("unit") or layout.unit_file,
             env_file=given.get("env_file") or layout.env_file,
             key_file=given.get("key_file") or layout.key_file,
+            upstream_key_file=given.get("upstream_key_file") or layout.upstream_key_file,
             proxy_config=given.get("proxy_config") or layout.provider_file,
             litellm_config=given.get("litellm_config"),
             venv=venv,
@@ -55,7 +57,7 @@ class Inputs:
 @dataclass(frozen=True)
 class LoadProblem:
     kind: str  # "missing" or "unreadable"
-    input: str  # which input: unit, env-file, key-file, proxy-config, litellm-config, venv
+    input: str  # which input: unit, env-file, key-file, upstream-key-file, proxy-config, litellm-config, venv
     path: str
     line: int
     message: str
@@ -132,6 +134,14 @@ class Context:
     @cached_property
     def key_text(self) -> str | None:
         return self._text("key-file", self.inputs.key_file)
+
+    @cached_property
+    def upstream_key_text(self) -> str | None:
+        return self._text("upstream-key-file", self.inputs.upstream_key_file)
+
+    def is_missing(self, name: str) -> bool:
+        """Was input `name` (as in LoadProblem.input) found missing when it was read?"""
+        return any(p.kind == "missing" and p.input == name for p in self.load_problems)
 
     @cached_property
     def provider_config(self) -> LineDict | None:

@@ -1,5 +1,6 @@
 """A throw-away deployment for lint tests: the corpus's good files copied into a temp dir
-(secrets 0600, a freshly generated proxy key), a small runtime tree, and helpers to break them."""
+(secrets 0600, a freshly generated proxy key, a LiteLLM key in the upstream key file and none in
+the env file), a small runtime tree, and helpers to break them."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ pywin32==306 ; sys_platform == 'win32' \\
 """
 
 
+# What the upstream key file holds (a LiteLLM virtual key: sk- is fine here, unlike the proxy key).
+UPSTREAM_KEY = "sk-litellm-virtual-key-for-tests"
+
+
 def generated_key() -> str:
     """The form install.sh generates: opx- + 43 base64url chars (32 random bytes)."""
     return "opx-" + secrets.token_urlsafe(32)
@@ -39,6 +44,7 @@ class Deployment:
         self.unit = root / "systemd" / "optillm-proxy.service"
         self.env_file = root / "etc" / "env"
         self.key_file = root / "etc" / "api-key"
+        self.upstream_key_file = root / "etc" / "upstream-key"
         self.proxy_config = root / "home" / ".optillm" / "proxy_config.yaml"
         self.litellm_config = root / "litellm.yaml"
         self.venv = root / "runtime"
@@ -48,9 +54,10 @@ class Deployment:
         shutil.copy(GOOD / "optillm-proxy.service", self.unit)
         shutil.copy(GOOD / "env", self.env_file)
         self.key_file.write_text(generated_key() + "\n")
+        self.upstream_key_file.write_text(UPSTREAM_KEY + "\n")
         shutil.copy(GOOD / "proxy_config.yaml", self.proxy_config)
         shutil.copy(GOOD / "litellm.yaml", self.litellm_config)
-        for secret in (self.env_file, self.key_file):
+        for secret in (self.env_file, self.key_file, self.upstream_key_file):
             secret.chmod(0o600)
         self.proxy_config.chmod(0o644)
         self.build_runtime()
@@ -82,6 +89,7 @@ class Deployment:
 
     def path(self, kind: str) -> Path:
         return {"unit": self.unit, "env": self.env_file, "key": self.key_file,
+                "upstream": self.upstream_key_file,
                 "provider": self.proxy_config, "litellm": self.litellm_config,
                 "manifest": self.manifest}[kind]
 
@@ -116,7 +124,7 @@ class Deployment:
 
     def inputs(self, with_litellm: bool = True, with_venv: bool = True) -> Inputs:
         return Inputs(unit=self.unit, env_file=self.env_file, key_file=self.key_file,
-                      proxy_config=self.proxy_config,
+                      upstream_key_file=self.upstream_key_file, proxy_config=self.proxy_config,
                       litellm_config=self.litellm_config if with_litellm else None,
                       venv=self.venv if with_venv else None, venv_explicit=with_venv)
 
@@ -125,5 +133,6 @@ class Deployment:
 
     def cli_args(self) -> list[str]:
         return ["lint", "--unit", str(self.unit), "--env-file", str(self.env_file),
-                "--key-file", str(self.key_file), "--proxy-config", str(self.proxy_config),
+                "--key-file", str(self.key_file), "--upstream-key-file", str(self.upstream_key_file),
+                "--proxy-config", str(self.proxy_config),
                 "--litellm-config", str(self.litellm_config), "--venv", str(self.venv)]

@@ -75,11 +75,13 @@ def test_optillm_api_key_in_lints_own_environment_warns(deployment):
 def test_missing_inputs_are_findings_not_tracebacks(tmp_path):
     missing = tmp_path / "nothing"
     result = run(["lint", "--unit", str(missing / "u.service"), "--env-file", str(missing / "env"),
-                  "--key-file", str(missing / "key"), "--proxy-config", str(missing / "p.yaml"),
+                  "--key-file", str(missing / "key"), "--upstream-key-file", str(missing / "upstream"),
+                  "--proxy-config", str(missing / "p.yaml"),
                   "--litellm-config", str(missing / "l.yaml"), "--venv", str(missing / "venv")])
     assert result.exit_code == 1
     rules = [LINE.match(line)["rule"] for line in result.stdout.splitlines()]
     assert rules.count("file-missing") == 5 and "provider-file-missing" in rules
+    assert rules.count("openai-key-missing") == 1  # the LiteLLM key's own rule says it
     assert "Traceback" not in result.output
 
 

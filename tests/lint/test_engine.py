@@ -32,6 +32,7 @@ def test_default_paths_come_from_layout(tmp_path):
     inputs = Inputs.defaults(layout)
     assert inputs.unit == layout.unit_file and inputs.env_file == layout.env_file
     assert inputs.key_file == layout.key_file and inputs.proxy_config == layout.provider_file
+    assert inputs.upstream_key_file == layout.upstream_key_file
     assert inputs.venv is None and inputs.litellm_config is None  # no current runtime: skipped
     layout.current.mkdir(parents=True)
     assert Inputs.defaults(layout).venv == layout.current

@@ -114,14 +114,16 @@ yaml_text = st.one_of(structured.map(lambda o: yaml.safe_dump(o)), any_text)
 
 
 @SLOW
-@given(unit=any_text, env=any_text, key=any_text, provider=yaml_text, litellm=yaml_text,
-       metadata=any_text, lock=any_text, manifest=any_text)
-def test_whole_lint_run_never_crashes(unit, env, key, provider, litellm, metadata, lock, manifest):
+@given(unit=any_text, env=any_text, key=any_text, upstream=any_text, provider=yaml_text,
+       litellm=yaml_text, metadata=any_text, lock=any_text, manifest=any_text)
+def test_whole_lint_run_never_crashes(unit, env, key, upstream, provider, litellm, metadata, lock,
+                                      manifest):
     with tempfile.TemporaryDirectory() as tmp:
         d = Deployment(Path(tmp) / "d")
         d.write("unit", unit)
         d.write("env", env)
         d.write("key", key)
+        d.write("upstream", upstream)
         d.write("provider", provider)
         d.write("litellm", litellm)
         d.write("manifest", manifest)

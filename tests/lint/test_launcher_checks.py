@@ -1,6 +1,6 @@
-"""The rules that call the launcher's own checks (request-settings, optillm-internals, and the
-proxy key rules key-too-short and key-sk-prefix): what they pass and what they refuse, with the
-launcher's own message (one implementation of each check)."""
+"""The rules that call the launcher's own checks (request-settings, optillm-internals, and the key
+rules: openai-key-missing, upstream-key-in-env-file, key-too-short, key-sk-prefix): what they pass
+and what they refuse, with the launcher's own message (one implementation of each check)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from optillm_proxy_launcher import patches, settings
 
 from ops.lint.context import Context
+from ops.lint.readers.envfile import parse_env_file
 from ops.lint.rules import optillm_internals
 from tests.lint.corpus import EXEC
 
@@ -157,16 +158,100 @@ def test_real_server_py_with_one_function_edited(full_runtime, deployment):
                                     "toolkit's locks/")
 
 
-# --- the proxy key -----------------------------------------------------------------------------
-# The deployment keeps the key file under its credential name (api-key): given its directory as
-# CREDENTIALS_DIRECTORY, the launcher reads the very file lint reads, so its refusal and lint's
-# message must be the same text.
+# --- the two keys -----------------------------------------------------------------------------
+# The deployment keeps both key files in one directory under their credential names (api-key,
+# upstream-key): given as CREDENTIALS_DIRECTORY, the launcher reads the very files lint reads, so
+# its refusal and lint's message must be the same text.
 
 
 def launcher_refusal(deployment, read) -> str:
     with pytest.raises(settings.ConfigRefused) as refused:
         read({"CREDENTIALS_DIRECTORY": str(deployment.key_file.parent)})
     return str(refused.value)
+
+
+@pytest.mark.parametrize("text,line", [("", 1), (" \n\n", 1), ("sk-litellm virtual\n", 1),
+                                       ("sk-litellm\nsk-second\n", 2),
+                                       (settings.UPSTREAM_KEY_PLACEHOLDER + "\n", 1)],
+                         ids=["empty", "blank", "two-words", "two-lines", "placeholder"])
+def test_upstream_key_refused_by_the_launcher_is_openai_key_missing(deployment, text, line):
+    deployment.write("upstream", text)
+    findings = deployment.lint()
+    (finding,) = findings
+    assert (finding.rule, finding.path, finding.line) == (
+        "openai-key-missing", str(deployment.upstream_key_file), line), render(findings)
+    assert finding.message == REFUSES + launcher_refusal(deployment, settings.upstream_key)
+
+
+def test_missing_upstream_key_file_is_openai_key_missing_not_file_missing(deployment):
+    deployment.upstream_key_file.unlink()
+    findings = deployment.lint()
+    (finding,) = findings
+    assert (finding.rule, finding.line) == ("openai-key-missing", 0), render(findings)
+    assert finding.message == ("the service will not start: "
+                               + launcher_refusal(deployment, settings.upstream_key))
+    assert "LoadCredential=upstream-key:/etc/optillm-proxy/upstream-key" in finding.message
+
+
+def test_unreadable_upstream_key_file_is_file_unreadable_only(deployment):
+    import os
+    if os.geteuid() == 0:  # root reads a 0000 file; a directory is unreadable for anyone
+        deployment.upstream_key_file.unlink()
+        deployment.upstream_key_file.mkdir()
+    else:
+        deployment.upstream_key_file.chmod(0)
+    findings = deployment.lint()
+    assert [f.rule for f in findings] == ["file-unreadable"], render(findings)
+    assert findings[0].message.startswith("upstream-key-file: ")
+
+
+@pytest.mark.parametrize("text", ["sk-litellm-virtual-key\n", "  sk-litellm-virtual-key  \n\n",
+                                  "short"])
+def test_upstream_key_the_launcher_accepts_lints_clean(deployment, text):
+    """sk- is a LiteLLM virtual key's form (only the proxy key must avoid it); the LiteLLM key's
+    strength is LiteLLM's business: no length rule."""
+    deployment.write("upstream", text)
+    findings = deployment.lint()
+    assert findings == [], render(findings)
+    assert settings.upstream_key({"CREDENTIALS_DIRECTORY": str(deployment.key_file.parent)})
+
+
+def test_openai_api_key_in_env_file_is_the_launchers_refusal_without_the_value(deployment):
+    deployment.append("env", "OPENAI_API_KEY=sk-secret-value\n")
+    findings = deployment.lint()
+    (finding,) = findings
+    assert (finding.rule, finding.path, finding.line) == (
+        "upstream-key-in-env-file", str(deployment.env_file), 4), render(findings)
+    with pytest.raises(settings.ConfigRefused) as refused:
+        settings.check_environment(parse_env_file(deployment.env_file.read_text()).as_dict())
+    assert finding.message == REFUSES + str(refused.value)
+    assert "install.sh moves it for you" in finding.message
+    assert "sk-secret-value" not in finding.message
+
+
+def test_each_openai_api_key_line_is_reported(deployment):
+    deployment.append("env", "OPENAI_API_KEY=a\nPROXY_RECORDS=off\nOPENAI_API_KEY=b\n")
+    findings = deployment.lint()
+    assert {(f.rule, f.line) for f in findings} == {("upstream-key-in-env-file", 4),
+                                                   ("upstream-key-in-env-file", 6),
+                                                   ("env-syntax", 6)}, render(findings)
+
+
+def test_unit_without_upstream_credential(deployment):
+    deployment.replace("unit", "LoadCredential=upstream-key:/etc/optillm-proxy/upstream-key\n", "")
+    findings = deployment.lint()
+    (finding,) = findings
+    assert (finding.rule, finding.path, finding.line) == ("key-not-loaded", str(deployment.unit), 7)
+    assert "LoadCredential=upstream-key:/etc/optillm-proxy/upstream-key" in finding.message
+
+
+def test_unit_without_either_credential_says_both(deployment):
+    deployment.replace("unit", "LoadCredential=upstream-key:/etc/optillm-proxy/upstream-key\n", "")
+    deployment.replace("unit", "LoadCredential=api-key:/etc/optillm-proxy/api-key\n", "")
+    findings = deployment.lint()
+    assert [f.rule for f in findings] == ["key-not-loaded"] * 2, render(findings)
+    assert {f.message.split(":", 1)[0] for f in findings} == {
+        "no LoadCredential=api-key", "no LoadCredential=upstream-key"}
 
 
 @pytest.mark.parametrize("text,rule,line", [("\n", "key-too-short", 1),

@@ -1,6 +1,7 @@
 """The project's own files lint clean: the shipped unit and env.example, and everything
-`./install.sh --root DIR` generates, its real lean runtime (built from locks/lean.txt) included.
-Then the real runtime is broken the way operators break it, and lint notices."""
+`./install.sh --root DIR` generates, its real lean runtime (built from locks/lean.txt) included,
+once the LiteLLM key install.sh cannot invent is written. Then the real runtime is broken the
+way operators break it, and lint notices."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from optillm_proxy_launcher import settings
 
 from ops.layout import Layout
 from ops.lint import engine
 from ops.lint.context import Context, Inputs
-from tests.lint.deployment import REPO, generated_key
+from tests.lint.deployment import REPO, UPSTREAM_KEY, generated_key
 
 SHIPPED_UNIT = REPO / "systemd" / "optillm-proxy.service"
 ENV_EXAMPLE = REPO / "etc" / "optillm-proxy" / "env.example"
@@ -23,6 +25,14 @@ INSTALL = REPO / "install.sh"
 
 def render(findings) -> str:
     return "\n".join(f.render() for f in findings)
+
+
+def written_upstream_key(directory: Path) -> Path:
+    """The LiteLLM key as the operator writes it (install.sh's note: one line, root 0600)."""
+    path = directory / "upstream-key"
+    path.write_text(UPSTREAM_KEY + "\n")
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +53,10 @@ def staged(tmp_path_factory) -> Layout:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_shipped_unit_and_filled_env_example_lint_clean(tmp_path):
+def test_shipped_unit_and_env_example_lint_clean(tmp_path):
+    """env.example as shipped (no secret to fill in: the LiteLLM key is the upstream key file)."""
     env = tmp_path / "env"
-    env.write_text(ENV_EXAMPLE.read_text().replace(
-        "OPENAI_API_KEY=replace-with-the-litellm-key", "OPENAI_API_KEY=sk-litellm-virtual-key"))
-    assert env.read_text() != ENV_EXAMPLE.read_text(), "env.example no longer has the placeholder"
+    env.write_text(ENV_EXAMPLE.read_text())
     key = tmp_path / "api-key"
     key.write_text(generated_key() + "\n")
     home = tmp_path / "home" / ".optillm"
@@ -58,15 +67,28 @@ def test_shipped_unit_and_filled_env_example_lint_clean(tmp_path):
     for secret in (env, key):
         secret.chmod(0o600)
     inputs = Inputs(unit=SHIPPED_UNIT, env_file=env, key_file=key,
+                    upstream_key_file=written_upstream_key(tmp_path),
                     proxy_config=home / "proxy_config.yaml")
     findings = engine.run(Context(inputs, process_env={}))
     assert findings == [], render(findings)
 
 
-def test_what_install_sh_generates_lints_clean(staged):
+def test_what_install_sh_generates_lints_clean(staged, tmp_path):
     ctx = Context(Inputs.defaults(staged), process_env={})
     assert ctx.inputs.venv == staged.current  # the default: the current runtime
+    assert ctx.inputs.upstream_key_file == staged.upstream_key_file
     findings = engine.run(ctx)
+    # install.sh cannot invent the LiteLLM key: it leaves a note (and no key, or an empty 0600
+    # file to fill in) and does not start the service without it. That absence is the one
+    # finding, in the launcher's words (the staged conf dir holds the file under its credential
+    # name), and only until the key is written.
+    assert [(f.rule, f.path) for f in findings] == [
+        ("openai-key-missing", str(staged.upstream_key_file))], render(findings)
+    with pytest.raises(settings.ConfigRefused) as refused:
+        settings.upstream_key({"CREDENTIALS_DIRECTORY": str(staged.upstream_key_file.parent)})
+    assert findings[0].message.endswith(str(refused.value))
+    keyed = Inputs.defaults(staged, upstream_key_file=written_upstream_key(tmp_path))
+    findings = engine.run(Context(keyed, process_env={}))
     assert findings == [], render(findings)
     assert ctx.runtime.profile == "lean"
     assert len(ctx.runtime.dists) > 40  # a real runtime, not a stub
@@ -84,7 +106,7 @@ def test_real_runtime_with_a_package_removed_is_caught(staged, tmp_path):
     shutil.copytree(staged.current.resolve(), runtime, symlinks=True)
     subprocess.run(["uv", "pip", "uninstall", "-q", "--python", str(runtime / "bin" / "python"),
                     "math-verify"], check=True, capture_output=True)
-    inputs = Inputs.defaults(staged, venv=runtime)
+    inputs = Inputs.defaults(staged, venv=runtime, upstream_key_file=written_upstream_key(tmp_path))
     findings = engine.run(Context(inputs, process_env={}))
     (finding,) = findings
     assert finding.rule == "lock-unsatisfied"
@@ -97,7 +119,8 @@ def test_plugin_the_real_lean_runtime_cannot_import(staged, tmp_path):
     env.write_text(staged.env_file.read_text().replace("PROXY_PLUGINS=none",
                                                         "PROXY_PLUGINS=executecode"))
     env.chmod(0o600)
-    findings = engine.run(Context(Inputs.defaults(staged, env_file=env), process_env={}))
+    inputs = Inputs.defaults(staged, env_file=env, upstream_key_file=written_upstream_key(tmp_path))
+    findings = engine.run(Context(inputs, process_env={}))
     assert [f.rule for f in findings] == ["plugin-not-in-profile"], render(findings)
     assert "executecode cannot be imported by the installed 'lean' profile" in findings[0].message
 
@@ -106,8 +129,8 @@ LITELLM_CONFIG = REPO / "tests" / "chain" / "litellm-config.yaml"
 
 
 def _litellm_findings(path: Path, env: Path):
-    inputs = Inputs(unit=SHIPPED_UNIT, env_file=env, key_file=env, proxy_config=env,
-                    litellm_config=path)
+    inputs = Inputs(unit=SHIPPED_UNIT, env_file=env, key_file=env, upstream_key_file=env,
+                    proxy_config=env, litellm_config=path)
     return [f for f in engine.run(Context(inputs, process_env={})) if f.rule.startswith("litellm-")]
 
 
@@ -116,7 +139,7 @@ def test_shipped_litellm_config_lints_clean_and_its_loop_variant_does_not(tmp_pa
     if not LITELLM_CONFIG.exists():
         pytest.fail(f"{LITELLM_CONFIG.relative_to(REPO)} is missing (shipped by the chain work)")
     env = tmp_path / "env"
-    env.write_text("OPENAI_API_KEY=x\nPROXY_PLUGINS=none\n")
+    env.write_text("PROXY_PLUGINS=none\n")
     assert _litellm_findings(LITELLM_CONFIG, env) == []
     looped = tmp_path / "litellm.yaml"
     looped.write_text(LITELLM_CONFIG.read_text().replace("http://127.0.0.1:8000/v1",

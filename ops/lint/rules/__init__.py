@@ -39,6 +39,7 @@ from ops.lint.rules import (
     request_settings,
     secret_file_mode,
     unit_syntax,
+    upstream_key_in_env_file,
 )
 
 RULES = (
@@ -46,8 +47,8 @@ RULES = (
     file_missing, file_unreadable,
     # environment
     process_optillm_api_key, optillm_api_key_configured, optillm_variable,
-    # env file
-    env_syntax, openai_key_missing, secret_file_mode, request_settings,
+    # env file and the LiteLLM key
+    env_syntax, openai_key_missing, upstream_key_in_env_file, secret_file_mode, request_settings,
     # unit
     unit_syntax, exec_start, host_not_loopback, base_url_not_loopback, base_url_self_loop,
     model_approach_prefix, approach_proxy, approach_auto, approach_fixed, log_debug,

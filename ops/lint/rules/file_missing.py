@@ -2,7 +2,8 @@
 
 Why: the unit, env file and key file are what systemd needs to start the proxy; a runtime or
 LiteLLM config given on the command line was meant to be checked. Nothing can be said about a
-file that is not there, and the service will not start without it.
+file that is not there, and the service will not start without it. (A missing LiteLLM key file
+is openai-key-missing, a missing provider file provider-file-missing: each says what it breaks.)
 
 Fails:
     opsctl lint --env-file /etc/optillm-proxy/env    # no such file
@@ -23,11 +24,13 @@ SEVERITY = ERROR
 def check(ctx):
     _touch_inputs(ctx)
     for p in ctx.load_problems:
-        # The provider file has its own rule: its absence has a specific, dangerous effect.
-        if p.kind == "missing" and p.input != "proxy-config":
+        # The provider file and the LiteLLM key have their own rules (provider-file-missing,
+        # openai-key-missing): each absence has a specific effect, said there.
+        if p.kind == "missing" and p.input not in ("proxy-config", "upstream-key-file"):
             yield Problem(p.path, p.line, f"{p.input}: {p.message}")
 
 
 def _touch_inputs(ctx):
     """Load every input so its load problems are known, whatever rule order is."""
-    ctx.unit, ctx.env, ctx.key_text, ctx.provider_config, ctx.litellm_config, ctx.runtime
+    (ctx.unit, ctx.env, ctx.key_text, ctx.upstream_key_text, ctx.provider_config,
+     ctx.litellm_config, ctx.runtime)

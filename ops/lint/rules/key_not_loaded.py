@@ -1,36 +1,49 @@
-"""The unit gives the proxy no key (no LoadCredential=api-key:...).
+"""The unit does not load both keys (LoadCredential=api-key:... and upstream-key:...).
 
-Why: the launcher reads the proxy key from $CREDENTIALS_DIRECTORY/api-key; without
-LoadCredential= it refuses to start (exit 78). A plain `optillm` ExecStart without a key
-answers anyone on the machine, and forwards their `sk-` bearers upstream.
+Why: the launcher reads the proxy key from $CREDENTIALS_DIRECTORY/api-key and the LiteLLM key
+from $CREDENTIALS_DIRECTORY/upstream-key; without the LoadCredential= for either it refuses to
+start (exit 78). A plain `optillm` ExecStart without a key answers anyone on the machine, and
+forwards their `sk-` bearers upstream.
 
 Fails:
     [Service]
     ExecStart=... optillm-proxy-launcher.py ...      # and no LoadCredential=
+    LoadCredential=api-key:/etc/optillm-proxy/api-key   # alone: no upstream-key
 
 Passes:
     [Service]
     LoadCredential=api-key:/etc/optillm-proxy/api-key
+    LoadCredential=upstream-key:/etc/optillm-proxy/upstream-key
 
-Fix: add `LoadCredential=api-key:/etc/optillm-proxy/api-key` to [Service].
+Fix: add `LoadCredential=api-key:/etc/optillm-proxy/api-key` and
+`LoadCredential=upstream-key:/etc/optillm-proxy/upstream-key` to [Service] (as the shipped unit
+has them).
 """
+
+from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._command import optillm_command
 
 ID = "key-not-loaded"
 SEVERITY = ERROR
+_DIRECTIVES = ("LoadCredential", "LoadCredentialEncrypted", "SetCredential", "SetCredentialEncrypted")
 
 
 def check(ctx):
     es = optillm_command(ctx)
-    if es is None or "--optillm-api-key" in es.command.flags:
-        return  # key-on-command-line covers a literal key
-    for key in ("LoadCredential", "LoadCredentialEncrypted", "SetCredential",
-                "SetCredentialEncrypted"):
-        for d in ctx.unit.effective("Service", key):
-            if d.value.split(":", 1)[0].strip() == "api-key":
-                return
+    if es is None:
+        return
+    loaded = {d.value.split(":", 1)[0].strip()
+              for key in _DIRECTIVES for d in ctx.unit.effective("Service", key)}
     d = es.directive
-    yield Problem(d.path, d.line, "no LoadCredential=api-key:... in [Service]: the proxy gets "
-                                  "no key; add LoadCredential=api-key:/etc/optillm-proxy/api-key")
+    # key-on-command-line covers a literal proxy key.
+    if settings.CREDENTIAL_NAME not in loaded and "--optillm-api-key" not in es.command.flags:
+        yield Problem(d.path, d.line, f"no LoadCredential={settings.CREDENTIAL_NAME}:... in [Service]: "
+                                      "the proxy gets no key; add "
+                                      f"LoadCredential={settings.CREDENTIAL_NAME}:{settings.KEY_FILE_HINT}")
+    if settings.UPSTREAM_CREDENTIAL_NAME not in loaded:
+        name, hint = settings.UPSTREAM_CREDENTIAL_NAME, settings.UPSTREAM_KEY_FILE_HINT
+        yield Problem(d.path, d.line, f"no LoadCredential={name}:... in [Service]: the proxy has no "
+                                      "LiteLLM key and the launcher refuses to start; add "
+                                      f"LoadCredential={name}:{hint}")

@@ -1,30 +1,47 @@
-"""The env file does not give OPENAI_API_KEY a value.
+"""The LiteLLM key (the upstream-key credential) is missing, empty or a placeholder.
 
-Why: optillm uses OPENAI_API_KEY to call LiteLLM (and the provider file interpolates it).
-Without it every upstream call fails with 401, or the openai client refuses to start.
+Why: the proxy calls LiteLLM with the key in /etc/optillm-proxy/upstream-key, delivered by
+LoadCredential=upstream-key (the launcher hands it to its upstream client in-process; the env
+file's OPENAI_API_KEY is no longer read). Without the file systemd cannot hand it over, and the
+launcher refuses to start (exit 78) when the key is empty, more than one word, or still the
+placeholder replace-with-the-litellm-key an earlier install wrote. Lint calls the launcher's own
+checks (optillm_proxy_launcher.settings), so the message is the launcher's. The ID predates the
+credential: it is the same fact, the LiteLLM key being absent.
 
 Fails:
-    OPENAI_API_KEY=
+    /etc/optillm-proxy/upstream-key does not exist
+    replace-with-the-litellm-key          (the file's only line)
 
 Passes:
-    OPENAI_API_KEY=sk-litellm-virtual-key
+    sk-litellm-virtual-key                (the file's only line, root 0600)
 
-Fix: set OPENAI_API_KEY in /etc/optillm-proxy/env to the LiteLLM key this proxy should use,
-then `systemctl restart optillm-proxy`.
+Fix: write the LiteLLM virtual key for this proxy to /etc/optillm-proxy/upstream-key (one line,
+chmod 0600), then `systemctl restart optillm-proxy` (or re-run `sudo ./install.sh`: it starts the
+service once the key is there).
 """
+
+from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 
 ID = "openai-key-missing"
 SEVERITY = ERROR
+REFUSES = "the launcher refuses to start (exit 78)"
+INPUT = "upstream-key-file"
 
 
 def check(ctx):
-    if ctx.env is None:
+    text = ctx.upstream_key_text
+    path = ctx.inputs.upstream_key_file
+    name, hint, what = (settings.UPSTREAM_CREDENTIAL_NAME, settings.UPSTREAM_KEY_FILE_HINT,
+                        settings.UPSTREAM_KEY_WHAT)
+    if text is None:
+        if ctx.is_missing(INPUT):  # else unreadable: file-unreadable says so
+            yield Problem(str(path), 0, "the service will not start: "
+                                        f"{settings.credential_missing(path, name, hint, what)}")
         return
-    a = ctx.env.get("OPENAI_API_KEY")
-    path = str(ctx.inputs.env_file)
-    if a is None:
-        yield Problem(path, 1, "OPENAI_API_KEY is not set; add OPENAI_API_KEY=<LiteLLM key>")
-    elif not a.value.strip():
-        yield Problem(path, a.line, "OPENAI_API_KEY is empty; set it to the LiteLLM key")
+    try:
+        settings.check_upstream_key(settings.check_key_text(text, path, hint, what))
+    except settings.ConfigRefused as exc:
+        line = 2 if "\n" in text.strip() else 1
+        yield Problem(str(path), line, f"{REFUSES}: {exc}")

@@ -1,17 +1,21 @@
-"""The env file or the key file is readable by group or others.
+"""The env file, the key file or the upstream key file is readable by group or others.
 
-Why: the env file holds OPENAI_API_KEY (the LiteLLM key), the key file the proxy key. A
+Why: the key file holds the proxy key, the upstream key file the LiteLLM key (and with it the
+LiteLLM budget). The env file holds no secret any more, but install.sh keeps it 0600 too: one
+from an earlier install may still carry OPENAI_API_KEY until install.sh moves it. A
 group/world-readable secret is readable by every local user or service in that group.
 
 Fails:
     -rw-r--r-- root root /etc/optillm-proxy/api-key
+    -rw-r----- root adm  /etc/optillm-proxy/upstream-key
 
 Passes:
     -rw------- root root /etc/optillm-proxy/api-key
+    -rw------- root root /etc/optillm-proxy/upstream-key
 
-Fix: chmod 0600 /etc/optillm-proxy/env /etc/optillm-proxy/api-key (systemd reads them as
-root: LoadCredential= and EnvironmentFile= need no other access), and rotate the key if it
-may have been read.
+Fix: chmod 0600 /etc/optillm-proxy/env /etc/optillm-proxy/api-key /etc/optillm-proxy/upstream-key
+(systemd reads them as root: LoadCredential= and EnvironmentFile= need no other access), and
+rotate a key that may have been read.
 """
 
 import os
@@ -24,7 +28,7 @@ SEVERITY = ERROR
 
 
 def check(ctx):
-    for path in (ctx.inputs.env_file, ctx.inputs.key_file):
+    for path in (ctx.inputs.env_file, ctx.inputs.key_file, ctx.inputs.upstream_key_file):
         try:
             st = os.stat(path)
         except OSError:
