@@ -1,8 +1,8 @@
 """optillm's --base-url is missing or is not an http:// URL on loopback.
 
 Why: --base-url is where every strategy's calls go (LiteLLM at http://127.0.0.1:4000/v1).
-Without it optillm 0.3.12 calls OpenAI's public API with OPENAI_API_KEY; a remote URL sends
-prompts and the key off the machine.
+Without it stock optillm 0.3.12 calls OpenAI's public API (the launcher refuses to start); a
+remote URL sends prompts and the LiteLLM key off the machine.
 
 Fails:
     ExecStart=... --base-url https://api.example.com/v1 ...

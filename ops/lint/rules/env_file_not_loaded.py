@@ -1,9 +1,9 @@
 """The unit has no EnvironmentFile=, so the env file never reaches the service.
 
-Why: OPENAI_API_KEY (optillm's key for LiteLLM) and PROXY_PLUGINS live in
-/etc/optillm-proxy/env. Without EnvironmentFile= every upstream call fails with 401 and the
-plugin setting silently falls back to the launcher's default, whatever the file says.
-A leading `-` (EnvironmentFile=-/etc/...) also hides a missing file.
+Why: PROXY_PLUGINS, PROXY_APPROACHES, PROXY_RECORDS and the request bounds live in
+/etc/optillm-proxy/env (no secret: both keys are credentials). Without EnvironmentFile= each
+silently falls back to the launcher's default, whatever the file says. A leading `-`
+(EnvironmentFile=-/etc/...) also hides a missing file.
 
 Fails:
     [Service]
@@ -30,11 +30,11 @@ def check(ctx):
     found = ctx.unit.effective("Service", "EnvironmentFile")
     if not found:
         d = es.directive
-        yield Problem(d.path, d.line, "no EnvironmentFile= in [Service]: OPENAI_API_KEY and "
-                                      "PROXY_PLUGINS never reach optillm; add "
+        yield Problem(d.path, d.line, "no EnvironmentFile= in [Service]: PROXY_PLUGINS and the "
+                                      "request settings never reach the launcher; add "
                                       "EnvironmentFile=/etc/optillm-proxy/env")
     for d in found:
         if d.value.startswith("-"):
             yield Problem(d.path, d.line, f"EnvironmentFile={d.value}: the leading '-' lets the "
-                                          "service start without its key when the file is "
-                                          "missing; remove the '-'")
+                                          "service start without its settings when the file "
+                                          "is missing; remove the '-'")

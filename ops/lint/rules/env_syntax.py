@@ -4,16 +4,16 @@ Why: EnvironmentFile= is not a shell script and not a dotenv file. systemd silen
 lines without `=` and names like `export KEY`, keeps `# comments` after a value as part of
 the value, glues text after a closing quote onto the value, lets an unclosed quote swallow
 the following lines, and keeps only the last of two assignments. The service then runs with
-a key or setting nobody wrote.
+a setting nobody wrote.
 
 Fails:
-    export OPENAI_API_KEY=sk-litellm      # dropped: invalid name
+    export PROXY_PLUGINS=json             # dropped: invalid name
     PROXY_PLUGINS=none  # default          # value is "none  # default"
 
 Passes:
-    # the LiteLLM key
-    OPENAI_API_KEY=sk-litellm
-    PROXY_PLUGINS=none
+    # plugins the launcher loads
+    PROXY_PLUGINS=json
+    UPSTREAM_RETRIES=1
 
 Fix: one NAME=value per line, comments on their own lines, quotes closed on the same line,
 no `export`.

@@ -2,7 +2,8 @@
 
 Why: optillm 0.3.12's proxy plugin looks for ~/.optillm/proxy_config.yaml (or .yml) and,
 when neither exists, uses its packaged example_config.yaml: OpenAI, Azure, Together and
-Anyscale, called with OPENAI_API_KEY. Prompts and the key would go to public clouds.
+Anyscale, called with ${OPENAI_API_KEY} (the LiteLLM key: the launcher sets it in its own
+process from the upstream-key credential). Prompts and the key would go to public clouds.
 
 Fails:
     /var/lib/optillm-proxy/.optillm/proxy_config.yaml does not exist

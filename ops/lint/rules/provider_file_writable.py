@@ -1,8 +1,9 @@
 """The provider file, or its .optillm directory, is writable by someone other than root.
 
 Why: whoever can write the provider file decides where the proxy plugin sends prompts and
-OPENAI_API_KEY. install.sh makes both root-owned (file 0644, directory 0755) inside the
-service user's home, so not even the service can redirect itself.
+the LiteLLM key (${OPENAI_API_KEY}, set in-process by the launcher). install.sh makes both
+root-owned (file 0644, directory 0755) inside the service user's home, so not even the service
+can redirect itself.
 
 Fails:
     -rw-rw-rw- root root /var/lib/optillm-proxy/.optillm/proxy_config.yaml

@@ -1,8 +1,9 @@
 """A provider in the proxy plugin's provider file is not on loopback.
 
 Why: the proxy plugin sends requests, with the interpolated api_key, to each provider's
-base_url. Anything but the local LiteLLM sends prompts and OPENAI_API_KEY off the machine,
-past LiteLLM's budgets and logging.
+base_url. Anything but the local LiteLLM sends prompts and the LiteLLM key (${OPENAI_API_KEY},
+which the launcher sets in-process from the upstream-key credential) off the machine, past
+LiteLLM's budgets and logging.
 
 Fails:
     providers:
