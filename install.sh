@@ -682,20 +682,30 @@ write_upstream_key_file() {
   case "${outcome}" in
     moved) changed "moved OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE} (the env file holds no secret now)" ;;
     dropped) changed "removed the OPENAI_API_KEY lines from ${ENV_FILE} (${UPSTREAM_KEY_FILE} is the key)" ;;
+    conflict)
+      NOTES+=("${ENV_FILE} has an OPENAI_API_KEY different from ${UPSTREAM_KEY_FILE}: keep the right key in ${UPSTREAM_KEY_FILE} and delete the line (the launcher refuses to start while it is there)")
+      ;;
     *) ;;
   esac
+  if [[ ! -e "${dest}" ]]; then
+    # Empty and 0600 already, so that `sudoedit` fills a file nobody else could ever read.
+    (umask 077 && : >"${dest}")
+    chown_root "${dest}"
+    changed "created ${UPSTREAM_KEY_FILE} (empty, mode 0600) for the LiteLLM key"
+  fi
   if [[ -s "${dest}" ]]; then
     chown_root "${dest}"
     report "${UPSTREAM_KEY_FILE} (mode 0600)${outcome:+: ${outcome} from ${ENV_FILE}}"
   else
     UPSTREAM_KEY_MISSING=1
-    NOTES+=("no LiteLLM key: write it to ${UPSTREAM_KEY_FILE} (one line, root 0600), then re-run install.sh")
+    NOTES+=("no LiteLLM key: write it into ${UPSTREAM_KEY_FILE} (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh")
     report "${UPSTREAM_KEY_FILE} is missing or empty: the service will not be started"
   fi
 }
 
-# Prints `moved` (the env file's value became the new key file), `dropped` (the env lines were
-# removed: the key file already existed, or the value was empty or the old placeholder) or nothing.
+# Prints `moved` (the env file's value filled the absent or empty key file), `dropped` (the env
+# lines were removed: the key file already held the same key, or the value was empty or the old
+# placeholder), `conflict` (the key file holds another key: nothing touched) or nothing.
 migrate_upstream_key() {
   [[ -f "$1" ]] || return 0
   (
@@ -710,11 +720,16 @@ if not values:
     sys.exit(0)
 value = values[-1]  # systemd applies the last assignment
 outcome = "dropped"
-if value and value != "replace-with-the-litellm-key" and not os.path.exists(key_path):
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
-    outcome = "moved"
+existing = open(key_path, encoding="utf-8").read().strip() if os.path.exists(key_path) else ""
+if value and value != "replace-with-the-litellm-key":
+    if existing and existing != value:
+        print("conflict")  # two different keys: keep both where they are, the operator decides
+        sys.exit(0)
+    if not existing:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+        outcome = "moved"
 note = "# OPENAI_API_KEY: moved to /etc/optillm-proxy/upstream-key by install.sh (a credential, not a variable)\n"
 kept = [note if pattern.match(line) else line for line in lines]
 tmp = env_path + ".install-tmp"
@@ -1038,7 +1053,7 @@ start_service() {
     changed "enabled ${SOCKET_UNIT} and ${SERVICE} at boot"
   fi
   if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
-    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (one line, root 0600), then re-run install.sh"
+    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh"
     report "not started: ${UPSTREAM_KEY_FILE} is missing or empty"
     return
   fi

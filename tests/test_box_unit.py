@@ -85,7 +85,7 @@ def test_systemctl_show_reports_hardening(box):
     assert shown["WatchdogUSec"] not in ("0", "infinity", "")
     # systemd 252 prints LoadCredential as "[unprintable]": check the unit's line and the result.
     assert f"LoadCredential=api-key:{LAYOUT.key_file}" in box.check(f"systemctl cat {SERVICE}")
-    assert box.check(f"ls /run/credentials/{SERVICE}.service/").split() == ["api-key"]
+    assert box.check(f"ls /run/credentials/{SERVICE}.service/").split() == ["api-key", "upstream-key"]
     assert str(LAYOUT.env_file) in shown["EnvironmentFiles"]
     exec_start = shown["ExecStart"]
     for flag in ("--host 127.0.0.1", f"--port {LISTEN_PORT}", "--base-url http://127.0.0.1:4000/v1",

@@ -308,15 +308,38 @@ def test_upstream_key_in_an_old_env_file_moves_into_its_credential_file(staged_c
     assert again.returncode == 0 and "moved OPENAI_API_KEY" not in again.output, again.output
 
 
-def test_an_existing_upstream_key_file_wins_and_the_env_line_goes(staged_copy):
+def test_the_same_key_in_both_places_leaves_only_the_key_file(staged_copy):
     lay = staged_copy
-    lay.upstream_key_file.write_text("the-key-file-value\n")
-    lay.env_file.write_text("OPENAI_API_KEY=an-older-value\n")
+    lay.upstream_key_file.write_text("the-litellm-key\n")
+    lay.env_file.write_text("OPENAI_API_KEY=the-litellm-key\n")
     run = stage(lay.root)
     assert run.returncode == 0, run.output
-    assert lay.upstream_key_file.read_text() == "the-key-file-value\n"
-    assert "an-older-value" not in lay.env_file.read_text()
+    assert lay.upstream_key_file.read_text() == "the-litellm-key\n"
+    assert "the-litellm-key" not in lay.env_file.read_text()
     assert "removed the OPENAI_API_KEY lines" in run.output
+
+
+def test_an_empty_key_file_is_filled_from_the_env_file(staged_copy):
+    """A fresh install made the file empty; the operator then wrote the key where it used to go."""
+    lay = staged_copy
+    lay.upstream_key_file.write_text("")
+    lay.env_file.write_text("OPENAI_API_KEY=the-litellm-key\n")
+    run = stage(lay.root)
+    assert run.returncode == 0, run.output
+    assert lay.upstream_key_file.read_text() == "the-litellm-key\n" and mode(lay.upstream_key_file) == 0o600
+    assert "the-litellm-key" not in lay.env_file.read_text()
+
+
+def test_two_different_keys_are_both_kept_and_the_operator_told(staged_copy):
+    lay = staged_copy
+    lay.upstream_key_file.write_text("key-in-the-file\n")
+    lay.env_file.write_text("OPENAI_API_KEY=another-key\n")
+    run = stage(lay.root)
+    assert run.returncode == 0, run.output
+    assert lay.upstream_key_file.read_text() == "key-in-the-file\n"
+    assert lay.env_file.read_text() == "OPENAI_API_KEY=another-key\n"
+    assert "has an OPENAI_API_KEY different from /etc/optillm-proxy/upstream-key" in run.output
+    assert "another-key" not in run.output and "key-in-the-file" not in run.output
 
 
 def test_without_an_upstream_key_the_summary_says_where_to_write_it(staged_copy):
@@ -325,7 +348,10 @@ def test_without_an_upstream_key_the_summary_says_where_to_write_it(staged_copy)
     lay.env_file.write_text("PROXY_PLUGINS=none\n")
     run = stage(lay.root)
     assert run.returncode == 0, run.output  # staged: nothing is started anyway
-    assert "no LiteLLM key: write it to /etc/optillm-proxy/upstream-key (one line, root 0600)" in run.output
+    assert ("no LiteLLM key: write it into /etc/optillm-proxy/upstream-key (sudoedit /etc/optillm-proxy/upstream-key; "
+            "one line), then re-run install.sh") in run.output
+    # Created empty and private, so the operator's editor fills a file nobody else can read.
+    assert lay.upstream_key_file.read_text() == "" and mode(lay.upstream_key_file) == 0o600
 
 
 def test_existing_env_and_key_survive_a_rerun_byte_for_byte(staged_copy):
