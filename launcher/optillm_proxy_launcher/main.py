@@ -59,7 +59,7 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
     loader = None if prepared.enabled == "all" else make_subset_loader(server, prepared.enabled, prepared.table)
     from optillm_proxy_launcher.metrics import Metrics
 
-    metrics = Metrics()
+    metrics = Metrics(approaches=sorted(request.approaches))
     sender = records.make_sender(request.records, os.environ)
     observers = [metrics.observe] + ([sender] if sender else [])
     patches.apply(server, load_plugins=loader, upstream=upstream,

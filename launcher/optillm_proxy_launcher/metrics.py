@@ -2,13 +2,24 @@
 
 /metrics needs no key, like /health: the port is loopback-only (IPAddressAllow=localhost), the
 figures carry no content and no secret, and a scraper holding the proxy key would spread a
-credential that can spend LiteLLM budget. The default registry's process and platform
-collectors come along (CPU, memory, open files, start time).
+credential that can spend LiteLLM budget. The process collector comes along (CPU, memory, open
+files, start time): the unit's ProcSubset=pid hides /proc/stat, where prometheus_client reads the
+boot time, so ours takes it from CLOCK_BOOTTIME instead (else it exports nothing, silently).
+Every allowed approach's series exist from the start at 0, so rate()/increase() see the first
+event after a restart.
 """
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics, make_wsgi_app
+import time
+
+from prometheus_client import (PROCESS_COLLECTOR, REGISTRY, Counter, Gauge, Histogram, ProcessCollector,
+                               disable_created_metrics, make_wsgi_app)
+
+
+class SandboxedProcessCollector(ProcessCollector):
+    def _boot_time(self) -> float:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 from optillm_proxy_launcher.records import Record
 
@@ -17,9 +28,12 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class Metrics:
-    def __init__(self, registry=REGISTRY) -> None:
+    def __init__(self, registry=REGISTRY, approaches=()) -> None:
         # `*_created` series double every counter's output and no alert or report reads them.
         disable_created_metrics()
+        if registry is REGISTRY:
+            REGISTRY.unregister(PROCESS_COLLECTOR)
+            SandboxedProcessCollector(registry=registry)
         self.registry = registry
         self.requests = Counter("optillm_proxy_requests", "Client requests answered, by approach and HTTP status.",
                                 ["approach", "status"], registry=registry)
@@ -48,6 +62,13 @@ class Metrics:
         self.in_flight = Gauge("optillm_proxy_requests_in_flight", "Client requests being served now.",
                                registry=registry)
         self.app = make_wsgi_app(registry)
+        for approach in ("none", *approaches):
+            self.duration.labels(approach)
+            for counter in (self.upstream_calls, self.upstream_errors, self.upstream_retries,
+                            self.upstream_timeouts, self.deadline_exceeded):
+                counter.labels(approach)
+            for kind in ("prompt", "completion"):
+                self.upstream_tokens.labels(approach, kind)
 
     def observe(self, record: Record) -> None:
         approach = record.approach

@@ -30,7 +30,7 @@ class Record:
     method: str
     path: str
     model: str  # as the client asked ("" when absent or not a string)
-    approach: str  # "none" for the base model; for a refusal, what the model name asked, if known
+    approach: str  # "none" for the base model; "-" when none ran (refused, unauthenticated, not a chat)
     base_model: str
     status: int
     duration_ms: int
