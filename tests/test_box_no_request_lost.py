@@ -215,3 +215,42 @@ def test_socket_unit_is_scored_in_the_box(box):
     service_out = box.run(f"systemd-analyze security --no-pager {SERVICE}").stdout
     score = float(service_out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
     assert score <= 0.9, service_out[-2000:]
+
+
+def test_at_memory_max_the_kernel_kills_systemd_restarts_and_the_journal_says_so(box, box_upstream):
+    """The unit's bound, made small in a drop-in, and request bodies that overrun it: one OOM kill,
+    one journal line naming it, and the service back by itself (Restart=on-failure)."""
+    dropin = box.root / f"etc/systemd/system/{SERVICE}.service.d/90-test-memory.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Service]\nMemoryHigh=infinity\nMemoryMax=200M\n")
+    try:
+        box_run(box, f"systemctl daemon-reload && systemctl reset-failed {SERVICE} && systemctl restart {SERVICE}")
+        service.wait_healthy(box)
+        pid, restarts = service.main_pid(box), service.n_restarts(box)
+        body = ('{"model": "cepo-jerry-xl", "messages": [{"role": "user", "content": "'
+                + "x" * (4 * 1024 * 1024 - 200) + '"}]}').encode()
+
+        def big():
+            try:
+                httpx.post(URL, content=body, timeout=60, headers={
+                    "Authorization": f"Bearer {proxy_key(box)}", "Content-Type": "application/json"})
+            except httpx.HTTPError:
+                pass  # the process that held it was killed: that is the point
+
+        deadline = time.monotonic() + 120
+        while service.n_restarts(box) == restarts and time.monotonic() < deadline:
+            threads = [threading.Thread(target=big) for _ in range(48)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(90)
+        assert service.n_restarts(box) > restarts, "48 concurrent 4 MiB bodies never reached MemoryMax=200M"
+        service.wait_healthy(box, not_pid=pid)
+        journal = box.run(f"journalctl -u {SERVICE} --no-pager -n 300 -o cat").stdout
+        assert journal.count("killed by the OOM killer") >= 1, journal[-3000:]
+        assert "Failed with result 'oom-kill'" in journal, journal[-3000:]
+        record("MemoryMax=200M overrun: restarts", service.n_restarts(box) - restarts)
+    finally:
+        dropin.unlink(missing_ok=True)
+        box_run(box, f"systemctl daemon-reload && systemctl reset-failed {SERVICE} && systemctl restart {SERVICE}")
+        service.wait_healthy(box)
