@@ -45,6 +45,7 @@ readonly EXIT_USAGE=2         # bad flag or value
 readonly EXIT_NO_SYSTEMD=3    # installed everything, but systemd is not PID 1: service not started
 readonly EXIT_UNHEALTHY=4     # service (re)started but /health did not answer in time
 readonly EXIT_PREREQ=5        # prerequisite missing: not root, python3 is not 3.11, lock or unit absent, no LiteLLM key
+readonly EXIT_CONFIG_REFUSED=6 # the launcher would refuse the new configuration: nothing restarted
 
 readonly SYSTEM_PYTHON="/usr/bin/python3"
 readonly WANT_PYTHON="3.11"
@@ -79,6 +80,7 @@ RUNTIME_NAME=""
 SERVICE_STATE=""
 HAS_SYSTEMD=""
 UPSTREAM_KEY_MISSING=""
+CONFIG_REFUSED=""
 
 usage() {
   cat <<EOF
@@ -130,6 +132,8 @@ Exit codes:
   4  the service was (re)started but did not become healthy in time
   5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent,
      no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything else installed, the service not started)
+  6  the launcher would refuse the new configuration (opsctl runtime check): the running service
+     was not restarted and keeps the previous configuration; the summary quotes the refusal
 With --upgrade/--rollback, once the runtime is built, the exit code is opsctl runtime's:
   0  switched (or already current)   1  refused at validation: nothing switched, service untouched
   2  installation problem or busy    3  failed after the switch: switched back, healthy again
@@ -1073,6 +1077,9 @@ start_service() {
     report "nothing changed: not restarted"
     return
   fi
+  if ! configuration_accepted; then
+    return
+  fi
   report "${action%% *} ${SERVICE}; waiting up to ${HEALTH_TIMEOUT}s for /health"
   hold_socket "${socket_changed}"
   # Operator restarts are not crashes: clear the start-rate counter so a busy day of changes
@@ -1082,6 +1089,7 @@ start_service() {
   # exits 78 and is not retried), which needs no waiting for /health. The old process drains
   # its requests first while new connections wait in the socket's backlog.
   if ! systemctl restart "${SERVICE}"; then
+    CHANGES+=("tried to ${action%% *} ${SERVICE}: it failed")
     SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
     return
@@ -1092,6 +1100,23 @@ start_service() {
   else
     SERVICE_STATE="${action%% *}, but NOT HEALTHY after ${HEALTH_TIMEOUT}s: journalctl -u ${SERVICE} -n 50 --no-pager"
   fi
+}
+
+# The launcher's own checks (`opsctl runtime check`: --check in a transient unit with the
+# installed unit's settings) on the configuration now on disk, before the running service is
+# touched: a refusal leaves it serving the previous configuration.
+configuration_accepted() {
+  local opsctl out rc=0
+  opsctl="$(R "${TOOLS_DIR}")/opsctl/bin/opsctl"
+  out="$("${opsctl}" runtime check 2>&1)" || rc=$?
+  if ((rc == 0)); then
+    report "configuration accepted by the launcher's checks"
+    return 0
+  fi
+  CONFIG_REFUSED=1
+  SERVICE_STATE="NOT RESTARTED: the launcher would refuse the new configuration, so the service keeps running the previous one: ${out##*$'\n'} (fix it, check with: sudo opsctl lint, then re-run install.sh)"
+  report "refused: ${out##*$'\n'}"
+  return 1
 }
 
 # The socket must be systemd's before the service restarts: first install, or an install from
@@ -1120,7 +1145,11 @@ print_summary() {
     echo "  changed:"
     for item in "${CHANGES[@]}"; do echo "    - ${item}"; done
   else
-    echo "  changed:   nothing (no change; nothing restarted)"
+    if ((${#RESTART_REASONS[@]})); then
+      echo "  changed:   nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
+    else
+      echo "  changed:   nothing (no change; nothing restarted)"
+    fi
   fi
   echo "  service:   ${SERVICE_STATE}"
   echo "  env file:  ${ENV_FILE} (PROXY_PLUGINS, PROXY_APPROACHES, request bounds; no secret; root 0600)"
@@ -1142,6 +1171,8 @@ exit_code() {
     echo "${EXIT_UNHEALTHY}"
   elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
     echo "${EXIT_PREREQ}"
+  elif [[ -n "${CONFIG_REFUSED}" ]]; then
+    echo "${EXIT_CONFIG_REFUSED}"
   else
     echo "${EXIT_OK}"
   fi

@@ -279,6 +279,37 @@ def runtime_upgrade(runtime_dir: str, no_prune: bool) -> None:
     _run_switch(action)
 
 
+@runtime_group.command("check")
+@click.argument("runtime_dir", required=False)
+def runtime_check(runtime_dir: str | None) -> None:
+    """Would the service start with the configuration on disk? Exit 0 yes, 1 no (the launcher's
+    one-line refusal), 2 usage or installation problem.
+
+    Runs the launcher with --check in a transient unit with the installed unit's settings
+    (user, sandbox, env file, credentials); RUNTIME_DIR defaults to the current runtime.
+    """
+    import os
+
+    from ops import config_check
+    from ops import runtime as rt
+    from ops.transient_unit import UnitProblem
+    from ops.upgrade import System
+
+    layout = _runtime_layout(None)
+    if os.geteuid() != 0:
+        _runtime_fail(2, "must run as root (it starts a transient systemd unit): sudo opsctl runtime check")
+    if not layout.unit_file.exists():
+        _runtime_fail(2, f"{layout.unit_file} not found: run install.sh first")
+    try:
+        runtime = rt.resolve_runtime(layout, runtime_dir) if runtime_dir else layout.current.resolve()
+        result = config_check.check(layout, runtime, System().run)
+    except (rt.RuntimeProblem, UnitProblem) as exc:
+        _runtime_fail(2, str(exc))
+    if not result.accepted:
+        _runtime_fail(1, result.line)
+    click.echo(result.line)
+
+
 @runtime_group.command("rollback")
 def runtime_rollback() -> None:
     """Swap current and previous, in one restart; switch back if the previous one is not healthy."""

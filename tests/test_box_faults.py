@@ -17,6 +17,7 @@ import pytest
 
 from ops.layout import DEFAULT as LAYOUT, LISTEN_PORT, SERVICE
 from tests.box import service
+from tests.box.machine import INSTALL_ENV
 from tests.fixtures.box import record
 
 pytestmark = pytest.mark.box
@@ -30,6 +31,10 @@ def env_path(box):
 
 def upstream_key_path(box):
     return box.root / str(LAYOUT.upstream_key_file).lstrip("/")
+
+
+def proxy_key_path(box):
+    return box.root / str(LAYOUT.key_file).lstrip("/")
 
 
 def write_env(box, text: str) -> None:
@@ -66,10 +71,12 @@ def restore(box):
     service up (starting the service starts its socket: Requires=), healthy."""
     original = env_path(box).read_text()
     key = upstream_key_path(box).read_text()
+    proxy_key = proxy_key_path(box).read_text()
     service.reset_start_limit(box)
     yield
     write_env(box, original)
     upstream_key_path(box).write_text(key)
+    proxy_key_path(box).write_text(proxy_key)
     box.run(f"systemctl reset-failed {SERVICE} {SERVICE}.socket")
     if not (box.run(f"systemctl is-active {SERVICE}").stdout.strip() == "active" and service.healthy()):
         box.run(f"systemctl restart {SERVICE}", timeout=120)
@@ -175,3 +182,41 @@ def test_box_reboot_service_comes_back_by_itself(box):
     record("systemctl reboot of the box -> proxy healthy s", round(time.monotonic() - start, 1))
     assert box.run(f"systemctl is-active {SERVICE}").stdout.strip() == "active"
     assert service.show(box, "InvocationID")["InvocationID"] != before
+
+
+# The four configurations that used to restart a healthy service into an outage (issue 20): the
+# launcher would refuse each, so install.sh now refuses first and leaves the service serving.
+BAD_CONFIGURATIONS = {
+    "plugin the lean profile cannot import": ("env", "PROXY_PLUGINS=majority_voting,json\n",
+                                              "plugin(s) json cannot be imported by this runtime's 'lean' profile"),
+    "OPTILLM_API_KEY in the env file": ("env", "OPTILLM_API_KEY=x\n", "OPTILLM_API_KEY is set in the environment"),
+    "typo in a plugin slug": ("env", "PROXY_PLUGINS=majorty_voting\n", "unknown plugin 'majorty_voting'"),
+    "proxy key starting with sk-": ("key", "sk-0123456789abcdefghijklmnopqrstuvwxyz\n", "starts with sk-"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGURATIONS))
+def test_install_sh_leaves_a_healthy_service_alone_on_a_configuration_the_launcher_refuses(box, restore, case):
+    where, text, finding = BAD_CONFIGURATIONS[case]
+    if where == "env":
+        write_env(box, env_path(box).read_text() + text)
+    else:
+        proxy_key_path(box).write_text(text)
+    pid = service.main_pid(box)
+    result = box.run("cd /repo && bash ./install.sh", env=INSTALL_ENV, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.rc == 6, f"expected exit 6 (configuration refused), got {result.rc}:\n{output[-3000:]}"
+    assert finding in output, output[-3000:]
+    assert "NOT RESTARTED: the launcher would refuse the new configuration" in output
+    assert "changed:   nothing (no change; nothing restarted)" not in output  # no self-contradiction
+    assert service.main_pid(box) == pid and service.healthy(), "the healthy service was touched"
+
+
+def test_ten_operator_restarts_in_a_minute_leave_the_service_running(box, restore):
+    start = time.monotonic()
+    for i in range(10):
+        result = box.run(f"systemctl restart {SERVICE}", timeout=120)
+        assert result.ok, f"restart {i + 1} refused: {result.stdout}{result.stderr}"
+    record("10 operator restarts took s", round(time.monotonic() - start, 1))
+    service.wait_healthy(box)
+    assert box.run(f"systemctl is-active {SERVICE}.socket").stdout.strip() == "active"

@@ -70,6 +70,21 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
     return upstream
 
 
+def check_and_exit(server, prepared: settings.Prepared) -> NoReturn:
+    """--check: what a start would refuse, without serving: every check above, the patch points,
+    and the enabled plugins really imported (stock loading, with `all`, only logs a failure)."""
+    server.load_plugins()
+    enabled = settings.enabled_slugs(prepared.enabled, prepared.table)
+    failed = [slug for slug in enabled if slug not in server.plugin_approaches]
+    if failed:
+        refuse(f"plugin(s) {', '.join(failed)} failed to load (see the lines above): remove them from "
+               "PROXY_PLUGINS or install a profile that has them")
+    print(f"optillm-proxy-launcher: configuration accepted ({len(enabled)} plugin(s), "
+          f"approaches {', '.join(sorted(prepared.request.approaches)) or 'none'})", flush=True)
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def main() -> None:
     try:
         prepared = settings.prepare(sys.argv[1:], os.environ)
@@ -110,6 +125,8 @@ def main() -> None:
     supervisor_stop = threading.Event()
     try:
         install(server, prepared, serving.make_run(notifier, prepared.request.drain, listen, supervisor_stop))
+        if prepared.check_only:
+            check_and_exit(server, prepared)
     except ConfigRefused as exc:
         refuse(str(exc))
     threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,

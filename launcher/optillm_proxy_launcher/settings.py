@@ -68,6 +68,12 @@ def take_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     return value, rest
 
 
+def take_flag(argv: list[str], name: str) -> tuple[bool, list[str]]:
+    """Remove our own flag `name` (exact match, like take_option) from argv."""
+    rest = [arg for arg in argv if arg != name]
+    return len(rest) != len(argv), rest
+
+
 def _matches_option(arg: str, option: str) -> tuple[bool, str | None]:
     """Does argv token `arg` select optillm's `option`, argparse abbreviations included?"""
     if not arg.startswith("--") or len(arg) < 3:
@@ -404,18 +410,20 @@ def request_settings(environ: Mapping[str, str], plugins: list[str],
 
 @dataclass(frozen=True)
 class Prepared:
-    argv: list[str]  # optillm's flags, our --plugins taken out
+    argv: list[str]  # optillm's flags, our --plugins and --check taken out
     enabled: str | list[str]
     table: dict[str, dict]
     key: str
     upstream_key: str
     upstream_url: str
     request: RequestSettings
+    check_only: bool = False  # --check: run every check, load the plugins, serve nothing
 
 
 def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = PLUGIN_TABLE,
             manifest: Path = RUNTIME_MANIFEST) -> Prepared:
     """Every check that needs no optillm import, so a refusal is fast and has no side effect."""
+    check_only, argv = take_flag(argv, "--check")
     setting, argv = take_option(argv, "--plugins")
     if setting is None:
         setting = environ.get("PROXY_PLUGINS", "none")
@@ -427,4 +435,4 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     request = request_settings(environ, enabled_slugs(enabled, table), table)
     key = read_api_key(environ)
     upstream = upstream_key(environ)
-    return Prepared(argv, enabled, table, key, upstream, base_url(argv), request)
+    return Prepared(argv, enabled, table, key, upstream, base_url(argv), request, check_only)
