@@ -106,3 +106,17 @@ def test_runbook_request_path_tables_mirror_the_launcher():
     for b in BOUNDS:
         default = int(b.default) if float(b.default).is_integer() else b.default
         assert f"| `{b.name}` | {default} | {b.range} | {b.why} |" in runbook, b.name
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_file_linked_lives_in_the_repository(doc):
+    """A link (or a shown relative path) to a file outside the checkout breaks for everyone else:
+    the project's measured facts live in docs/."""
+    text = doc.read_text()
+    targets = [t.split("#", 1)[0] for t in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    targets += re.findall(r"`(\.\./[^`\s]+)`", text)
+    for target in targets:
+        path = (doc.parent / target).resolve()
+        assert path.is_relative_to(REPO), f"{doc.name} links {target}, outside the repository"
+        assert path.exists(), f"{doc.name} links {target}, which does not exist"
