@@ -1157,7 +1157,7 @@ print_summary() {
   echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM key the proxy presents; root 0600)"
   [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
   for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
-  echo "  next:      sudo opsctl health; sudo opsctl smoke; sudo opsctl lint"
+  echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
   echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
   echo "  uninstall: sudo ./install.sh --uninstall (or ${UNINSTALL_SCRIPT}); --purge also removes ${CONF_DIR}"
 }

@@ -120,3 +120,56 @@ def test_every_file_linked_lives_in_the_repository(doc):
         path = (doc.parent / target).resolve()
         assert path.is_relative_to(REPO), f"{doc.name} links {target}, outside the repository"
         assert path.exists(), f"{doc.name} links {target}, which does not exist"
+
+
+def _install_summary() -> str:
+    """What install.sh's print_summary prints (sourced: defines everything, runs nothing)."""
+    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; "
+              "PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy CHANGES=() NOTES=() RESTART_REASONS=(); "
+              "print_summary")
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+def _summary_command_lines(summary: str, program: str) -> list[str]:
+    """The summary's commands, one per `;`-separated part (`cmd; cmd (note)`)."""
+    parts = [re.sub(r"\s\(.*", "", part) for line in summary.splitlines() for part in line.split(";")]
+    return _command_lines("```\n" + "\n".join(parts) + "\n```", program)
+
+
+def test_every_opsctl_command_install_summary_prints_runs_as_printed(monkeypatch, tmp_path):
+    """install.sh's `next:` commands exist with those flags, and none is a usage error when run
+    as printed (with no proxy listening: the probes fail, but not for their arguments)."""
+    import httpx
+
+    import ops.client
+    from ops.layout import Layout
+    from tests.probe_helpers import raising, run_cli, use_transport
+
+    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
+    monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
+    use_transport(monkeypatch, raising(httpx.ConnectError("[Errno 111] Connection refused")))
+    lines = _summary_command_lines(_install_summary(), "opsctl")
+    assert {line.split()[0] for line in lines} >= {"health", "smoke", "lint"}, lines
+    for line in lines:
+        args = shlex.split(line)
+        command, rest = _resolve(list(args))
+        known = _flags(command.params) | {"-h", "--help"}
+        for arg in rest:
+            if arg.startswith("-"):
+                assert arg.split("=", 1)[0] in known, f"install.sh prints `opsctl {line}`: {command.name} has no {arg}"
+        result = run_cli(*args)
+        usage = ("Usage:" in result.output or "Try 'opsctl" in result.output
+                 or re.search(r"see opsctl [a-z ]+--help\)", result.output))
+        assert not usage, f"install.sh prints `opsctl {line}`, a usage error:\n{result.output}"
+
+
+def test_every_install_flag_install_summary_prints_exists():
+    help_text = subprocess.run([str(REPO / "install.sh"), "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    documented = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-h)\b", help_text))
+    summary = _install_summary()
+    flags = [flag for line in _summary_command_lines(summary, "install.sh")
+             for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line)]
+    assert "--uninstall" in flags, summary
+    for flag in flags:
+        assert flag in documented, f"install.sh's summary shows `install.sh {flag}`, which --help does not list"
