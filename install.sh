@@ -81,6 +81,7 @@ SERVICE_STATE=""
 HAS_SYSTEMD=""
 UPSTREAM_KEY_MISSING=""
 CONFIG_REFUSED=""
+KEPT_RUNTIME=""
 
 usage() {
   cat <<EOF
@@ -414,6 +415,10 @@ build_runtime() {
   local runtimes dest tmp
   runtimes="$(R "${RUNTIMES_DIR}")"
   dest="${runtimes}/${RUNTIME_NAME}"
+  if [[ -n "${KEPT_RUNTIME}" ]]; then
+    report "${RUNTIME_NAME} is current and kept (built from another lock)"
+    return
+  fi
   if runtime_is_complete "${dest}"; then
     report "${RUNTIME_NAME} already built (lock unchanged)"
     return
@@ -926,7 +931,27 @@ for arg in "$@"; do
   case "${arg}" in
     --purge) PURGE=1 ;;
     --dry-run) DRY_RUN=1 ;;
-    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run)" ;;
+    # What the not-root message above prints (`sudo $0 --uninstall`): accepted, changes nothing.
+    --uninstall) ;;
+    -h|--help)
+      cat <<USAGE
+Usage: $0 [--purge] [--dry-run] [-h|--help]
+
+Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}: stops and disables ${SERVICE}
+and ${SOCKET_UNIT}, removes ${UNIT_FILE}, ${SOCKET_FILE}, ${PREFIX_DIR} (runtimes, tools and
+this script), the ${OPSCTL_LINK} link and the system user ${SERVICE_USER}.
+Keeps ${CONF_DIR} (env file, proxy key, LiteLLM key) and ${STATE_DIR} unless --purge.
+Run as root. Re-running is safe: what is already gone is skipped.
+
+  --purge      also remove ${CONF_DIR}, ${STATE_DIR} and ${DROPIN_DIR}
+  --dry-run    print what would be removed; remove nothing
+  -h, --help   print this text and exit 0
+
+Exit codes: 0 uninstalled (or dry run, or nothing left to remove); ${EXIT_STEP_FAILED} a step failed (the
+message names it and what to do); ${EXIT_USAGE} unknown argument; ${EXIT_PREREQ} not root.
+USAGE
+      exit 0 ;;
+    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run --help)" ;;
   esac
 done
 trap 'on_error $? $LINENO' ERR
@@ -1192,19 +1217,25 @@ keep_installed_profile() {
 
 # --- upgrade and rollback: install.sh builds, opsctl runtime validates and switches -------------
 
-# On a running installation a different lock or profile is an upgrade: validated, reversible.
+# On a running installation another profile is an upgrade (validated, reversible): refused here,
+# in a dry run too, so that it predicts the real run. A plain re-run keeps whatever runtime is
+# current, also one an --upgrade switched to from another lock, and applies everything else (env
+# file, keys, unit, launcher): the way to apply configuration changes on any runtime.
 refuse_unvalidated_switch() {
   step "current runtime" "upgrade deliberately: sudo ./install.sh --upgrade [--profile ${PROFILE}]"
-  real_install && [[ -n "${HAS_SYSTEMD}" && -L "${CURRENT_LINK}" ]] || return 0
-  local installed keep hint=""
+  [[ -z "${ROOT}" && -n "${HAS_SYSTEMD}" && -L "${CURRENT_LINK}" ]] || return 0
+  local installed keep
   installed="$(readlink "${CURRENT_LINK}")"
   installed="${installed##*/}"
   [[ "${installed}" != "${RUNTIME_NAME}" ]] || return 0
   keep="$(installed_profile)"
   if [[ -n "${keep}" && "${keep}" != "${PROFILE}" ]]; then
-    hint=" To keep the ${keep} profile, re-run with --profile ${keep}."
+    die "${EXIT_STEP_FAILED}" "this box runs the ${keep} profile (${installed}); --profile ${PROFILE} is a switch, which a plain run never makes. To switch (validated, reversible): sudo ./install.sh --upgrade --profile ${PROFILE}; to keep ${keep}: leave --profile out"
   fi
-  die "${EXIT_STEP_FAILED}" "this box runs ${installed}; locks/${PROFILE}.txt gives ${RUNTIME_NAME}: a plain re-run never switches runtimes.${hint} To switch (validated, reversible): sudo ./install.sh --upgrade --profile ${PROFILE}"
+  NOTES+=("kept the current runtime ${installed}; locks/${PROFILE}.txt would give ${RUNTIME_NAME}: switch deliberately with sudo ./install.sh --upgrade")
+  RUNTIME_NAME="${installed}"
+  KEPT_RUNTIME=1
+  report "keeping the current runtime ${installed} (locks/${PROFILE}.txt differs: --upgrade switches)"
 }
 
 check_switch_prereqs() {

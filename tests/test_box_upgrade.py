@@ -195,6 +195,27 @@ def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, o
            round(poller.longest_answer, 2))
 
 
+def test_a_plain_rerun_after_an_upgrade_applies_env_changes_on_the_current_runtime(box, original):
+    """After --upgrade to another lock, the documented way to apply an env change (a plain
+    install.sh re-run) keeps that runtime, applies the change and restarts once."""
+    current = link_name(box, L.current)
+    assert current != original, "runs after the upgrade test: the box is on the variant"
+    env = box_path(box, str(L.env_file))
+    before = env.read_text()
+    pid_before = main_pid(box)
+    try:
+        env.write_text(before + "UPSTREAM_RETRIES=2\n")
+        result = install_sh(box, timeout=900)
+        output = result.stdout + result.stderr
+        assert result.ok, f"install.sh exited {result.rc}:\n{output[-3000:]}"
+        assert f"kept the current runtime {current}" in output
+        assert "restarted (changed: env-file)" in output
+        assert link_name(box, L.current) == current and main_pid(box) not in (0, pid_before)
+    finally:
+        env.write_text(before)
+        assert install_sh(box, timeout=900).ok
+
+
 def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(box, original):
     current = link_name(box, L.current)
     # From the lean lock whatever the box runs (a full one would cost 8 GB to be refused).
@@ -271,7 +292,10 @@ def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, origina
     result = install_sh(box, "--profile", other, timeout=300)
     assert result.rc == 1, f"expected exit 1, got {result.rc}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     assert f"sudo ./install.sh --upgrade --profile {other}" in result.stderr
-    assert "a plain re-run never switches runtimes" in result.stderr
+    assert "is a switch, which a plain run never makes" in result.stderr
+    # The dry run predicts the same refusal (it used to promise a switch the real run refused).
+    dry = install_sh(box, "--profile", other, "--dry-run", timeout=300)
+    assert dry.rc == 1 and "is a switch, which a plain run never makes" in dry.stderr, dry.stdout + dry.stderr
     assert (link_name(box, L.current), link_name(box, L.previous)) == (current, previous)
     assert sorted(p.name for p in box_path(box, str(L.runtimes)).iterdir()) == runtimes_before
     assert main_pid(box) == pid_before
