@@ -329,6 +329,50 @@ def runtime_prune(keep: int | None, root: str | None) -> None:
     click.echo("\n".join(f"removed {p}" for p in removed) or "nothing to prune")
 
 
+# --- key (owner: keys) -------------------------------------------------------------------------
+
+
+@cli.group("key")
+def key_group() -> None:
+    """The proxy key LiteLLM presents (/etc/optillm-proxy/api-key)."""
+
+
+@key_group.command("rotate")
+def key_rotate() -> None:
+    """New proxy key, checked by the launcher, one restart; then the old key must get 401.
+
+    \b
+    Exit codes: 0 rotated; 1 refused or failed (before the restart the old key is put back and
+    the service left alone); 2 usage (not root, not installed).
+    The key is never printed: LiteLLM gets it from the file (the message says how).
+    """
+    import os
+
+    from ops import config_check, keys
+    from ops.upgrade import System
+
+    layout = _runtime_layout(None)
+    if os.geteuid() != 0:
+        _key_fail(keys.EXIT_USAGE, "must run as root (it writes the root-only key file and restarts the service): "
+                                   "sudo opsctl key rotate")
+    if not layout.unit_file.exists() or not layout.key_file.exists():
+        _key_fail(keys.EXIT_USAGE, f"{layout.unit_file} or {layout.key_file} not found: run install.sh first")
+    system = System()
+    try:
+        result = keys.rotate(layout, system,
+                             lambda: config_check.check(layout, layout.current.resolve(), system.run))
+    except keys.RotationFailed as exc:
+        _key_fail(keys.EXIT_FAILED, str(exc))
+    except Exception as exc:  # one line, never a traceback
+        _key_fail(keys.EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc} (check: ls -l {layout.conf_dir})")
+    click.echo(result.message)
+
+
+def _key_fail(code: int, message: str) -> None:
+    click.echo(f"opsctl key: {message}", err=True)
+    raise SystemExit(code)
+
+
 # --- fake-upstream ----------------------------------------------------------------------------
 
 

@@ -220,3 +220,36 @@ def test_ten_operator_restarts_in_a_minute_leave_the_service_running(box, restor
     record("10 operator restarts took s", round(time.monotonic() - start, 1))
     service.wait_healthy(box)
     assert box.run(f"systemctl is-active {SERVICE}.socket").stdout.strip() == "active"
+
+
+def test_opsctl_key_rotate_refuses_the_old_key_and_accepts_the_new_one(box, restore):
+    old = proxy_key_path(box).read_text().strip()
+    pid = service.main_pid(box)
+    try:
+        result = box.run("opsctl key rotate", timeout=600)
+        output = result.stdout + result.stderr
+        assert result.ok, f"opsctl key rotate exited {result.rc}: {output[-2000:]}"
+        new = proxy_key_path(box).read_text().strip()
+        assert new != old and new.startswith("opx-") and new not in output
+        assert (proxy_key_path(box).stat().st_mode & 0o777) == 0o600
+        assert service.main_pid(box) != pid  # one restart
+        models = f"http://127.0.0.1:{LISTEN_PORT}/v1/models"
+        assert urllib_status(models, old) == 401 and urllib_status(models, new) != 401
+        assert new not in box.run(f"journalctl -u {SERVICE} --no-pager -n 300").stdout
+    finally:
+        # Back to the key LiteLLM (box_upstream) presents, for the tests after this one.
+        proxy_key_path(box).write_text(old + "\n")
+        box.run(f"systemctl reset-failed {SERVICE} && systemctl restart {SERVICE}", timeout=120)
+        service.wait_healthy(box)
+
+
+def urllib_status(url: str, key: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -82,3 +82,55 @@ def test_launcher_check_mode_answers_without_serving(lean_runtime, tmp_path, env
     assert f"optillm-proxy-launcher: {verdict}" in output, output[-2000:]
     assert proc.returncode == (0 if "accepted" in verdict else 78)
     assert "Running on" not in output  # it never served
+
+
+# --- opsctl key rotate (ops/keys.py), with the system faked; the box test rotates for real ------
+
+
+class FakeSystem:
+    def __init__(self, restart_code=0):
+        self.restart_code, self.restarts = restart_code, 0
+
+    def restart_service(self):
+        self.restarts += 1
+        return self.restart_code, "" if self.restart_code == 0 else "Job failed"
+
+
+def key_layout(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path)
+    layout.key_file.parent.mkdir(parents=True)
+    layout.key_file.write_text("opx-the-old-key-0123456789abcdefghijklmnop\n")
+    layout.key_file.chmod(0o600)
+    return layout
+
+
+def test_rotation_refused_by_the_launcher_puts_the_old_key_back_and_restarts_nothing(tmp_path):
+    from ops import keys
+
+    layout, system = key_layout(tmp_path), FakeSystem()
+    refused = config_check.CheckResult(False, "optillm-proxy-launcher: refused: whatever")
+    with pytest.raises(keys.RotationFailed, match="would refuse the new key, so nothing changed: .*whatever"):
+        keys.rotate(layout, system, lambda: refused)
+    assert layout.key_file.read_text() == "opx-the-old-key-0123456789abcdefghijklmnop\n"
+    assert system.restarts == 0
+    assert sorted(p.name for p in layout.conf_dir.iterdir()) == ["api-key"]
+
+
+def test_rotation_writes_a_new_private_key_and_proves_it(tmp_path, monkeypatch):
+    from ops import keys
+
+    layout, system = key_layout(tmp_path), FakeSystem()
+    accepted = config_check.CheckResult(True, "optillm-proxy-launcher: configuration accepted")
+    new_key = {}
+
+    def status(url, key):
+        new_key.setdefault("current", layout.key_file.read_text().strip())
+        return 200 if key == new_key["current"] else 401
+
+    monkeypatch.setattr(keys, "key_status", status)
+    result = keys.rotate(layout, system, lambda: accepted)
+    key = layout.key_file.read_text().strip()
+    assert key.startswith("opx-") and len(key) > 40 and not key.startswith("sk-")
+    assert layout.key_file.stat().st_mode & 0o777 == 0o600 and system.restarts == 1
+    assert key not in result.message and "OPTILLM_PROXY_KEY" in result.message
+    assert sorted(p.name for p in layout.conf_dir.iterdir()) == ["api-key"]
