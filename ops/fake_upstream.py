@@ -5,11 +5,24 @@ as {"path", "model", "n", "authorization", "peer", "headers"}; GET /_calls lists
 POST /_status {"status": 500} makes chat completions fail with that status until reset, and
 POST /_delay {"seconds": 2.5} makes each chat completion wait that long first (a slow or hung
 LiteLLM) until reset.
+
+Simulated accuracy (opt-in, for `opsctl eval`'s demonstration; not a model): POST /_simulate
+{"p": 0.6, "seed": 7, "wrong_values": 4, "tasks": [<task-file objects>]} makes each chat completion
+whose messages contain a task's prompt answer each of its `n` choices "The answer is X." with X the
+task's answer with probability p, else one of `wrong_values` wrong values, each equally likely
+(numbers: the answer + 1, + 2, ...; option letters: other letters; strings: `not-<answer>-1`, ...;
+regex tasks have no answer to give and are not simulated). The draw is a hash of (seed, the task's
+prompt, how many calls that prompt had before, the choice index): a run is reproducible whatever the
+concurrency, as long as the same prompt is not asked twice at once. Usage counts ~4 characters per
+token. Other calls, and every call without /_simulate, get the default answer. /_reset ends it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +38,92 @@ class _State:
         self.fail_status: int | None = None
         self.delay_seconds: float = 0.0
         self.release = threading.Event()  # set by /_reset: delayed answers stop waiting
+        self.simulation: Simulation | None = None
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", text):
+            return float(text)
+    return None
+
+
+def _show(x: float) -> str:
+    return str(int(x)) if x == int(x) and abs(x) < 1e15 else f"{x:.10g}"
+
+
+def _values(task: dict, wrong_values: int) -> tuple[str, list[str]] | None:
+    """The right value and the wrong ones a simulated sample answers for a task, or None."""
+    answer, scorer = task.get("answer"), task.get("scorer")
+    if not isinstance(answer, (str, int, float)) or isinstance(answer, bool) or scorer == "regex":
+        return None
+    number = _number(answer)
+    if scorer == "numeric" or (scorer is None and number is not None):
+        if number is None:
+            return None
+        tolerance = task.get("tolerance") or 0
+        step = 1 if tolerance < 0.5 else math.ceil(2 * tolerance + 1)
+        return _show(number), [_show(number + step * (j + 1)) for j in range(wrong_values)]
+    right = str(answer).strip()
+    if scorer == "choice":
+        right = right.upper()
+        letters = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c != right]
+        return right, letters[:wrong_values]
+    return right, [f"not-{right}-{j + 1}" for j in range(wrong_values)]
+
+
+def _texts(messages) -> list[str]:
+    texts = []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return texts
+
+
+class Simulation:
+    """Each sample right with probability p (see the module's docstring)."""
+
+    def __init__(self, p: float, seed: int, wrong_values: int, tasks: list) -> None:
+        if not 0 <= p <= 1 or wrong_values < 1:
+            raise ValueError("need 0 <= p <= 1 and wrong_values >= 1")
+        self.p, self.seed, self.wrong_values = p, seed, wrong_values
+        self.by_prompt: dict[str, tuple[str, list[str]]] = {}
+        for task in tasks:
+            prompt = task.get("prompt") if isinstance(task, dict) else None
+            values = _values(task, wrong_values) if isinstance(prompt, str) and prompt.strip() else None
+            if values:
+                self.by_prompt[prompt] = values
+        self.longest_first = sorted(self.by_prompt, key=len, reverse=True)
+        self.counters: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def find(self, texts: list[str]) -> str | None:
+        for text in texts:
+            if text in self.by_prompt:
+                return text
+        joined = "\n".join(texts)
+        return next((prompt for prompt in self.longest_first if prompt in joined), None)
+
+    def answers(self, prompt: str, n: int) -> list[str]:
+        with self.lock:
+            call = self.counters.get(prompt, 0)
+            self.counters[prompt] = call + 1
+        right, wrong = self.by_prompt[prompt]
+        out = []
+        for i in range(n):
+            digest = hashlib.sha256(f"{self.seed}\0{prompt}\0{call}\0{i}".encode()).digest()
+            u = int.from_bytes(digest[:8], "big") / 2 ** 64
+            value = right if u < self.p else wrong[int.from_bytes(digest[8:16], "big") % len(wrong)]
+            out.append(f"The answer is {value}.")
+        return out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.state.calls.clear()
                 self.state.fail_status = None
                 self.state.delay_seconds = 0.0
+                self.state.simulation = None
                 self.state.release.set()
                 self.state.release = threading.Event()
             return self._send(200, {"reset": True})
@@ -94,6 +194,16 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.fail_status = body.get("status")
             return self._send(200, {"status": body.get("status")})
+        if self.path == "/_simulate":
+            try:
+                simulation = Simulation(float(body.get("p", 0.6)), int(body.get("seed", 0)),
+                                        int(body.get("wrong_values", 4)), list(body.get("tasks") or []))
+            except (TypeError, ValueError) as exc:
+                return self._send(400, {"error": {"message": f"bad /_simulate body: {exc}"}})
+            with self.state.lock:
+                self.state.simulation = simulation
+            return self._send(200, {"simulating": len(simulation.by_prompt), "p": simulation.p,
+                                    "seed": simulation.seed, "wrong_values": simulation.wrong_values})
         if self.path == "/_delay":
             with self.state.lock:
                 self.state.delay_seconds = float(body.get("seconds") or 0)
@@ -107,6 +217,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.state.fail_status:
                 return self._send(self.state.fail_status, {"error": {"message": "injected failure"}})
             n = int(body.get("n") or 1)
+            simulation = self.state.simulation
+            if simulation is not None:
+                texts = _texts(body.get("messages"))
+                prompt = simulation.find(texts)
+                if prompt is not None:
+                    return self._simulated(body, simulation.answers(prompt, n), texts)
             choices = [{"index": i, "finish_reason": "stop",
                         "message": {"role": "assistant", "content": ANSWER}} for i in range(n)]
             return self._send(200, {
@@ -119,6 +235,20 @@ class _Handler(BaseHTTPRequestHandler):
                           "total_tokens": 10 + TOKENS_PER_CHOICE * n},
             })
         return self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def _simulated(self, body: dict, answers: list[str], texts: list[str]) -> None:
+        prompt_tokens = max(1, math.ceil(sum(len(t) for t in texts) / 4))
+        completion_tokens = sum(math.ceil(len(a) / 4) for a in answers)
+        return self._send(200, {
+            "id": f"chatcmpl-sim-{time.monotonic_ns()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}
+                        for i, a in enumerate(answers)],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
 
 
 class _Server(ThreadingHTTPServer):
@@ -142,7 +272,36 @@ def serve(host: str, port: int) -> None:
         server.server_close()
 
 
-if __name__ == "__main__":  # python -m ops.fake_upstream [PORT]
+def _main(argv: list[str]) -> None:
+    """python -m ops.fake_upstream [PORT] [--simulate TASKS.jsonl [--p 0.6] [--seed 7] [--wrong-values 4]]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ops.fake_upstream", description=__doc__.split("\n\n")[0])
+    parser.add_argument("port", nargs="?", type=int, default=4000)
+    parser.add_argument("--simulate", metavar="TASKS", help="answer this task file's prompts right with probability --p")
+    parser.add_argument("--p", type=float, default=0.6)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--wrong-values", type=int, default=4)
+    args = parser.parse_args(argv)
+    server = make_server("127.0.0.1", args.port)
+    if args.simulate:
+        tasks = []
+        with open(args.simulate, encoding="utf-8") as stream:
+            for line in stream:
+                try:
+                    tasks.append(json.loads(line))
+                except ValueError:
+                    continue
+        server.RequestHandlerClass.state.simulation = Simulation(args.p, args.seed, args.wrong_values, tasks)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
     import sys
 
-    serve("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 4000)
+    _main(sys.argv[1:])
