@@ -186,6 +186,73 @@ def report(since, until, unit, input_path, as_json) -> None:
     click.echo(reporting.render_json(result) if as_json else reporting.render_text(result))
 
 
+# --- eval (owner: eval) -----------------------------------------------------------------------
+
+
+@cli.command("eval", cls=_UsageExit3)
+@click.option("--tasks", "tasks_path", required=True, metavar="FILE",
+              help="JSON lines {id, prompt, answer, scorer}; scorers exact, numeric, regex, choice "
+                   "(eval/tasks.jsonl is the shipped set).")
+@click.option("--model", "models", required=True, multiple=True, metavar="M",
+              help="Model to measure (repeatable); the first is the one the others are compared with.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Ask each task this many times per model.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Requests in flight at once (one model at a time).")
+@click.option("--url", default=PROXY_URL, show_default=True,
+              help="Proxy base URL, or LiteLLM's (http://127.0.0.1:4000).")
+@click.option("--api-key", default=None, help=_KEY_HELP + " Through LiteLLM: a LiteLLM key.")
+@click.option("--metrics-url", default=None, metavar="URL",
+              help="Where the proxy's /metrics is read for upstream calls and tokens [default: --url]; "
+                   "'none': use the answers' usage.")
+@click.option("--timeout", default=300.0, show_default=True, type=float, help="Bound on each request, seconds.")
+@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(1),
+              help="max_tokens of each request.")
+@click.option("--results", default=None, metavar="FILE",
+              help="Results file, appended per answer; re-running resumes from it "
+                   "[default: <tasks stem>.eval-<hash of the task file and URL>.jsonl here].")
+@click.option("--fresh", is_flag=True, help="Start the results file over instead of resuming.")
+@click.option("--skip-bad-lines", is_flag=True, help="Skip malformed task lines (reported) instead of stopping.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--plot", default=None, metavar="FILE.svg", help="Also draw accuracy against tokens per task (SVG).")
+def eval_command(tasks_path, models, repeat, concurrency, url, api_key, metrics_url, timeout, max_tokens,
+                 results, fresh, skip_bad_lines, as_json, plot) -> None:
+    """Accuracy against cost of each MODEL on your own tasks: accuracy with its 95% interval, latency
+    p50/p95, upstream calls and tokens per task, cost against the first model.
+
+    Exit 0 all scored, 1 some answers failed (re-run to retry them) or key refused, 2 unreachable,
+    3 usage (a malformed task file included: nothing is sent), 130 interrupted (re-run to resume).
+    """
+    from ops import eval as evaluation
+    from ops.client import UsageProblem, resolve_api_key
+
+    try:
+        options, tasks, skipped, sha = evaluation.plan(
+            tasks_path, models, repeat, concurrency, url, resolve_api_key(api_key), metrics_url, timeout,
+            max_tokens, results, fresh, skip_bad_lines, plot)
+        for number, why in skipped:
+            click.echo(f"opsctl eval: skipped {tasks_path} line {number}: {why}", err=True)
+        report = evaluation.run(options, tasks, skipped, sha)
+    except UsageProblem as exc:
+        click.echo(f"opsctl eval: {exc} (see opsctl eval --help)", err=True)
+        raise click.exceptions.Exit(3) from None
+    except evaluation.Unreachable as exc:
+        click.echo(f"opsctl eval: {exc}; answers so far are kept, run again to resume", err=True)
+        raise click.exceptions.Exit(2) from None
+    except evaluation.Refused as exc:
+        click.echo(f"opsctl eval: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+    except KeyboardInterrupt:
+        click.echo("opsctl eval: interrupted; answers so far are kept, run the same command again to resume",
+                   err=True)
+        raise click.exceptions.Exit(130) from None
+    except Exception as exc:  # one line, never a traceback
+        click.echo(f"opsctl eval: internal error: {type(exc).__name__}: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+    click.echo(evaluation.render_json(report) if as_json else evaluation.render_text(report))
+    raise click.exceptions.Exit(report.exit_code)
+
+
 # --- runtime (owner: upgrade) -----------------------------------------------------------------
 
 
