@@ -75,6 +75,7 @@ RESTART_REASONS=()
 NOTES=()
 UV=""
 LOCK_FILE=""
+LOCK_SHOWN=""
 LOCK_SHA=""
 RUNTIME_NAME=""
 SERVICE_STATE=""
@@ -298,6 +299,7 @@ check_system() {
     die "${EXIT_PREREQ}" "must run as root: sudo ./install.sh (or stage without root: ./install.sh --root DIR)"
   fi
   LOCK_FILE="${UPGRADE_LOCK:-${REPO}/locks/${PROFILE}.txt}"
+  LOCK_SHOWN="${LOCK_FILE#"${REPO}"/}"  # the lock actually used, as the operator named it
   if [[ ! -f "${LOCK_FILE}" ]]; then
     if [[ "${PROFILE}" == lean ]]; then
       die "${EXIT_PREREQ}" "no lean lock (${LOCK_FILE}) in this checkout: install the stock runtime with --profile full, or update the checkout"
@@ -424,11 +426,11 @@ build_runtime() {
     return
   fi
   if [[ -n "${DRY_RUN}" ]]; then
-    changed "build runtime ${RUNTIME_NAME} from locks/${PROFILE}.txt"
-    report "would build ${RUNTIME_NAME} from locks/${PROFILE}.txt"
+    changed "build runtime ${RUNTIME_NAME} from ${LOCK_SHOWN}"
+    report "would build ${RUNTIME_NAME} from ${LOCK_SHOWN}"
     return
   fi
-  report "building ${RUNTIME_NAME} from locks/${PROFILE}.txt (hashes required, bytecode compiled)"
+  report "building ${RUNTIME_NAME} from ${LOCK_SHOWN} (hashes required, bytecode compiled)"
   mkdir -p "${runtimes}"
   chmod 0755 "$(R "${PREFIX_DIR}")" "${runtimes}"
   tmp="${runtimes}/.${RUNTIME_NAME}.partial"
@@ -438,7 +440,7 @@ build_runtime() {
   local got
   got="$("${tmp}/bin/python" -I -c 'import importlib.metadata as m; print(m.version("optillm"))')"
   [[ "${got}" == "${OPTILLM_VERSION}" ]] ||
-    die "${EXIT_STEP_FAILED}" "locks/${PROFILE}.txt installed optillm ${got}, expected ${OPTILLM_VERSION}: fix the lock"
+    die "${EXIT_STEP_FAILED}" "${LOCK_SHOWN} installed optillm ${got}, expected ${OPTILLM_VERSION}: fix the lock"
   mkdir -p "${tmp}/libexec"
   cp "${LOCK_FILE}" "${tmp}/libexec/${PROFILE}.txt"
   write_manifest "${tmp}"
@@ -998,12 +1000,12 @@ detect_changes() {
   step "change detection" "remove ${INSTALL_STATE_FILE} to force a restart, then re-run"
   local state new old line component
   state="$(R "${INSTALL_STATE_FILE}")"
-  if [[ -n "${DRY_RUN}" ]]; then
-    report "dry run: a restart would follow only if something above changes"
-    return
-  fi
   new="$(fingerprint)"
   old="$(cat "${state}" 2>/dev/null || true)"
+  if [[ -n "${DRY_RUN}" ]]; then
+    predict_restart "${new}" "${old}"
+    return
+  fi
   if [[ -z "${old}" ]]; then
     RESTART_REASONS+=("first-install")
   else
@@ -1024,6 +1026,26 @@ detect_changes() {
     report "changed since the last install: ${RESTART_REASONS[*]}"
   else
     report "nothing the service depends on changed"
+  fi
+}
+
+# A dry run writes nothing, so it compares what is on disk now (an edited env file, say) with the
+# last run's record, and counts what the steps above would write as a change too.
+predict_restart() {
+  local new="$1" old="$2" line reasons=()
+  if [[ -z "${old}" ]]; then
+    reasons+=("first-install")
+  else
+    while IFS= read -r line; do
+      grep -qxF "${line}" <<<"${old}" || reasons+=("${line%% *}")
+    done <<<"${new}"
+  fi
+  ((${#CHANGES[@]})) && reasons+=("files this run would write")
+  if ((${#reasons[@]})); then
+    RESTART_REASONS=("${reasons[@]}")
+    report "dry run: a restart would follow (changed: ${reasons[*]})"
+  else
+    report "dry run: nothing changed, no restart would follow"
   fi
 }
 
@@ -1062,8 +1084,12 @@ start_service() {
     return
   fi
   if [[ -n "${DRY_RUN}" ]]; then
-    SERVICE_STATE="dry run: nothing started"
-    report "would run: systemctl daemon-reload, enable ${SERVICE}, restart it if anything changed"
+    if ((${#RESTART_REASONS[@]})); then
+      SERVICE_STATE="dry run: would check the configuration (opsctl runtime check) and restart ${SERVICE} (changed: ${RESTART_REASONS[*]})"
+    else
+      SERVICE_STATE="dry run: would not restart ${SERVICE} (nothing changed)"
+    fi
+    report "${SERVICE_STATE#dry run: }"
     return
   fi
   if [[ -z "${HAS_SYSTEMD}" ]]; then

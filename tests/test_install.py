@@ -274,7 +274,20 @@ def test_dry_run_on_an_installed_root_changes_nothing(staged):
     run = stage(staged.root, "--dry-run")
     assert run.returncode == 0, run.output
     assert NO_CHANGE_LINE in run.output
+    assert "dry run: nothing changed, no restart would follow" in run.output
     assert snapshot(staged.root) == staged.snapshot_after_first
+
+
+def test_dry_run_predicts_the_restart_an_edited_env_file_causes(staged_copy):
+    lay = staged_copy
+    lay.env_file.write_text(lay.env_file.read_text() + "UPSTREAM_RETRIES=2\n")
+    before = snapshot(lay.root)
+    run = stage(lay.root, "--dry-run")
+    assert run.returncode == 0, run.output
+    assert "dry run: a restart would follow (changed: env-file)" in run.output
+    assert snapshot(lay.root) == before
+    real = stage(lay.root)
+    assert "changed since the last install: env-file" in real.output, real.output
 
 
 def test_dry_run_uninstall_removes_nothing(staged):
