@@ -939,9 +939,11 @@ for arg in "$@"; do
       cat <<USAGE
 Usage: $0 [--purge] [--dry-run] [-h|--help]
 
-Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}: stops and disables ${SERVICE}
-and ${SOCKET_UNIT}, removes ${UNIT_FILE}, ${SOCKET_FILE}, ${PREFIX_DIR} (runtimes, tools and
-this script), the ${OPSCTL_LINK} link and the system user ${SERVICE_USER}.
+Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}:
+  - stops and disables ${SERVICE} and ${SOCKET_UNIT}
+  - removes ${UNIT_FILE} and ${SOCKET_FILE}
+  - removes ${PREFIX_DIR} (runtimes, tools, this script) and the ${OPSCTL_LINK} link
+  - removes the system user ${SERVICE_USER}
 Keeps ${CONF_DIR} (env file, proxy key, LiteLLM key) and ${STATE_DIR} unless --purge.
 Run as root. Re-running is safe: what is already gone is skipped.
 

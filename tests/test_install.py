@@ -625,3 +625,22 @@ def test_real_install_without_systemd_installs_everything_and_exits_3(tmp_path):
         assert NO_CHANGE_LINE in second.output
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--purge", "--help"]])
+def test_generated_uninstall_script_answers_help_and_removes_nothing(staged, staged_copy, args):
+    lay = staged_copy
+    baked = f"ROOT={staged.root}\n"
+    copy_script = lay.root / "uninstall-copy.sh"
+    # Pointed at the copy: if --help were ever taken as "go ahead", only the copy would go.
+    copy_script.write_text(lay.uninstall_script.read_text().replace(baked, f"ROOT={lay.root}\n"))
+    proc = subprocess.run(["bash", str(copy_script), *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    usage = proc.stdout
+    assert usage.startswith(f"Usage: {copy_script} [--purge] [--dry-run]"), usage
+    for text in ("--purge", "--dry-run", "-h, --help", f"Keeps {Layout(Path('/')).conf_dir} (env file",
+                 "removes the system user optillm-proxy", "Exit codes: 0 ", "2 unknown argument", "5 not root"):
+        assert text in usage, (text, usage)
+    assert lay.prefix.exists() and lay.unit_file.exists() and lay.opsctl_link.is_symlink() and lay.conf_dir.exists()
+    bogus = subprocess.run(["bash", str(copy_script), "--bogus"], capture_output=True, text=True)
+    assert bogus.returncode == 2 and "unknown argument '--bogus' (flags: --purge --dry-run --help)" in bogus.stderr
