@@ -383,16 +383,18 @@ def runtime_rollback() -> None:
     _run_switch(lambda layout, upgrader: upgrader.rollback())
 
 
+from ops.layout import KEEP_RUNTIMES  # noqa: E402 - the number --help shows, not its name
+
+
 @runtime_group.command("prune")
-@click.option("--keep", type=click.IntRange(0), default=None,
-              help="Runtimes to keep besides current (default: ops.layout.KEEP_RUNTIMES).")
+@click.option("--keep", type=click.IntRange(0), default=KEEP_RUNTIMES, show_default=True,
+              help="Runtimes to keep besides current.")
 @_root_option
-def runtime_prune(keep: int | None, root: str | None) -> None:
+def runtime_prune(keep: int, root: str | None) -> None:
     """Remove old runtimes; never current or previous."""
     from ops import runtime as rt
-    from ops.layout import KEEP_RUNTIMES
 
-    removed = rt.prune(_runtime_layout(root), KEEP_RUNTIMES if keep is None else keep)
+    removed = rt.prune(_runtime_layout(root), keep)
     click.echo("\n".join(f"removed {p}" for p in removed) or "nothing to prune")
 
 

@@ -173,3 +173,24 @@ def test_every_install_flag_install_summary_prints_exists():
     assert "--uninstall" in flags, summary
     for flag in flags:
         assert flag in documented, f"install.sh's summary shows `install.sh {flag}`, which --help does not list"
+
+
+def _all_commands(group: click.Group = cli, path: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, (*path, name))
+
+
+def test_no_help_names_a_python_constant_instead_of_its_value():
+    """`--help` shows defaults as values (`[default: 2]`), never as `ops.layout.KEEP_RUNTIMES`."""
+    from click.testing import CliRunner
+
+    from ops.layout import KEEP_RUNTIMES
+
+    for path in _all_commands():
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert not re.search(r"\bops\.[a-z_]+\.[A-Z_]+", result.output), (path, result.output)
+    prune = CliRunner().invoke(cli, ["runtime", "prune", "--help"]).output
+    assert re.search(rf"--keep .*\[default: {KEEP_RUNTIMES}[;\]]", " ".join(prune.split())), prune
