@@ -33,6 +33,7 @@ OK, INCOMPLETE, UNREACHABLE, USAGE, INTERRUPTED = 0, 1, 2, 3, 130
 # this many in a row, instead of failing every task the same way.
 GIVE_UP_AFTER = 5
 CONNECT_TIMEOUT = 10.0
+METRICS_SETTLE_SECONDS = 3.0
 
 
 class Unreachable(Exception):
@@ -274,13 +275,25 @@ def run_model(client, results: ResultsFile, model: str, todo: list[tuple[Task, i
     finally:
         for _ in workers:
             jobs.put(None)
-    after = eval_metrics.snapshot(client, options.metrics_url)
-    if before is not None and after is not None:
+    if before is None:
+        return sent
+    # The launcher counts a request when its answer has been sent: the last answers can reach us
+    # before their counts do. Wait (briefly) until every answer we scored is counted; a model the
+    # proxy never sees (the base model through LiteLLM) stays at 0 and is not waited for long.
+    start = clock()
+    while True:
+        after = eval_metrics.snapshot(client, options.metrics_url)
+        if after is None:
+            return sent
         delta = after.get(approach, eval_metrics.Counts()).minus(before.get(approach, eval_metrics.Counts()))
-        if delta.requests > 0:
-            results.append({"kind": "batch", "model": model, "approach": approach, "sent": sent,
-                            "requests": delta.requests, "calls": delta.calls, "prompt_tokens": delta.prompt_tokens,
-                            "completion_tokens": delta.completion_tokens})
+        waited = clock() - start
+        if delta.requests >= scored or waited >= METRICS_SETTLE_SECONDS or (delta.requests == 0 and waited >= 0.5):
+            break
+        time.sleep(0.05)
+    if delta.requests > 0:
+        results.append({"kind": "batch", "model": model, "approach": approach, "sent": sent,
+                        "requests": delta.requests, "calls": delta.calls, "prompt_tokens": delta.prompt_tokens,
+                        "completion_tokens": delta.completion_tokens})
     return sent
 
 
@@ -361,7 +374,7 @@ def verdict(row: Row, first: Row) -> str | None:
         outcome = "WORSE (its interval is below the first's)"
     else:
         outcome = "no clear difference at this sample size (the intervals overlap)"
-    cost = f", {row.cost_vs_first:g}x the {row.cost_basis}" if row.cost_vs_first is not None else ""
+    cost = f", {row.cost_vs_first:.2f}x the {row.cost_basis}" if row.cost_vs_first is not None else ""
     return f"{row.model} vs {first.model}: {outcome}{cost}"
 
 
