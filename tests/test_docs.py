@@ -194,3 +194,13 @@ def test_no_help_names_a_python_constant_instead_of_its_value():
         assert not re.search(r"\bops\.[a-z_]+\.[A-Z_]+", result.output), (path, result.output)
     prune = CliRunner().invoke(cli, ["runtime", "prune", "--help"]).output
     assert re.search(rf"--keep .*\[default: {KEEP_RUNTIMES}[;\]]", " ".join(prune.split())), prune
+
+
+def test_runbook_names_the_file_of_its_litellm_example_just_before_it():
+    runbook = (REPO / "RUNBOOK.md").read_text()
+    shipped_path = "tests/chain/litellm-config.yaml"
+    shipped = (REPO / shipped_path).read_text()
+    before = runbook.split(f"```yaml\n{shipped}```", 1)
+    assert len(before) == 2, f"RUNBOOK does not show {shipped_path}"
+    paragraph = before[0].rstrip().rsplit("\n\n", 1)[-1]
+    assert f"`{shipped_path}`" in paragraph, f"the text before the LiteLLM example does not name {shipped_path}"
