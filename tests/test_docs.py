@@ -196,6 +196,30 @@ def test_no_help_names_a_python_constant_instead_of_its_value():
     assert re.search(rf"--keep .*\[default: {KEEP_RUNTIMES}[;\]]", " ".join(prune.split())), prune
 
 
+def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
+    """The deployed-host suite is run on a host as printed: no uv on PATH, a read-only checkout.
+    The RUNBOOK prints tests/testinfra/run.sh, the box test runs that same command."""
+    from ops.layout import DEFAULT
+    from tests.test_box_testinfra import RUNBOOK_COMMAND
+
+    runbook = (REPO / "RUNBOOK.md").read_text()
+    lines = [line.split(" #", 1)[0].strip() for block in re.findall(r"```sh\n(.*?)```", runbook, re.S)
+             for line in block.splitlines() if "tests/testinfra" in line]
+    assert lines, "the RUNBOOK shows no testinfra command"
+    for line in lines:
+        assert "uv run" not in line and re.search(r"(^|\s)tests/testinfra/run\.sh --hosts=\S+$", line), line
+    assert any(line.endswith(RUNBOOK_COMMAND) for line in lines), (RUNBOOK_COMMAND, lines)
+    script = REPO / "tests" / "testinfra" / "run.sh"
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s", str(script)], capture_output=True,
+                             text=True).stdout
+    assert tracked.startswith("100755 "), f"{script} is not committed executable: {tracked!r}"
+    assert f"INSTALLED_UV={DEFAULT.tools}/uv/bin/uv\n" in script.read_text()
+    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--hosts=local://" in shown.stdout and "Exit codes" in shown.stdout
+    bare = subprocess.run([str(script)], capture_output=True, text=True)
+    assert bare.returncode == 2 and "no --hosts" in bare.stderr
+
+
 def test_runbook_names_the_file_of_its_litellm_example_just_before_it():
     runbook = (REPO / "RUNBOOK.md").read_text()
     shipped_path = "tests/chain/litellm-config.yaml"

@@ -1,17 +1,21 @@
 """Checks of a host after `./install.sh`: what an operator runs against their own box.
 
-    uv run pytest tests/testinfra --hosts=ssh://root@HOST     # from a checkout, over ssh
-    uv run pytest tests/testinfra --hosts=local://            # on the host itself, as root
+    sudo tests/testinfra/run.sh --hosts=local://        # on the host itself, as root
+    tests/testinfra/run.sh --hosts=ssh://root@HOST      # from a checkout elsewhere, over ssh
+
+run.sh needs no uv on PATH (it uses the uv install.sh installed) and writes nothing into the
+checkout: the suite's venv is built outside it (`run.sh --help`).
 
 Every check goes through testinfra's `host` (commands and files on the target), so the same
 suite works over ssh and locally. Root is needed on the target (key files are root 0600,
 /proc/PID/environ of the service).
 
 How CI runs it: tests/test_box_testinfra.py runs this suite inside the booted systemd box
-(tests/box/) after the real install.sh ran there, with `--hosts=local://`, from the repo bound
-read-only at /repo and a test venv built in the box by the installed uv from uv.lock's dev group
-(downloads come from the host's uv cache bound into the box). Without --hosts the suite is not
-collected (tests/testinfra/conftest.py): it must never check the machine running pytest by accident.
+(tests/box/) after the real install.sh ran there, with the same `tests/testinfra/run.sh
+--hosts=local://`, from the repo bound read-only at /repo (the venv is built by the installed uv
+from uv.lock's dev group; downloads come from the host's uv cache bound into the box). Without
+--hosts the suite is not collected (tests/testinfra/conftest.py): it must never check the machine
+running pytest by accident.
 """
 
 from __future__ import annotations
