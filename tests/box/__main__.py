@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import sys
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from tests.box.base import base_rootfs
 from tests.box.errors import BoxError
-from tests.box.install import install
+from tests.box.install import install, seed_upstream_key
 from tests.box.machine import Box
 from tests.box.service import wait_healthy
 
@@ -33,6 +34,8 @@ def serve(state_file: Path, install_args: list[str]) -> int:
         base, built = base_rootfs()
         box = Box.from_base(base, REPO)
         boot_s = box.boot()
+        # The caller's upstream on :4000 checks no key; the service needs one to start.
+        seed_upstream_key(box, "opx-" + secrets.token_urlsafe(32))
         install_s = install(box, *install_args)
         healthy_s = wait_healthy(box, timeout=180)
         state_file.write_text(json.dumps({

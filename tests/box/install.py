@@ -29,6 +29,17 @@ def seed_env_file(box: Box, upstream_key: str) -> None:
     env_file.write_text(ENV_FILE_TEXT.format(key=upstream_key))
 
 
+def seed_upstream_key(box: Box, upstream_key: str) -> None:
+    """/etc/optillm-proxy/upstream-key (root 0600) before install.sh: the way a new install is set up
+    (seed_env_file is the way an install from before the key was a credential looked)."""
+    conf = box.root / str(LAYOUT.conf_dir).lstrip("/")
+    conf.mkdir(mode=0o755, parents=True, exist_ok=True)
+    key_file = box.root / str(LAYOUT.upstream_key_file).lstrip("/")
+    key_file.touch(mode=0o600)
+    key_file.chmod(0o600)
+    key_file.write_text(upstream_key + "\n")
+
+
 def install(box: Box, *args: str, timeout: float = 1500.0) -> float:
     """`install.sh ARGS` as root in the box; seconds taken. Raises BoxError with its output on failure."""
     start = time.monotonic()
