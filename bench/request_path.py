@@ -22,6 +22,10 @@ then measures, stock and launcher alternately for each figure:
                      so they overlap). Stock loads every bundled plugin the venv can import; the
                      launcher loads none (PROXY_PLUGINS=none, the unit's default). Goal: launcher
                      <= 250 MB (238 MiB).
+  records            CPU per pass-through request of the launcher with its per-request record and
+                     metrics (PROXY_RECORDS=journal: a journald record under systemd, a stderr line
+                     here, where no journal is attached) against a second launcher with
+                     PROXY_RECORDS=off; goal: the record costs <= 1 ms.
   fan-out            upstream chat completion calls per moa/bon/plansearch/self_consistency request
                      (the upstream's /_calls, reset before each); both must show 3/4/4/5.
 
@@ -172,7 +176,7 @@ def start_upstream(work: Path, started: list[Server]) -> Server:
 
 
 def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: str, tag: str,
-                  started: list[Server]) -> Server:
+                  started: list[Server], extra_env: dict | None = None) -> Server:
     """Stock optillm or the launcher, each in its own HOME and cwd, with a clean environment."""
     port = free_port()
     root = work / f"{variant}-{tag}"
@@ -191,6 +195,7 @@ def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: s
         (credentials / "api-key").write_text(key + "\n")
         (credentials / "upstream-key").write_text(UPSTREAM_KEY + "\n")
         env["CREDENTIALS_DIRECTORY"] = str(credentials)
+        env.update(extra_env or {})
         argv = [str(venv / "bin" / "python"), "-I", str(LAUNCHER), *flags]
     return spawn(f"{variant} ({tag})", argv, env, root / "cwd", root / "server.log", port, started)
 
@@ -357,6 +362,18 @@ def phase_cpu(servers: dict[str, Server], upstream: Server, key: str, count: int
     return figures
 
 
+def phase_records(launcher: Server, venv: Path, work: Path, upstream: Server, key: str, count: int, cap: float,
+                  started: list[Server], problems: Problems) -> dict:
+    """The launcher's per-request record (one structured line; journald under systemd, stderr
+    here) and metrics update: CPU per pass-through request with PROXY_RECORDS=journal and =off."""
+    off = start_variant("launcher", venv, work, upstream, key, "records-off", started, {"PROXY_RECORDS": "off"})
+    wait_healthy(off)
+    figures = phase_cpu({"on": launcher, "off": off}, upstream, key, count, cap, problems)
+    off.stop()
+    figures["cost_ms"] = figures["on"]["ms_per_request"] - figures["off"]["ms_per_request"]
+    return figures
+
+
 def phase_throughput(servers: dict[str, Server], upstream: Server, key: str, total: int, concurrency: int,
                      cap: float, problems: Problems) -> dict:
     figures = {}
@@ -449,7 +466,12 @@ def goals(result: dict) -> list[str]:
     cpu = result["cpu"]["launcher"]["ms_per_request"]
     rss = result["rss"]["launcher"]["peak_kib"] * 1024
     fan = all(result["fanout"][v] == FANOUT for v in VARIANTS)
+    rec = result["records"]
+    cost = rec["cost_ms"]
     return [f"launcher CPU per request {cpu:.1f} ms: {'met' if cpu <= CPU_GOAL_MS else 'MISSED'} (<= {CPU_GOAL_MS:g})",
+            f"per-request record (PROXY_RECORDS=journal; a stderr line outside systemd) vs off: "
+            f"{rec['on']['ms_per_request']:.2f} vs {rec['off']['ms_per_request']:.2f} ms CPU, "
+            f"cost {cost:+.2f} ms: {'met' if cost <= 1 else 'MISSED'} (<= 1)",
             f"launcher peak RSS {rss / 1e6:.0f} MB: {'met' if rss <= RSS_GOAL_BYTES else 'MISSED'} (<= 250 MB)",
             f"fan-out 3/4/4/5 on both: {'met' if fan else 'MISSED'}"]
 
@@ -513,6 +535,8 @@ def main() -> int:
                   "ready_seconds": ready}
         result["fanout"] = phase_fanout(servers, upstream, key, problems)
         result["cpu"] = phase_cpu(servers, upstream, key, args.requests, args.cap, problems)
+        result["records"] = phase_records(servers["launcher"], args.venv, work, upstream, key, args.requests,
+                                          args.cap, started, problems)
         result["throughput"] = {str(level): phase_throughput(servers, upstream, key, args.load_requests, level,
                                                              args.cap, problems) for level in LOAD_LEVELS}
         for server in servers.values():
