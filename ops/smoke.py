@@ -21,8 +21,11 @@ Upstream failures, as 0.3.12 really reports them (LiteLLM stopped, or answering 
   `Error: Could not generate any completions` (moa, bon, majority_voting swallow the errors).
 Both are reported as `upstream error via proxy`, so an operator looks at LiteLLM, not the proxy.
 Through the launcher, the proxy names these itself: HTTP 502/429/504 with error `type`
-`upstream_error`, `upstream_timeout` or `deadline_exceeded` (launcher/optillm_proxy_launcher/gateway.py),
-reported the same way.
+`upstream_error`, `upstream_timeout` or `deadline_exceeded`, and HTTP 400 `upstream_rejected` when
+LiteLLM judged the request invalid (launcher/optillm_proxy_launcher/gateway.py), reported the same
+way, with what to check for the `code` (`upstream_key_refused`: the proxy's LiteLLM key). A request
+the launcher's policy refuses (HTTP 400/413/415, `refused by optillm-proxy policy (RULE): ...`, `code`
+RULE) never reached optillm: reported as a refusal, with the rule (`policy_rule` in --json).
 
 Exit codes: 0 all passed, 1 any failed or skipped, 2 proxy unreachable, 3 usage error.
 """
@@ -57,6 +60,15 @@ PASS_THROUGH_KEYS = ("id", "object", "created")
 UPSTREAM_ERROR_TEXT = re.compile(r"^(Connection error|Error code: \d{3}|Request timed out)")
 # The launcher's error types for a request that LiteLLM failed or that ran out of time.
 UPSTREAM_ERROR_TYPES = ("upstream_error", "upstream_timeout", "deadline_exceeded")
+# The launcher's error codes (gateway.py) for what LiteLLM answered, and what to check for each.
+UPSTREAM_ERROR_HINTS = {
+    "upstream_key_refused": "LiteLLM refused the proxy's LiteLLM key: check /etc/optillm-proxy/upstream-key",
+    "upstream_rate_limited": "LiteLLM rate-limits the proxy's key: LiteLLM's limits",
+    "upstream_rejected": "LiteLLM rejected the request: does LiteLLM route the base model?",
+}
+# The launcher's policy refusals (policy.py Refusal.body): never sent to optillm.
+POLICY_REFUSAL = re.compile(r"^refused by optillm-proxy policy \(([a-z0-9-]+)\): ?(.*)", re.S)
+
 
 
 @dataclass
@@ -68,6 +80,7 @@ class SmokeRow:
     completion_tokens: int | None = None
     strategy_ran: bool | None = None  # None: not a strategy model, or no answer to judge
     http_status: int | None = None
+    policy_rule: str | None = None  # the launcher's policy rule that refused the request
     detail: str = ""
 
 
@@ -144,18 +157,19 @@ def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tu
     return models_to_check(models, all_models, base_model, plugins, env_plugins), notes
 
 
-def _error(response) -> tuple[str, str | None]:
-    """(message, error type) of an error answer, both as the proxy wrote them."""
+def _error(response) -> tuple[str, str | None, str | None]:
+    """(message, error type, error code) of an error answer, as the proxy wrote them."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:200] or "(empty body)", None
+        return response.text.strip()[:200] or "(empty body)", None, None
     err = body.get("error") if isinstance(body, dict) else None
-    kind = None
+    kind = code = None
     if isinstance(err, dict):
         kind = err.get("type") if isinstance(err.get("type"), str) else None
+        code = err.get("code") if isinstance(err.get("code"), str) else None
         err = err.get("message", err)
-    return str(err if err is not None else body)[:300], kind
+    return str(err if err is not None else body)[:300], kind, code
 
 
 def judge(row: SmokeRow, response, key: ApiKey) -> None:
@@ -166,9 +180,16 @@ def judge(row: SmokeRow, response, key: ApiKey) -> None:
                       "pass --api-key or set OPSCTL_API_KEY to the proxy key")
         return
     if response.status_code != 200:
-        text, kind = _error(response)
-        if kind in UPSTREAM_ERROR_TYPES or (response.status_code >= 500 and UPSTREAM_ERROR_TEXT.match(text)):
-            row.detail = f"upstream error via proxy ({response.status_code}): {text}"
+        text, kind, code = _error(response)
+        refusal = POLICY_REFUSAL.match(text)
+        if refusal:
+            row.policy_rule = code or refusal.group(1)
+            row.detail = (f"proxy answered {response.status_code}: refused by optillm-proxy policy "
+                          f"({row.policy_rule}): {refusal.group(2)} (never sent to optillm)")
+        elif (kind in UPSTREAM_ERROR_TYPES or code in UPSTREAM_ERROR_HINTS
+              or (response.status_code >= 500 and UPSTREAM_ERROR_TEXT.match(text))):
+            hint = UPSTREAM_ERROR_HINTS.get(code)
+            row.detail = f"upstream error via proxy ({response.status_code}): {text}" + (f" ({hint})" if hint else "")
         else:
             row.detail = f"proxy answered {response.status_code}: {text}"
         return
@@ -293,6 +314,9 @@ def render_table(report: SmokeReport) -> str:
         summary += f"; strategy skipped: {', '.join(skipped)}"
     if failed:
         summary += f"; failed: {', '.join(failed)}"
+    refused = [f"{r.model} ({r.policy_rule})" for r in report.rows if r.policy_rule]
+    if refused:
+        summary += f"; refused by policy: {', '.join(refused)}"
     out.append(summary)
     return "\n".join(out)
 

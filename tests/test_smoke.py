@@ -268,3 +268,38 @@ def test_internal_error_is_one_line(monkeypatch):
     result = run("jerry-xl")
     assert result.exit_code == 1
     assert result.output.strip() == "opsctl smoke: internal error: RuntimeError: surprise"
+
+
+# --- the launcher's own answers ---------------------------------------------------------------------
+
+
+def test_policy_refusal_is_reported_with_its_rule(monkeypatch):
+    body = {"error": {"message": "refused by optillm-proxy policy (approach-not-allowed): the approach 'moa' "
+                                 "is not in PROXY_APPROACHES", "type": "invalid_request_error",
+                      "code": "approach-not-allowed"}}
+    use_transport(monkeypatch, lambda r: httpx.Response(400, json=body) if b"moa-" in r.content else auto_mode(r))
+    result = run("jerry-xl", "moa-jerry-xl")
+    assert result.exit_code == 1
+    assert ("moa-jerry-xl: proxy answered 400: refused by optillm-proxy policy (approach-not-allowed): "
+            "the approach 'moa' is not in PROXY_APPROACHES (never sent to optillm)") in result.output
+    assert result.output.splitlines()[-1].endswith("; refused by policy: moa-jerry-xl (approach-not-allowed)")
+    rows = json.loads(run("jerry-xl", "moa-jerry-xl", "--json").output)["rows"]
+    assert [r["policy_rule"] for r in rows] == [None, "approach-not-allowed"]
+
+
+@pytest.mark.parametrize("status, kind, code, hint", [
+    (502, "upstream_error", "upstream_key_refused", "check /etc/optillm-proxy/upstream-key"),
+    (429, "upstream_error", "upstream_rate_limited", "LiteLLM rate-limits the proxy's key"),
+    (400, "invalid_request_error", "upstream_rejected", "does LiteLLM route the base model?"),
+    (504, "deadline_exceeded", "deadline_exceeded", None),
+    (504, "upstream_timeout", "upstream_timeout", None),
+])
+def test_launcher_upstream_errors_name_the_upstream(monkeypatch, status, kind, code, hint):
+    message = "upstream error: 2 of 2 upstream call(s) to http://127.0.0.1:4000/v1 failed; last: HTTP 401"
+    use_transport(monkeypatch, lambda r: httpx.Response(status, json={"error": {
+        "message": message, "type": kind, "code": code}}))
+    result = run("bon-jerry-xl")
+    assert result.exit_code == 1
+    line = next(line for line in result.output.splitlines() if line.startswith("bon-jerry-xl: "))
+    assert line.startswith(f"bon-jerry-xl: upstream error via proxy ({status}): {message}"), line
+    assert (hint in line) if hint else line.endswith(message), line
