@@ -88,9 +88,13 @@ def health(url, api_key, timeout, warning, critical, wait, as_json) -> None:
 @click.option("--url", default=PROXY_URL, show_default=True, help=_URL_HELP)
 @click.option("--api-key", default=None, help=_KEY_HELP)
 @click.option("--timeout", default=120.0, show_default=True, type=float,
-              help="Bound on each model's request, seconds (strategies make several upstream calls).")
+              help="Bound on the whole run, seconds: every model must answer within it (they run at once; "
+                   "strategies make several upstream calls).")
+@click.option("--concurrency", default=5, show_default=True, type=click.IntRange(1),
+              help="Models checked at once (--all's five by default); later ones start as earlier ones "
+                   "finish, within the same --timeout. 1: one after another.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-def smoke(models, all_models, base_model, plugins, env_file, url, api_key, timeout, as_json) -> None:
+def smoke(models, all_models, base_model, plugins, env_file, url, api_key, timeout, concurrency, as_json) -> None:
     """Chat with each MODEL and prove its strategy ran. Exit 0 pass, 1 fail/skipped, 2 unreachable, 3 usage."""
     from ops import smoke as smoking
     from ops.client import UsageProblem, parse_base_url, resolve_api_key
@@ -103,7 +107,7 @@ def smoke(models, all_models, base_model, plugins, env_file, url, api_key, timeo
         click.echo(f"opsctl smoke: {exc} (see opsctl smoke --help)", err=True)
         raise click.exceptions.Exit(3) from None
     try:
-        report = smoking.run(base_url, key, wanted, timeout, notes)
+        report = smoking.run(base_url, key, wanted, timeout, notes, concurrency=concurrency)
     except Exception as exc:  # one line, never a traceback
         click.echo(f"opsctl smoke: internal error: {type(exc).__name__}: {exc}", err=True)
         raise click.exceptions.Exit(1) from None

@@ -27,18 +27,28 @@ way, with what to check for the `code` (`upstream_key_refused`: the proxy's Lite
 the launcher's policy refuses (HTTP 400/413/415, `refused by optillm-proxy policy (RULE): ...`, `code`
 RULE) never reached optillm: reported as a refusal, with the rule (`policy_rule` in --json).
 
-Exit codes: 0 all passed, 1 any failed or skipped, 2 proxy unreachable, 3 usage error.
+How a run goes: the models run at once, at most --concurrency at a time, and the whole run is
+bounded by --timeout (a model still running then fails with `no answer within --timeout`, one not
+started yet says so): against a hung LiteLLM `--all` takes --timeout, not five times it. The rows
+keep the order the models were named in. The first model goes alone for a moment (KEY_CHECK_SECONDS)
+before the others follow: a wrong key answers 401 at once, so it is reported once, in one line, and
+no other model is sent; a refused connection likewise stops the run (exit 2).
+
+Exit codes: 0 all passed, 1 any failed or skipped (a rejected key included), 2 proxy unreachable,
+3 usage error.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ops.client import ApiKey, ProbeDeadline, run_with_deadline
+from ops.client import ApiKey
 from ops.layout import STRATEGY_PREFIXES
 
 PASSED, FAILED, UNREACHABLE = 0, 1, 2
@@ -69,6 +79,10 @@ UPSTREAM_ERROR_HINTS = {
 # The launcher's policy refusals (policy.py Refusal.body): never sent to optillm.
 POLICY_REFUSAL = re.compile(r"^refused by optillm-proxy policy \(([a-z0-9-]+)\): ?(.*)", re.S)
 
+DEFAULT_CONCURRENCY = 5  # --all's five models at once
+# The first model goes alone this long (at most a quarter of --timeout) before the others follow:
+# a wrong key answers 401 in milliseconds, so then no other model is sent.
+KEY_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -90,6 +104,7 @@ class SmokeReport:
     key_source: str
     rows: list[SmokeRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    key_rejected: str | None = None  # the one 401 line, when the proxy rejected the key
 
     @property
     def exit_code(self) -> int:
@@ -248,6 +263,8 @@ def request_body(model: str) -> dict:
 
 
 def check_model(client, model: str, key: ApiKey, timeout: float, clock=time.monotonic) -> SmokeRow:
+    """One model's request and verdict. httpx bounds each operation by `timeout`; the whole run's
+    bound (a server that trickles bytes) is run()'s."""
     from ops.client import import_httpx
 
     httpx = import_httpx()
@@ -255,11 +272,7 @@ def check_model(client, model: str, key: ApiKey, timeout: float, clock=time.mono
     row = SmokeRow(model=model, approach=approach_of(model))
     start = clock()
     try:
-        response = run_with_deadline(
-            lambda: client.post("/v1/chat/completions", json=request_body(model), headers=key.headers()),
-            timeout)
-    except ProbeDeadline:
-        row.detail = f"no answer within --timeout {timeout:g}s"
+        response = client.post("/v1/chat/completions", json=request_body(model), headers=key.headers())
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         row.result = "unreachable"
         reason = str(exc) or type(exc).__name__
@@ -275,20 +288,81 @@ def check_model(client, model: str, key: ApiKey, timeout: float, clock=time.mono
 
 
 def run(base_url: str, key: ApiKey, models: list[str], timeout: float, notes=(),
-        transport=None, clock=time.monotonic) -> SmokeReport:
+        transport=None, clock=time.monotonic, concurrency: int = DEFAULT_CONCURRENCY) -> SmokeReport:
+    """Check the models at once (at most `concurrency` at a time) within `timeout` for the whole
+    run; the rows keep the models' order."""
     from ops.client import make_client
 
     report = SmokeReport(url=base_url, key_source=key.source, notes=list(notes))
-    with make_client(base_url, timeout, transport) as client:
-        for model in models:
-            row = check_model(client, model, key, timeout, clock)
-            report.rows.append(row)
-            if row.result == "unreachable":
-                # Nothing answers there: the other models would only repeat the same line.
-                report.rows += [SmokeRow(model=m, approach=approach_of(m), result="unreachable")
-                                for m in models[len(report.rows):]]
+    if not models:
+        return report
+    client = make_client(base_url, timeout, transport)
+    lock = threading.Condition()
+    done: dict[int, SmokeRow | BaseException] = {}
+    started: dict[int, float] = {}
+    pending = deque(range(len(models)))
+    stop: str | None = None  # "key" after a 401, "unreachable" after a refused connection
+
+    def work(i: int) -> None:
+        try:
+            outcome: SmokeRow | BaseException = check_model(client, models[i], key, timeout, clock)
+        except BaseException as exc:  # handed to the caller's thread (a bug, reported in one line)
+            outcome = exc
+        with lock:
+            done[i] = outcome
+            lock.notify_all()
+
+    begin = clock()
+    deadline = begin + timeout
+    key_check_until = begin + min(KEY_CHECK_SECONDS, timeout / 4)
+    with lock:
+        while True:
+            for i, outcome in done.items():
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                if stop is None and outcome.http_status == 401:
+                    stop = "key"
+                elif stop is None and outcome.result == "unreachable":
+                    stop = "unreachable"
+            now = clock()
+            running = len(started) - len(done)
+            if now >= deadline or (running == 0 and (not pending or stop)):
                 break
+            key_checking = len(started) == 1 and 0 not in done and now < key_check_until
+            while pending and stop is None and running < concurrency and not key_checking:
+                i = pending.popleft()
+                started[i] = clock()
+                threading.Thread(target=work, args=(i,), name=f"opsctl-smoke-{i}", daemon=True).start()
+                running += 1
+                key_checking = i == 0 and clock() < key_check_until
+            lock.wait(max(0.0, (key_check_until if key_checking else deadline) - clock()))
+        report.rows = [_final_row(i, models[i], done.get(i), started.get(i), stop, deadline, timeout,
+                                  concurrency) for i in range(len(models))]
+        in_flight = len(started) > len(done)
+    if not in_flight:
+        client.close()  # else the abandoned requests keep it; their daemon threads end with the process
+    rejected = [r for r in report.rows if r.http_status == 401]
+    if rejected:
+        report.key_rejected = rejected[0].detail
+        for row in rejected[1:]:
+            row.detail = ""  # the same 401 once, not once per model
     return report
+
+
+def _final_row(i: int, model: str, outcome: SmokeRow | None, started: float | None, stop: str | None,
+               deadline: float, timeout: float, concurrency: int) -> SmokeRow:
+    if outcome is not None:
+        return outcome
+    row = SmokeRow(model=model, approach=approach_of(model))
+    if started is not None:  # still running at the deadline
+        row.latency_s = round(deadline - started, 3)
+        row.detail = f"no answer within --timeout {timeout:g}s"
+    elif stop == "unreachable":
+        row.result = "unreachable"  # not asked: the other models would only repeat the same line
+    elif stop is None:
+        row.detail = (f"not started: the run's --timeout {timeout:g}s ran out while the models before it "
+                      f"ran ({concurrency} at a time, --concurrency)")
+    return row
 
 
 def _yes_no(value: bool | None) -> str:
@@ -296,6 +370,9 @@ def _yes_no(value: bool | None) -> str:
 
 
 def render_table(report: SmokeReport) -> str:
+    if report.key_rejected and not any(r.result == "pass" for r in report.rows):
+        # Nothing was checked: the one line that says why, not a table of the same failure.
+        return f"smoke {report.url}: {report.key_rejected} (no model checked)"
     header = ("MODEL", "RESULT", "LATENCY", "TOKENS", "STRATEGY RAN")
     lines = [header] + [
         (r.model, r.result.upper() if r.result != "pass" else "pass",
@@ -324,4 +401,5 @@ def render_table(report: SmokeReport) -> str:
 def render_json(report: SmokeReport) -> str:
     return json.dumps({"url": report.url, "key_source": report.key_source,
                        "exit_code": report.exit_code, "passed": report.exit_code == PASSED,
+                       "key_rejected": report.key_rejected,
                        "rows": [asdict(r) for r in report.rows], "notes": report.notes}, sort_keys=True)

@@ -7,14 +7,16 @@ against the real server): the upstream's pass-through body, and the body optillm
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import httpx
 import pytest
 
-
 import ops.client
+import ops.smoke
 from ops.layout import Layout
-from ops.smoke import approach_of, models_to_check, plugin_slugs_from_env
+from ops.smoke import KEY_CHECK_SECONDS, approach_of, models_to_check, plugin_slugs_from_env
 from tests.probe_helpers import hermetic, raising, release, run_cli, use_transport  # noqa: F401, F811 (fixtures)
 
 ALL = ["jerry-xl", "moa-jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl"]
@@ -268,6 +270,127 @@ def test_internal_error_is_one_line(monkeypatch):
     result = run("jerry-xl")
     assert result.exit_code == 1
     assert result.output.strip() == "opsctl smoke: internal error: RuntimeError: surprise"
+
+
+# --- a wrong key: once, one line -----------------------------------------------------------------
+
+
+def test_wrong_key_is_one_line_and_no_other_model_is_sent(monkeypatch):
+    seen = use_transport(monkeypatch, lambda r: httpx.Response(401, json={"error": "Invalid API key"}))
+    result = run("--all", "--env-file", "/nonexistent/env", env={"OPSCTL_API_KEY": "opx-wrong"})
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "smoke http://127.0.0.1:4020: 401: the proxy rejected the key from $OPSCTL_API_KEY; pass --api-key "
+        "or set OPSCTL_API_KEY to the proxy key (no model checked)"]
+    assert len(seen) == 1  # the first model goes alone until it answered: the 401 stops the run
+
+
+def test_wrong_key_answered_slowly_is_still_reported_once(monkeypatch):
+    """A 401 that comes after the first model's moment alone: the others were sent, the line is one."""
+    def slow_401(request):
+        time.sleep(KEY_CHECK_SECONDS + 0.3)
+        return httpx.Response(401, json={"error": "Invalid API key"})
+    seen = use_transport(monkeypatch, slow_401)
+    result = run("--all", "--env-file", "/nonexistent/env", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["key_rejected"].startswith("401: the proxy rejected the key from none")
+    assert [r["model"] for r in report["rows"]] == ALL and len(seen) == len(ALL)
+    assert [bool(r["detail"]) for r in report["rows"]] == [True, False, False, False, False]
+
+
+# --- concurrency: bounded, rows in order, the whole run bounded by --timeout ----------------------
+
+
+def test_models_run_at_once_up_to_concurrency_and_rows_keep_their_order(monkeypatch):
+    plugins = ["majority_voting", "executecode", "json"]
+    models = ALL + [f"{p}-jerry-xl" for p in plugins]
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def answer(request):
+        model = json.loads(request.content)["model"]
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.05 * (len(models) - models.index(model)))  # the first named answers last
+        with lock:
+            state["now"] -= 1
+        return auto_mode(request)
+    seen = use_transport(monkeypatch, answer)
+    args = ["--all", "--env-file", "/nonexistent/env", *[a for p in plugins for a in ("--plugin", p)]]
+    result = run(*args, "--concurrency", "3")
+    assert result.exit_code == 0, result.output
+    assert list(rows_of(result.output)) == models
+    assert state["max"] == 3 and len(seen) == len(models)
+
+    state["max"] = 0
+    result = run(*args)  # default: 5 at a time
+    assert result.exit_code == 0, result.output
+    assert list(rows_of(result.output)) == models and state["max"] == ops.smoke.DEFAULT_CONCURRENCY
+
+
+def test_hung_proxy_costs_timeout_once_not_once_per_model(monkeypatch, release):
+    def hang(request):
+        release.wait(60)
+        return auto_mode(request)
+    seen = use_transport(monkeypatch, hang)
+    started = time.monotonic()
+    result = run("--all", "--env-file", "/nonexistent/env", "--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 1
+    assert 1.0 <= elapsed < 2.0, elapsed  # one after another: 5 s
+    assert len(seen) == len(ALL)
+    for model in ALL:
+        assert f"{model}: no answer within --timeout 1s" in result.output
+    result, latency = rows_of(result.output)[ALL[0]][:2]
+    assert result == "FAIL" and abs(float(latency.rstrip("s")) - 1.0) < 0.05, latency
+
+
+def test_models_never_started_within_timeout_say_so(monkeypatch, release):
+    def hang(request):
+        release.wait(60)
+        return auto_mode(request)
+    seen = use_transport(monkeypatch, hang)
+    result = run("--all", "--env-file", "/nonexistent/env", "--timeout", "0.6", "--concurrency", "2", "--json")
+    assert result.exit_code == 1
+    rows = json.loads(result.output)["rows"]
+    assert [r["model"] for r in rows] == ALL and len(seen) == 2
+    assert [r["detail"] for r in rows[:2]] == ["no answer within --timeout 0.6s"] * 2
+    for row in rows[2:]:
+        assert row["result"] == "fail" and row["detail"].startswith("not started: the run's --timeout 0.6s ran out")
+
+
+def test_hung_upstream_over_real_http_is_bounded_by_timeout():
+    """The recording upstream, delayed, stands in for a proxy whose LiteLLM hangs: real sockets,
+    real threads, the run ends at --timeout."""
+    from tests.fixtures.upstream import start_upstream
+
+    upstream, stop = start_upstream()
+    # The delayed answers, released at the end, meet connections smoke gave up on: not an error here.
+    upstream._server.handle_error = lambda request, client_address: None
+    upstream.delay(30)
+    try:
+        started = time.monotonic()
+        result = run("--all", "--env-file", "/nonexistent/env", "--timeout", "1",
+                     "--url", upstream.base_url.removesuffix("/v1"))
+        elapsed = time.monotonic() - started
+        asked = [c["model"] for c in upstream.calls()]
+    finally:
+        upstream.reset()  # releases the delayed answers
+        stop()
+    assert result.exit_code == 1, result.output
+    assert 1.0 <= elapsed < 2.5, elapsed
+    assert all(f"{m}: no answer within --timeout 1s" in result.output for m in ALL), result.output
+    assert sorted(asked) == sorted(ALL)  # all five were asked, at once
+
+
+def test_concurrency_default_and_bad_value():
+    from ops.cli import cli
+
+    param = next(p for p in cli.commands["smoke"].params if p.name == "concurrency")
+    assert param.default == ops.smoke.DEFAULT_CONCURRENCY
+    result = run("jerry-xl", "--concurrency", "0")
+    assert result.exit_code == 3 and "--concurrency" in result.output
 
 
 # --- the launcher's own answers ---------------------------------------------------------------------
