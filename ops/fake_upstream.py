@@ -42,6 +42,8 @@ class _State:
 
 
 def _number(value) -> float | None:
+    # ops.eval_tasks.as_number, copied: this file is also loaded alone (tools/lean_probe.py runs
+    # it inside a runtime venv without `ops`; bench scripts run it by path), so it imports nothing.
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
