@@ -216,3 +216,55 @@ def test_socket_unit_is_scored_in_the_box(box):
     score = float(service_out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
     assert score <= 0.9, service_out[-2000:]
 
+
+
+def test_at_a_memory_bound_the_kernel_kills_systemd_restarts_and_the_journal_says_so(box, box_upstream):
+    """What happens at the unit's memory bound. Inside this box MemoryMax= is set but not enforced
+    (the host is cgroup v1 and the container sees the memory controller read-only), so the test
+    puts the same kind of bound on the service from the host: a v1 memory cgroup holding its main
+    process (64 MiB for new allocations), then 4 MiB request bodies read at once until it overruns.
+    The kernel's OOM killer ends the process, systemd logs the kill and restarts it, and the
+    socket keeps the port meanwhile."""
+    import secrets
+    from pathlib import Path
+
+    root = Path("/sys/fs/cgroup/memory")
+    if not (root / "cgroup.procs").exists():
+        pytest.fail("no cgroup v1 memory hierarchy at /sys/fs/cgroup/memory on this host: the bound "
+                    "cannot be set from outside the box (on a cgroup v2 host, MemoryMax= is enforced in it)")
+    group = root / f"optillm-proxy-oom-test-{secrets.token_hex(4)}"
+    group.mkdir()
+    pid = service.main_pid(box)
+    restarts = service.n_restarts(box)
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
+        (group / "cgroup.procs").write_text(str(service._host_pid(box, pid)))
+        body = ('{"model": "cepo-jerry-xl", "messages": [{"role": "user", "content": "'
+                + "x" * (4 * 1024 * 1024 - 200) + '"}]}').encode()
+
+        def big():
+            try:
+                httpx.post(URL, content=body, timeout=60, headers={
+                    "Authorization": f"Bearer {proxy_key(box)}", "Content-Type": "application/json"})
+            except httpx.HTTPError:
+                pass  # the process that held it was killed: that is the point
+
+        deadline = time.monotonic() + 120
+        while service.n_restarts(box) == restarts and time.monotonic() < deadline:
+            threads = [threading.Thread(target=big) for _ in range(32)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(90)
+        oom = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
+        assert int(oom.get("oom_kill", "0")) >= 1, f"the kernel's OOM killer never ran: {oom}"
+        assert service.n_restarts(box) > restarts, "systemd did not restart the killed service"
+        service.wait_healthy(box, not_pid=pid)
+        journal = box.run(f"journalctl -u {SERVICE} --no-pager -n 200 -o cat").stdout
+        assert "Main process exited, code=killed, status=9/KILL" in journal, journal[-3000:]
+        record("memory bound (64 MiB new allocations, from the host): OOM kills", oom.get("oom_kill"))
+    finally:
+        for leftover in (group / "cgroup.procs").read_text().split():
+            (root / "cgroup.procs").write_text(leftover)
+        group.rmdir()
+        service.wait_healthy(box)
