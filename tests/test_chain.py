@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "What is 6*7?"}]
 
 # Upstream calls per request in 0.3.12's auto mode (server started without --approach), as
-# measured against optillm alone (/work/shared/optillm-0.3.12.md and test_runtime_smoke_fixture):
+# measured against optillm alone (docs/optillm-0.3.12.md and test_runtime_smoke_fixture):
 # the chain must add none and lose none.
 FAN_OUT = {
     BASE_MODEL: 1,

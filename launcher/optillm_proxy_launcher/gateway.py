@@ -167,7 +167,8 @@ class Gate:
             return _error(429, "upstream_error", "upstream_rate_limited", f"upstream error: {summary}")
         if upstream_status in (401, 403):
             return _error(502, "upstream_error", "upstream_key_refused",
-                          f"upstream error: {summary} (LiteLLM refused the proxy's OPENAI_API_KEY)")
+                          f"upstream error: {summary} (LiteLLM refused the proxy's key in "
+                          "/etc/optillm-proxy/upstream-key)")
         if upstream_status is not None and 400 <= upstream_status < 500:
             # LiteLLM judged the request itself invalid: the client's to fix, as a 400.
             return _error(400, "invalid_request_error", "upstream_rejected", f"upstream rejected the request: {summary}")
