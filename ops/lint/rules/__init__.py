@@ -29,6 +29,7 @@ from ops.lint.rules import (
     optillm_api_key_configured,
     optillm_internals,
     optillm_variable,
+    other_provider_key,
     optillm_version,
     plugin_not_in_profile,
     process_optillm_api_key,
@@ -48,7 +49,8 @@ RULES = (
     # environment
     process_optillm_api_key, optillm_api_key_configured, optillm_variable,
     # env file and the LiteLLM key
-    env_syntax, openai_key_missing, upstream_key_in_env_file, secret_file_mode, request_settings,
+    env_syntax, openai_key_missing, upstream_key_in_env_file, other_provider_key, secret_file_mode,
+    request_settings,
     # unit
     unit_syntax, exec_start, host_not_loopback, base_url_not_loopback, base_url_self_loop,
     model_approach_prefix, approach_proxy, approach_auto, approach_fixed, log_debug,

@@ -15,7 +15,8 @@ Passes:
     no OPENAI_API_KEY= line; the key alone in /etc/optillm-proxy/upstream-key (root 0600)
 
 Fix: re-run `sudo ./install.sh`: it moves the key to /etc/optillm-proxy/upstream-key when that
-file does not exist yet (else it keeps that file as the key) and removes the line. Or by hand:
+file is absent or empty, removes the line when the file holds the same key, and leaves both (with
+a note) when they differ. Or by hand:
 write the key to /etc/optillm-proxy/upstream-key (one line, chmod 0600), delete the line, restart
 the service.
 """
