@@ -27,12 +27,12 @@ from dataclasses import dataclass, fields as dataclass_fields
 from pathlib import Path
 from typing import Iterable
 
-from optillm_proxy_launcher.records import FIELD_NAMES, MARKER_FIELD, MARKER_VALUE, PREFIX, STDERR_TAG, Record
+from optillm_proxy_launcher.records import (FIELD_NAMES, MARKER_FIELD, MARKER_VALUE, NO_APPROACH, PREFIX, STDERR_TAG,
+                                            Record)
 
 from ops.layout import SERVICE
 
 BASE_APPROACH = "none"  # the base model itself: the launcher's label for a pass-through
-NO_APPROACH = "-"  # the launcher's label when none ran (gateway.NO_APPROACH)
 # Latency histogram: bucket k >= 1 holds [GROWTH**(k-1), GROWTH**k) ms and reports its geometric
 # middle, so a quantile is off by less than sqrt(GROWTH) - 1 (under 1%); ~930 buckets reach a day.
 GROWTH = 1.02

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from optillm_proxy_launcher.policy import Policy, Refusal
-from optillm_proxy_launcher.records import Record
+from optillm_proxy_launcher.records import NO_APPROACH, Record
 from optillm_proxy_launcher.upstream import RequestContext, Registry
 
 CHAT_PATH = "/v1/chat/completions"
 METRICS_PATH = "/metrics"
 UNRECORDED_PATHS = ("/health", METRICS_PATH)
-NO_APPROACH = "-"  # the approach label of requests where none ran (refused, not a chat completion)
 # A body over the limit is read and dropped up to this much, so the client (which sends the whole
 # body before reading) sees the 413 instead of a reset; beyond it the connection is just closed.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024

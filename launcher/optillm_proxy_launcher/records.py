@@ -21,6 +21,7 @@ PREFIX = "OPTILLM_PROXY_"
 MARKER_FIELD = PREFIX + "RECORD"
 MARKER_VALUE = "request"
 STDERR_TAG = "optillm-proxy-record"
+NO_APPROACH = "-"  # the approach of a request where none ran (refused, unauthenticated, not a chat)
 SYSLOG_INFO = 6
 
 

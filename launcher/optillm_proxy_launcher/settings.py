@@ -332,7 +332,6 @@ BOUNDS = (
           "on stop (restart, upgrade, key rotation) requests in flight may finish this long while new "
           "connections wait in the socket's backlog; as long as the default deadline, so none is cut"),
 )
-BOUND_NAMES = tuple(b.name for b in BOUNDS)
 APPROACHES_VARIABLE = "PROXY_APPROACHES"
 RECORDS_VARIABLE = "PROXY_RECORDS"
 RECORDS_CHOICES = ("journal", "off")  # one structured record per request, or none

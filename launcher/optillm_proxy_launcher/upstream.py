@@ -228,14 +228,12 @@ class SharedUpstream:
         self.verify = verify
         self._client = None
         self._lock = threading.Lock()
-        self.clients_built = 0  # stays 1: the benchmark and tests read it
 
     def client(self):
         if self._client is None:
             with self._lock:
                 if self._client is None:
                     self._client = self._build()
-                    self.clients_built += 1
         return self._client
 
     def _build(self):
