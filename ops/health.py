@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 
 from ops.client import ApiKey, ProbeDeadline, run_with_deadline
 from ops.http_probe import Answer, ProbeError, Refused, TimedOut, get
@@ -28,18 +27,19 @@ LABEL = "OPTILLM-PROXY"
 WAIT_INTERVAL_S = 0.5
 
 
-@dataclass
 class HealthResult:
-    code: int
-    message: str
-    url: str
-    elapsed_s: float
-    warning_s: float
-    critical_s: float
-    endpoint: str | None = None
-    http_status: int | None = None
-    attempts: int = 1
-    waited_s: float | None = None
+    """A plain class, not a dataclass: `dataclasses` imports `inspect`, a real share of a probe's
+    start-up (the same holds for the other classes on the health path)."""
+
+    FIELDS = ("message", "url", "elapsed_s", "warning_s", "critical_s", "endpoint", "http_status",
+              "attempts", "waited_s")
+
+    def __init__(self, code: int, message: str, url: str, elapsed_s: float, warning_s: float,
+                 critical_s: float, endpoint: str | None = None, http_status: int | None = None,
+                 attempts: int = 1, waited_s: float | None = None) -> None:
+        self.code, self.message, self.url, self.elapsed_s = code, message, url, elapsed_s
+        self.warning_s, self.critical_s, self.endpoint = warning_s, critical_s, endpoint
+        self.http_status, self.attempts, self.waited_s = http_status, attempts, waited_s
 
     @property
     def state(self) -> str:
@@ -50,8 +50,8 @@ class HealthResult:
         return f"{LABEL} {self.state} - {self.message} | {perf}"
 
     def as_json(self) -> str:
-        facts = {"state": self.state, "exit_code": self.code, **asdict(self)}
-        facts.pop("code")
+        facts = {"state": self.state, "exit_code": self.code,
+                 **{name: getattr(self, name) for name in self.FIELDS}}
         return json.dumps(facts, sort_keys=True)
 
 
@@ -160,13 +160,10 @@ def unknown(message: str, url: str, warning: float = 1.0, critical: float = 3.0)
 # run both ways, and the fast path opsctl takes for a plain invocation.
 
 
-@dataclass(frozen=True)
 class Option:
-    flag: str
-    dest: str
-    kind: type  # float, str, or bool for a flag
-    default: object
-    help: str
+    def __init__(self, flag: str, dest: str, kind: type, default: object, help: str) -> None:
+        self.flag, self.dest, self.help = flag, dest, help
+        self.kind, self.default = kind, default  # kind: float, str, or bool for a flag
 
 
 KEY_HELP = "Proxy key (prefer $OPSCTL_API_KEY or the key file: a command line is visible to all users)."

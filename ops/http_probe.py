@@ -94,7 +94,9 @@ def _http_get(parts, path: str, headers: dict[str, str], timeout: float) -> Answ
     netloc = f"[{host}]" if ":" in host else host
     lines = [f"GET {path} HTTP/1.0", f"Host: {netloc}:{port}", "Connection: close",
              *(f"{k}: {v}" for k, v in headers.items())]
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    # An ASCII host as bytes: a str host makes getaddrinfo load the idna codec on every probe.
+    address = host.encode("ascii") if host.isascii() else host
+    with socket.create_connection((address, port), timeout=timeout) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         chunks, size = [], 0
         while size <= MAX_BODY_BYTES:
