@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from optillm_proxy_launcher import manifest
+
 EX_CONFIG = 78
 LIBEXEC = Path(__file__).resolve().parent.parent
 PLUGIN_TABLE = LIBEXEC / "plugins.json"
 # libexec/.. is the runtime root; install.sh writes the manifest there.
-RUNTIME_MANIFEST = LIBEXEC.parent / "optillm-proxy-runtime.json"
+RUNTIME_MANIFEST = manifest.path_of(LIBEXEC.parent)
 DEFAULT_PROFILE = "full"  # a runtime without a manifest is a stock venv: it can import everything
 CREDENTIAL_NAME = "api-key"
 KEY_FILE_HINT = "/etc/optillm-proxy/api-key"
@@ -101,20 +103,46 @@ def option_value(argv: list[str], option: str, default: str, *aliases: str) -> s
     return values[-1] if values else default
 
 
-def check_command_line(argv: list[str]) -> None:
+def check_key_not_on_command_line(argv: list[str]) -> None:
     if option_values(argv, "--optillm-api-key"):
         raise ConfigRefused(
-            "--optillm-api-key is on the command line, where every local user can read it: remove it; "
-            f"the launcher reads the key from the systemd credential {CREDENTIAL_NAME} ({KEY_FILE_HINT})")
-    for value in option_values(argv, "--approach"):
-        if value in ("proxy", "auto"):
-            raise ConfigRefused(
-                f"--approach {value} is on the command line: remove it; "
-                + ("'proxy' makes optillm skip every prefix strategy (moa-, bon-, ...)" if value == "proxy"
-                   else "0.3.12 rejects 'auto'; prefix selection works only with --approach left out"))
+            "--optillm-api-key is on the command line, where every local user can read it: remove it and "
+            f"rotate the key; the launcher reads the key from the systemd credential {CREDENTIAL_NAME} "
+            f"({KEY_FILE_HINT})")
+
+
+def check_approach_value(value: str | None) -> None:
+    """One --approach value: 'proxy' and 'auto' are refused, any other is optillm's to judge."""
+    if value in ("proxy", "auto"):
+        raise ConfigRefused(
+            f"--approach {value} is on the command line: remove it; "
+            + ("'proxy' makes optillm skip every prefix strategy (moa-, bon-, ...)" if value == "proxy"
+               else "0.3.12 rejects 'auto'; prefix selection works only with --approach left out"))
+
+
+def check_base_url(argv: list[str]) -> None:
     if not base_url(argv):
         raise ConfigRefused("--base-url is missing or empty: the upstream client needs LiteLLM's URL, "
                             "e.g. --base-url http://127.0.0.1:4000/v1 in the unit's ExecStart")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """optillm's flags (ours taken out): each check is its own function, which `opsctl lint` calls."""
+    check_key_not_on_command_line(argv)
+    for value in option_values(argv, "--approach"):
+        check_approach_value(value)
+    check_base_url(argv)
+
+
+def listen_address(argv: list[str]) -> tuple[str, int]:
+    """--host and --port as optillm will bind them (its defaults when absent)."""
+    host = option_value(argv, "--host", "127.0.0.1")
+    raw = option_value(argv, "--port", "8000")
+    try:
+        return host, int(raw)
+    except ValueError:
+        raise ConfigRefused(f"--port {raw!r} is not a number: give ExecStart the port optillm-proxy.socket "
+                            "listens on, e.g. --port 4020") from None
 
 
 def base_url(argv: list[str]) -> str:
@@ -150,8 +178,16 @@ def load_credential_hint(name: str, hint: str) -> str:
     return f"give the unit LoadCredential={name}:{hint}"
 
 
+def credential_not_loaded(name: str, hint: str, what: str) -> ConfigRefused:
+    """No $CREDENTIALS_DIRECTORY/NAME: the unit has no LoadCredential= for it (a LoadCredential=
+    whose source file is missing fails the start in systemd itself, before the launcher runs)."""
+    return ConfigRefused(f"no {what}: the credential {name} is not loaded (no $CREDENTIALS_DIRECTORY/{name}); "
+                         f"{load_credential_hint(name, hint)}")
+
+
 def credential_missing(path: Path | str, name: str, hint: str, what: str) -> ConfigRefused:
-    """The refusal for a credential file `path` that does not exist (lint: the key file itself)."""
+    """What systemd's refusal (status 243/CREDENTIALS) means when the key file `path` itself is
+    missing: lint says it in the launcher's words."""
     return ConfigRefused(f"no {what}: {path} does not exist; write it to {hint} (one line, root 0600) "
                          f"and {load_credential_hint(name, hint)}")
 
@@ -174,12 +210,12 @@ def read_credential(environ: Mapping[str, str], name: str, hint: str, what: str)
     directory = environ.get("CREDENTIALS_DIRECTORY")
     how = load_credential_hint(name, hint)
     if not directory:
-        raise ConfigRefused(f"no {what}: CREDENTIALS_DIRECTORY is not set; {how}")
+        raise credential_not_loaded(name, hint, what)
     path = Path(directory) / name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise credential_missing(path, name, hint, what) from None
+        raise credential_not_loaded(name, hint, what) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigRefused(f"cannot read the {what} {path}: {exc.__class__.__name__}; {how}") from None
     return check_key_text(text, path, hint, what)
@@ -224,12 +260,15 @@ def load_json(path: Path, what: str) -> dict:
         raise ConfigRefused(f"{what} {path} is unreadable ({exc.__class__.__name__}): reinstall the runtime") from None
 
 
-def runtime_profile(manifest: Path = RUNTIME_MANIFEST) -> str:
-    if not manifest.exists():
-        return DEFAULT_PROFILE
-    profile = load_json(manifest, "runtime manifest").get("profile")
+def runtime_profile(path: Path = RUNTIME_MANIFEST) -> str:
+    try:
+        profile = manifest.read(path).get("profile")
+    except manifest.ManifestProblem as exc:
+        if exc.missing:
+            return DEFAULT_PROFILE
+        raise ConfigRefused(f"runtime manifest {path} is unreadable ({exc}): reinstall the runtime") from None
     if not isinstance(profile, str) or not profile:
-        raise ConfigRefused(f"runtime manifest {manifest} names no profile: reinstall the runtime")
+        raise ConfigRefused(f"runtime manifest {path} names no profile: reinstall the runtime")
     return profile
 
 
@@ -420,7 +459,7 @@ class Prepared:
 
 
 def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = PLUGIN_TABLE,
-            manifest: Path = RUNTIME_MANIFEST) -> Prepared:
+            manifest_path: Path = RUNTIME_MANIFEST) -> Prepared:
     """Every check that needs no optillm import, so a refusal is fast and has no side effect."""
     check_only, argv = take_flag(argv, "--check")
     setting, argv = take_option(argv, "--plugins")
@@ -430,7 +469,7 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     check_command_line(argv)
     table = plugin_table(table_path)
     enabled = parse_plugin_setting(setting, table)
-    check_profile(enabled, table, runtime_profile(manifest))
+    check_profile(enabled, table, runtime_profile(manifest_path))
     request = request_settings(environ, enabled_slugs(enabled, table), table)
     key = read_api_key(environ)
     upstream = upstream_key(environ)

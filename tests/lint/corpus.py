@@ -60,7 +60,8 @@ CASES = [
     Case("litellm-config-is-a-list", "file-unreadable", lambda d: d.write("litellm", "- a\n- b\n"),
          line=1),
     Case("env-file-not-utf8", "file-unreadable", lambda d: d.env_file.write_bytes(b"A=\xff\xfe\n")),
-    Case("manifest-not-json", "file-unreadable", lambda d: d.write("manifest", "{profile: lean")),
+    # The launcher refuses an unreadable manifest: reported in its words, by the profile rule.
+    Case("manifest-not-json", "plugin-not-in-profile", lambda d: d.write("manifest", "{profile: lean"), line=1),
     # environment
     Case("optillm-api-key-in-shell", "process-optillm-api-key", lambda d: None,
          process_env={"OPTILLM_API_KEY": "opx-whatever"}),

@@ -22,6 +22,7 @@ from pathlib import Path
 from optillm_proxy_launcher import patches, settings
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "optillm-internals"
 SEVERITY = ERROR
@@ -41,4 +42,4 @@ def check(ctx):
     try:
         patches.verify_source(server, dist.version)
     except settings.ConfigRefused as exc:
-        yield Problem(str(server), 0, f"the launcher refuses to start (exit 78): {exc}")
+        yield Problem(str(server), 0, REFUSES + str(exc))

@@ -15,7 +15,10 @@ Fix: set PROXY_PLUGINS to plugins of the installed profile (the message lists th
 install the full profile: `sudo ./install.sh --profile full`.
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES, refusal
 
 ID = "plugin-not-in-profile"
 SEVERITY = ERROR
@@ -23,23 +26,18 @@ SEVERITY = ERROR
 
 def check(ctx):
     rt = ctx.runtime
+    if rt is None:
+        return
+    # The launcher reads its plugin table and the manifest's profile at every start.
+    if rt.plugins_refused:
+        yield Problem(str(rt.plugins_path), 0, REFUSES + rt.plugins_refused)
+    if rt.profile_refused:
+        yield Problem(str(rt.manifest_path), 1, REFUSES + rt.profile_refused)
     enabled = ctx.enabled_plugins()
-    if rt is None or enabled is None or not enabled[1]:
+    if enabled is None or not enabled[1] or rt.plugins is None or rt.profile is None:
         return
     raw, path, line = ctx.plugin_setting()
-    if rt.plugins is None:
-        yield Problem(str(rt.plugins_path), 0, f"plugin setting {raw!r} but the runtime has no "
-                                               "plugin table: the launcher refuses; reinstall")
-        return
-    profile = rt.profile
-    if profile is None:
-        return  # file-missing / file-unreadable report the manifest
-    table = rt.plugins
-    slugs = sorted(table) if "*" in enabled[1] else sorted(s for s in enabled[1] if s in table)
-    missing = [s for s in slugs if profile not in (table[s] or {}).get("profiles", [])]
-    if missing:
-        loadable = sorted(s for s in table if profile in (table[s] or {}).get("profiles", []))
-        yield Problem(path, line, f"{', '.join(missing)} cannot be imported by the installed "
-                                  f"'{profile}' profile (the launcher refuses to start); use a "
-                                  f"subset of: {', '.join(loadable) or 'none'}, or install "
-                                  "--profile full")
+    parsed = settings.parse_plugin_setting(raw, rt.plugins)  # in the setting's order, as the launcher has it
+    message = refusal(settings.check_profile, parsed, rt.plugins, rt.profile)
+    if message:
+        yield Problem(path, line, message)
