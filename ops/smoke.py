@@ -48,18 +48,17 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from optillm_proxy_launcher import settings
+
 from ops.client import ApiKey
 from ops.layout import STRATEGY_PREFIXES
 
 PASSED, FAILED, UNREACHABLE = 0, 1, 2
 
-# 0.3.12's core approaches (server.py `known_approaches`) and bundled plugin slugs: a model named
-# `<one of these>-<base>` asks for that approach.
-CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
-                   "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
-PLUGIN_SLUGS = ("coc", "deep_research", "deepthink", "executecode", "genselect", "json",
-                "longcepo", "majority_voting", "mcp", "memory", "privacy", "proxy", "readurls",
-                "router", "spl", "web_search")
+# 0.3.12's core approaches (server.py `known_approaches`) and bundled plugin slugs, as the launcher
+# has them (settings.py, plugins.json): a model named `<one of these>-<base>` asks for that approach.
+CORE_APPROACHES = settings.CORE_APPROACHES
+PLUGIN_SLUGS = tuple(settings.plugin_table())
 # Approaches whose answer is the upstream's own body by design: no shape test for them.
 PASS_THROUGH = ("none", "proxy")
 
@@ -122,21 +121,22 @@ def approach_of(model: str) -> str | None:
 
 
 def plugin_slugs_from_env(env_file: Path) -> tuple[list[str], str | None]:
-    """Plugin slugs named by PROXY_PLUGINS in the env file, and a note when there is none to add."""
+    """Plugin slugs PROXY_PLUGINS enables in the env file, read as systemd reads the file and
+    parsed by the launcher's own parser; a note when there is none to add."""
+    from ops.lint.readers.envfile import parse_env_file
+
     try:
         text = env_file.read_text()
     except OSError as exc:
         return [], f"plugin prefixes not checked: cannot read {env_file} ({exc.strerror}); use --plugin SLUG"
-    value = None
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("PROXY_PLUGINS="):
-            value = line.split("=", 1)[1].strip().strip("'\"")
-    if value is None or value in ("", "none"):
-        return [], None
-    if value == "all":
+    value = parse_env_file(text).as_dict().get("PROXY_PLUGINS", "none")
+    try:
+        enabled = settings.parse_plugin_setting(value, settings.plugin_table())
+    except settings.ConfigRefused as exc:
+        return [], f"plugin prefixes not checked: the launcher refuses this setting ({exc}); see opsctl lint"
+    if enabled == "all":
         return [], "PROXY_PLUGINS=all: plugin prefixes not checked one by one; name them with --plugin SLUG"
-    return [s.strip() for s in value.split(",") if s.strip()], None
+    return enabled, None
 
 
 def models_to_check(models: tuple[str, ...], all_models: bool, base_model: str,
