@@ -130,6 +130,12 @@ _LINT_PATH = click.Path(path_type=_Path)
 @click.option("--litellm-config", type=_LINT_PATH, help="LiteLLM config.yaml to check routes.")
 @click.option("--venv", type=_LINT_PATH, help="Runtime to check [default: current, if any].")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option("--ignore", multiple=True, metavar="RULE",
+              help="Accept RULE: its findings are not shown (repeatable; not for a rule whose every finding "
+                   "is a start the launcher refuses).")
+@click.option("--config", type=_LINT_PATH, metavar="FILE",
+              help="Lint config with an `ignored:` list of rule IDs [default: /etc/optillm-proxy/lint.yaml, "
+                   "if present].")
 @click.option("--json", "as_json", is_flag=True, help="Findings as a JSON list.")
 @click.option("--list-rules", is_flag=True, help="List rule IDs, severities and summaries.")
 @click.option("--explain", metavar="RULE", help="Why a rule exists, examples and the fix.")
@@ -137,9 +143,11 @@ def lint_command(list_rules: bool, explain: str | None, **options) -> None:
     """Check the deployment's files for known misconfigurations.
 
     One finding per line, PATH:LINE: RULE severity: message. Paths default to where
-    install.sh puts them. Exit 0 no error, 1 errors (or warnings with --strict), 2 usage.
+    install.sh puts them. Exit 0 no error, 1 errors (or warnings with --strict), 2 usage
+    (an unknown or unignorable rule in --ignore or the config file included).
     """
     from ops.lint import command
+    from ops.lint.ignore import IgnoreProblem
 
     if list_rules:
         click.echo(command.list_rules(), nl=False)
@@ -147,7 +155,12 @@ def lint_command(list_rules: bool, explain: str | None, **options) -> None:
     if explain is not None:
         click.echo(command.explain(explain), nl=False)
         return
-    raise SystemExit(command.lint(**options))
+    try:
+        code = command.lint(**options)
+    except IgnoreProblem as exc:
+        click.echo(f"opsctl lint: {exc}", err=True)
+        raise SystemExit(2) from None
+    raise SystemExit(code)
 
 
 # --- report (owner: records) ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ops.lint.rules._launcher import command_refusal
 
 ID = "approach-auto"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def _check(argv: list[str]) -> None:

@@ -20,6 +20,7 @@ from ops.lint.rules._launcher import command_refusal
 
 ID = "approach-proxy"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def _check(argv: list[str]) -> None:

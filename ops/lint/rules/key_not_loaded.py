@@ -28,6 +28,7 @@ from ops.lint.rules._launcher import REFUSES
 
 ID = "key-not-loaded"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 _DIRECTIVES = ("LoadCredential", "LoadCredentialEncrypted", "SetCredential", "SetCredentialEncrypted")
 
 

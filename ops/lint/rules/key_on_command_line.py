@@ -21,6 +21,7 @@ from ops.lint.rules._launcher import command_refusal
 
 ID = "key-on-command-line"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

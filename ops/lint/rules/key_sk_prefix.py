@@ -23,6 +23,7 @@ from ops.lint.rules._launcher import REFUSES
 
 ID = "key-sk-prefix"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

@@ -27,6 +27,7 @@ from ops.lint.rules._launcher import REFUSES
 
 ID = "openai-key-missing"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 INPUT = "upstream-key-file"
 
 

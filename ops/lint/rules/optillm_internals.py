@@ -26,6 +26,7 @@ from ops.lint.rules._launcher import REFUSES
 
 ID = "optillm-internals"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

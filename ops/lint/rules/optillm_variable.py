@@ -22,6 +22,7 @@ from ops.lint.rules._environment import environment_refusals
 
 ID = "optillm-variable"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

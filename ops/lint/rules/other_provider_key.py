@@ -24,6 +24,7 @@ from ops.lint.rules._environment import environment_refusals
 
 ID = "other-provider-key"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

@@ -22,6 +22,7 @@ from ops.lint.rules._launcher import REFUSES, refusal
 
 ID = "plugin-not-in-profile"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

@@ -20,6 +20,7 @@ from ops.lint.rules._launcher import REFUSES
 
 ID = "proxy-plugins-unknown"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

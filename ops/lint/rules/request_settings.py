@@ -32,6 +32,7 @@ from ops.lint.rules._launcher import REFUSES
 
 ID = "request-settings"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):

@@ -28,6 +28,7 @@ from ops.lint.rules._environment import environment_refusals
 
 ID = "upstream-key-in-env-file"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
