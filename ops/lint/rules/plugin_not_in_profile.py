@@ -1,9 +1,12 @@
-"""An enabled plugin cannot be imported by the installed runtime's profile.
+"""An enabled plugin cannot be imported by the installed runtime's profile (or the runtime's
+plugin table or manifest, which say so, cannot be read).
 
 Why: the lean profile leaves out torch, transformers, spacy and the other packages only
 plugins need. The launcher checks the runtime's libexec/plugins.json and refuses to start
 (exit 78) when PROXY_PLUGINS names a plugin the profile cannot import, so the service
-would fail at its next restart. `all` needs the full profile.
+would fail at its next restart. `all` needs the full profile. It refuses as well when the
+plugin table is missing or empty, or the manifest (optillm-proxy-runtime.json) is unreadable or
+names no profile. Lint reads both with the launcher's own functions, so the message is its own.
 
 Fails:
     profile lean, PROXY_PLUGINS=readurls,executecode
@@ -12,7 +15,8 @@ Passes:
     profile lean, PROXY_PLUGINS=majority_voting (lean-capable), or profile full
 
 Fix: set PROXY_PLUGINS to plugins of the installed profile (the message lists them), or
-install the full profile: `sudo ./install.sh --profile full`.
+install the full profile: `sudo ./install.sh --profile full`; for an unreadable table or
+manifest, rebuild the runtime (`sudo ./install.sh`).
 """
 
 from optillm_proxy_launcher import settings
