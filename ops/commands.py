@@ -122,6 +122,8 @@ _LINT_PATH = click.Path(path_type=_Path)
 
 @cli.command("lint")
 @click.option("--unit", type=_LINT_PATH, help="Unit file, or a directory with drop-ins.")
+@click.option("--socket", type=_LINT_PATH,
+              help="The socket unit (optillm-proxy.socket) [default: the installed one, if any].")
 @click.option("--env-file", type=_LINT_PATH, help="EnvironmentFile= of the unit.")
 @click.option("--key-file", type=_LINT_PATH, help="The proxy key (LoadCredential=api-key source).")
 @click.option("--upstream-key-file", type=_LINT_PATH,

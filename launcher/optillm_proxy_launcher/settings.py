@@ -145,6 +145,22 @@ def listen_address(argv: list[str]) -> tuple[str, int]:
                             "listens on, e.g. --port 4020") from None
 
 
+def check_socket_count(fds: str) -> None:
+    """LISTEN_FDS as systemd passes it: one socket, optillm-proxy.socket's one ListenStream=."""
+    if fds != "1":
+        raise ConfigRefused(f"systemd passed {fds} sockets (LISTEN_FDS): optillm-proxy.socket must have exactly "
+                            "one ListenStream=")
+
+
+def check_socket_address(bound: tuple[str, int], host: str, port: int) -> None:
+    """The address the passed socket is bound to (getsockname) against --host/--port."""
+    bound_host, bound_port = bound
+    if (bound_host, bound_port) != (host, port):
+        raise ConfigRefused(f"optillm-proxy.socket listens on {bound_host}:{bound_port} but ExecStart says --host "
+                            f"{host} --port {port}: make them the same address (an explicit IPv4 address in "
+                            "ListenStream=, not a bare port, which is IPv6 dual-stack)")
+
+
 def base_url(argv: list[str]) -> str:
     return option_value(argv, "--base-url", "", "--base_url").strip()
 

@@ -27,13 +27,13 @@ def explain(rule_id: str) -> str:
     return engine.explain(rule)
 
 
-def lint(*, unit: Path | None, env_file: Path | None, key_file: Path | None,
+def lint(*, unit: Path | None, socket: Path | None, env_file: Path | None, key_file: Path | None,
          upstream_key_file: Path | None, proxy_config: Path | None, litellm_config: Path | None,
          venv: Path | None, strict: bool, as_json: bool, ignore: tuple[str, ...] = (),
          config: Path | None = None) -> int:
     """Raises ignore.IgnoreProblem (exit 2) for an --ignore or config file it cannot honour."""
     ignored, config_read = resolve_ignores(ignore, config)
-    inputs = Inputs.defaults(unit=unit, env_file=env_file, key_file=key_file,
+    inputs = Inputs.defaults(unit=unit, socket=socket, env_file=env_file, key_file=key_file,
                              upstream_key_file=upstream_key_file, proxy_config=proxy_config,
                              litellm_config=litellm_config, venv=venv)
     ctx = Context(inputs)

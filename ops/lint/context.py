@@ -35,6 +35,7 @@ class Inputs:
     litellm_config: Path | None = None
     venv: Path | None = None
     venv_explicit: bool = False
+    socket: Path | None = None  # the socket unit; checked when given or installed
 
     @classmethod
     def defaults(cls, layout: Layout = DEFAULT, **given) -> "Inputs":
@@ -52,13 +53,14 @@ class Inputs:
             litellm_config=given.get("litellm_config"),
             venv=venv,
             venv_explicit=explicit,
+            socket=given.get("socket") or (layout.socket_file if layout.socket_file.exists() else None),
         )
 
 
 @dataclass(frozen=True)
 class LoadProblem:
     kind: str  # "missing" or "unreadable"
-    input: str  # which input: unit, env-file, key-file, upstream-key-file, proxy-config, litellm-config, venv
+    input: str  # which input: unit, socket, env-file, key-file, upstream-key-file, proxy-config, litellm-config, venv
     path: str
     line: int
     message: str
@@ -134,6 +136,17 @@ class Context:
             kind = "missing" if why in ("file not found", "no unit file or drop-ins found here") \
                 else "unreadable"
             self._problem(kind, "unit", path, why)
+        return unit if unit.files else None
+
+    @cached_property
+    def socket_unit(self) -> UnitFile | None:
+        if self.inputs.socket is None:
+            return None
+        unit = read_unit(self.inputs.socket)
+        for path, why in unit.unreadable:
+            kind = "missing" if why in ("file not found", "no unit file or drop-ins found here") \
+                else "unreadable"
+            self._problem(kind, "socket", path, why)
         return unit if unit.files else None
 
     @cached_property

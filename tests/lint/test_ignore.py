@@ -32,6 +32,7 @@ def test_ignore_accepts_a_warning(deployment):
 
 def test_ignore_accepts_an_error_the_launcher_starts_with(deployment):
     deployment.replace("unit", "--host 127.0.0.1", "--host 0.0.0.0")  # host-not-loopback: serves anyway
+    deployment.replace("socket", "ListenStream=127.0.0.1:4020", "ListenStream=0.0.0.0:4020")
     assert run(deployment.cli_args()).exit_code == 1
     result = run(deployment.cli_args() + ["--ignore", "host-not-loopback"])
     assert result.exit_code == 0, result.output

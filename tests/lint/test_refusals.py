@@ -19,6 +19,7 @@ copy with the real lean runtime's python, and first shows the unbroken deploymen
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,14 @@ def unload(name: str) -> Callable[[Deployment], None]:
     return lambda d: d.replace("unit", f"LoadCredential={name}:/etc/optillm-proxy/{name}\n", "")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def plugin_table(text: str | None) -> Callable[[Deployment], None]:
     def break_it(d: Deployment) -> None:
         table = d.venv / "libexec" / "plugins.json"
@@ -109,6 +118,12 @@ CASES = [
             flags(EXEC.replace("--base-url http://127.0.0.1:4000/v1", "--base-url="))),
     Refusal("port-not-a-number", "settings.listen_address#1", "exec-start",
             flags(EXEC.replace("--port 4020", "--port 40x20"))),
+    # the socket systemd passes (bound here as systemd binds the socket unit's ListenStream=)
+    Refusal("socket-on-another-port", "settings.check_socket_address#1", "socket-address",
+            lambda d: d.replace("socket", "ListenStream=127.0.0.1:4020", f"ListenStream=127.0.0.1:{free_port()}")),
+    Refusal("socket-two-listen-streams", "settings.check_socket_count#1", "socket-address",
+            lambda d: d.replace("socket", "ListenStream=127.0.0.1:4020",
+                                f"ListenStream=127.0.0.1:{free_port()}\nListenStream=127.0.0.1:{free_port()}")),
     # which plugins
     Refusal("plugins-option-without-value", "settings.take_option#1", "proxy-plugins-unknown",
             flags(EXEC + " --plugins")),
@@ -162,10 +177,9 @@ CASES = [
 NOT_LINTABLE = {
     "settings.read_credential#3": "a credential systemd delivered but the launcher cannot read: systemd "
                                   "copies the file itself (an unreadable source fails the start with 243/CREDENTIALS)",
-    "serving.inherited_socket#1": "sockets systemd passes at start (LISTEN_FDS); the box tests start the real unit",
-    "serving.inherited_socket#2": "an unusable inherited fd (socket activation at start)",
-    "serving.inherited_socket#3": "an inherited fd that is not a listening TCP socket (socket activation at start)",
-    "serving.inherited_socket#4": "the socket's address against --host/--port, known only once systemd passed it",
+    "serving.inherited_socket#1": "an unusable inherited fd (systemd passes what it bound itself)",
+    "serving.inherited_socket#2": "an inherited fd that is not a listening TCP socket: ListenStream= is TCP, "
+                                  "socket-address checks its address",
     "patches.check_version#1": "optillm's __version__ as imported; lint's optillm-version calls this same check "
                                "on the installed METADATA (test_launcher_checks)",
     "patches.verify_source#1": "server.py unreadable to the launcher; lint's file checks run as another user",
@@ -233,10 +247,17 @@ class Run:
     argv: list[str]
     environ: dict[str, str]
     launcher: Path
+    listen: list[tuple[str, int]]  # what systemd binds for the socket unit (ListenStream=HOST:PORT)
 
 
 def launcher_inputs(d: Deployment, tmp: Path) -> Run:
-    """What systemd would hand the launcher for this deployment's unit."""
+    """What systemd would hand the launcher for this deployment's unit. The corpus's port (4020,
+    the deployed one) moves to a free port first, in the unit and the socket unit alike: the
+    sockets are bound for real, and 4020 may be a box's."""
+    port = free_port()
+    for kind, old in (("unit", "--port 4020"), ("socket", "ListenStream=127.0.0.1:4020")):
+        text = d.path(kind).read_text()
+        d.write(kind, text.replace(old, old.replace("4020", str(port))))
     ctx = Context(d.inputs(), process_env={})
     es = ctx.exec_start
     words = split_words(es.directive.value)
@@ -257,40 +278,71 @@ def launcher_inputs(d: Deployment, tmp: Path) -> Run:
         for name in loaded:
             shutil.copy(sources[name], creds / name)
         environ["CREDENTIALS_DIRECTORY"] = str(creds)
+    listen = []
+    for directive in ctx.socket_unit.effective("Socket", "ListenStream"):
+        host, _, port = directive.value.rpartition(":")
+        listen.append((host, int(port)))
     # The launcher in the deployment's runtime, so it reads that runtime's manifest and table.
     libexec = d.venv / "libexec"
     shutil.copy2(LAUNCHER_DIR / "optillm-proxy-launcher.py", libexec)
     shutil.copytree(PACKAGE, libexec / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
-    return Run(argv, environ, libexec / "optillm-proxy-launcher.py")
+    return Run(argv, environ, libexec / "optillm-proxy-launcher.py", listen)
 
 
-def in_process(d: Deployment, run: Run) -> tuple[str, str]:
-    """(site, message) of the refusal, from the launcher's checks in this process (as main() runs
-    them before importing optillm)."""
-    try:
-        prepared = settings.prepare(run.argv, run.environ, table_path=d.venv / "libexec" / "plugins.json",
-                                    manifest_path=d.manifest)
-        settings.listen_address(prepared.argv)
-    except settings.ConfigRefused as exc:
-        return site_of(exc), str(exc)
-    pytest.fail("the launcher's checks accepted this deployment")
+# Binds the sockets, puts them on fd 3.. with LISTEN_FDS/LISTEN_PID (sd_listen_fds), then either
+# runs the launcher's checks in order (as main() does before importing optillm) and prints the
+# refusal with its traceback, or execs the launcher (the pid stays: LISTEN_PID stays true).
+ACTIVATE = """
+import json, os, socket, sys, traceback
+spec = json.loads(sys.argv[1])
+socks = [socket.create_server((host, port)) for host, port in spec["listen"]]
+for i, sock in enumerate(socks):
+    if sock.fileno() != 3 + i:
+        os.dup2(sock.fileno(), 3 + i)
+    os.set_inheritable(3 + i, True)
+env = dict(spec["environ"])
+if socks:
+    env.update(LISTEN_FDS=str(len(socks)), LISTEN_PID=str(os.getpid()))
+if spec["mode"] == "exec":
+    os.execve(spec["python"], [spec["python"], "-I", spec["launcher"], *spec["argv"], "--check"], env)
+sys.path.insert(0, os.path.dirname(spec["launcher"]))
+from optillm_proxy_launcher import serving, settings
+try:
+    prepared = settings.prepare(spec["argv"], env)  # the copy's own table and manifest, as main() has them
+    host, port = settings.listen_address(prepared.argv)
+    serving.inherited_socket(env, os.getpid(), host, port)
+except settings.ConfigRefused as exc:
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(exc.__traceback__)]
+    print(json.dumps({"message": str(exc), "frames": frames}))
+else:
+    print(json.dumps({"message": None, "frames": []}))
+"""
 
 
-def site_of(exc: BaseException) -> str:
-    tb, frames = exc.__traceback__, []
-    while tb is not None:
-        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
-        tb = tb.tb_next
+def activated(run: Run, mode: str, python: str = sys.executable) -> subprocess.CompletedProcess:
+    spec = {"mode": mode, "python": python, "launcher": str(run.launcher), "argv": run.argv,
+            "environ": run.environ, "listen": run.listen}
+    return subprocess.run([python, "-I", "-c", ACTIVATE, json.dumps(spec)], env=run.environ,
+                          capture_output=True, text=True, timeout=300, cwd=run.launcher.parent)
+
+
+def checks(run: Run) -> tuple[str, str]:
+    """(site, message) of the refusal, from the launcher's checks as main() runs them."""
+    done = activated(run, "checks")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["message"], "the launcher's checks accepted this deployment"
+    return site_of(result["frames"]), result["message"]
+
+
+def site_of(frames: list[tuple[str, int]]) -> str:
+    """The refusal site holding the innermost launcher frame (the copy has the source's lines)."""
     for filename, line in reversed(frames):
         for site, (path, first, last) in SITES.items():
-            if Path(filename).resolve() == Path(path).resolve() and first <= line <= last:
+            if Path(filename).name == Path(path).name and Path(filename).parent.name == PACKAGE.name \
+                    and first <= line <= last:
                 return site
-    return f"<no site: {frames[-1]}>"
-
-
-def as_process(run: Run, python: str) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-I", str(run.launcher), *run.argv, "--check"], env=run.environ,
-                          capture_output=True, text=True, timeout=300, cwd=run.launcher.parent)
+    return f"<no site: {frames[-1:]}>"
 
 
 def refused_line(done: subprocess.CompletedProcess) -> str:
@@ -315,9 +367,9 @@ def lint_message(d: Deployment, rule: str, expected: str) -> None:
 def test_refusal_is_the_lint_error(deployment, tmp_path, case: Refusal):
     case.break_it(deployment)
     run = launcher_inputs(deployment, tmp_path)
-    site, message = in_process(deployment, run)
+    site, message = checks(run)
     assert site == case.site, f"refused at {site}, not {case.site}: {message}"
-    assert refused_line(as_process(run, sys.executable)) == message
+    assert refused_line(activated(run, "exec")) == message
     lint_message(deployment, case.rule, message)
 
 
@@ -325,7 +377,7 @@ def test_refusal_is_the_lint_error(deployment, tmp_path, case: Refusal):
 def test_real_launcher_accepts_the_unbroken_deployment(deployment, tmp_path, lean_runtime):
     assert deployment.lint() == []
     run = launcher_inputs(deployment, tmp_path)
-    done = as_process(run, str(lean_runtime / "bin" / "python"))
+    done = activated(run, "exec", str(lean_runtime / "bin" / "python"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "optillm-proxy-launcher: configuration accepted (1 plugin(s)" in done.stdout
 
@@ -335,5 +387,5 @@ def test_real_launcher_accepts_the_unbroken_deployment(deployment, tmp_path, lea
 def test_real_launcher_refuses_with_the_lint_text(deployment, tmp_path, lean_runtime, case: Refusal):
     case.break_it(deployment)
     run = launcher_inputs(deployment, tmp_path)
-    message = refused_line(as_process(run, str(lean_runtime / "bin" / "python")))
+    message = refused_line(activated(run, "exec", str(lean_runtime / "bin" / "python")))
     lint_message(deployment, case.rule, message)
