@@ -19,8 +19,6 @@ import time
 from ops.client import ApiKey, ProbeDeadline, run_with_deadline
 from ops.http_probe import Answer, ProbeError, Refused, TimedOut, get
 
-# fetch(path, headers) -> Answer: the GET a probe makes (tests give their own)
-
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 LABEL = "OPTILLM-PROXY"
