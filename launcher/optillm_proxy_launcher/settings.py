@@ -35,6 +35,8 @@ ROUTED_STRATEGIES = ("moa", "bon", "plansearch", "self_consistency")
 # optillm 0.3.12 server.known_approaches ("none" is the pass-through); patches.py verifies it.
 CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
                    "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
+# optillm 0.3.12's --host and --port defaults (server.py parse_args).
+OPTILLM_DEFAULT_HOST, OPTILLM_DEFAULT_PORT = "127.0.0.1", 8000
 # Provider keys that make stock get_config() pick another client; the launcher's upstream client
 # only speaks to LiteLLM with OPENAI_API_KEY, so one of these would be silently ignored.
 OTHER_PROVIDER_KEYS = ("CEREBRAS_API_KEY", "AZURE_OPENAI_API_KEY")
@@ -136,8 +138,8 @@ def check_command_line(argv: list[str]) -> None:
 
 def listen_address(argv: list[str]) -> tuple[str, int]:
     """--host and --port as optillm will bind them (its defaults when absent)."""
-    host = option_value(argv, "--host", "127.0.0.1")
-    raw = option_value(argv, "--port", "8000")
+    host = option_value(argv, "--host", OPTILLM_DEFAULT_HOST)
+    raw = option_value(argv, "--port", str(OPTILLM_DEFAULT_PORT))
     try:
         return host, int(raw)
     except ValueError:

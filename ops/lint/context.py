@@ -16,7 +16,6 @@ from typing import Mapping
 from optillm_proxy_launcher import manifest, settings
 
 from ops.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, UPSTREAM_URL, Layout
-from ops.lint.optillm_facts import DEFAULT_PORT
 from ops.lint.readers.envfile import EnvFile, parse_env_file
 from ops.lint.readers.execstart import OptillmCommand, parse_exec_start
 from ops.lint.readers.runtime import Dist, installed_dists, read_manifest
@@ -222,12 +221,13 @@ class Context:
 
     @property
     def proxy_port(self) -> int:
+        """The port optillm serves, as the launcher reads ExecStart (optillm's default when absent)."""
         es = self.exec_start
         if es is None:
             return LISTEN_PORT
         try:
-            return int(es.command.flags.get("--port") or DEFAULT_PORT)
-        except ValueError:
+            return settings.listen_address(es.command.args)[1]
+        except settings.ConfigRefused:
             return LISTEN_PORT
 
     @property

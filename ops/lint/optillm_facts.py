@@ -10,7 +10,6 @@ from optillm_proxy_launcher import settings
 
 # server.py `known_approaches`: core approaches, always available, never plugins.
 CORE_APPROACHES = ("none", *settings.CORE_APPROACHES)
-DEFAULT_PORT = 8000  # optillm's --port default
 
 
 def split_approaches(model: str, plugin_slugs) -> tuple[list[str], str]:
