@@ -10,10 +10,11 @@ very files: its argv from the unit's ExecStart, its environment from the env fil
 Environment= (read as systemd reads them), a credentials directory with the credentials the unit
 loads, and the deployment's runtime (manifest, plugin table) around a copy of the launcher. It
 must refuse at the case's site, and lint must report the case's rule with REFUSES + the
-launcher's message. The fast tier runs the launcher's checks in-process and as a process with
-this interpreter (every site below refuses before optillm is imported); the `real` tier runs the
-copy with the real lean runtime's python, and first shows the unbroken deployment accepted by
-`--check` (optillm imported, patch points verified, the plugin loaded).
+launcher's message. The fast tier runs the launcher's checks as main() does before it imports
+optillm: in this process, or, for a socket, in a process holding it on fd 3 as systemd passes it.
+The `real` tier runs the copy as the unit would, `python -I launcher --check` with the real lean
+runtime's python: exit 78, one line, the same message; and first shows the unbroken deployment
+accepted (optillm imported, patch points verified, the plugin loaded).
 """
 
 from __future__ import annotations
@@ -327,10 +328,29 @@ def activated(run: Run, mode: str, python: str = sys.executable) -> subprocess.C
 
 
 def checks(run: Run) -> tuple[str, str]:
-    """(site, message) of the refusal, from the launcher's checks as main() runs them."""
-    done = activated(run, "checks")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    """(site, message) of the refusal, from the launcher's checks as main() runs them: in this
+    process, or with sockets to pass in a process that holds them as systemd would."""
+    if run.listen:
+        done = activated(run, "checks")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+    else:
+        import os
+        import traceback
+
+        from optillm_proxy_launcher import serving
+
+        environ = dict(run.environ)
+        try:
+            prepared = settings.prepare(run.argv, environ, table_path=run.launcher.parent / "plugins.json",
+                                        manifest_path=run.launcher.parent.parent / "optillm-proxy-runtime.json")
+            host, port = settings.listen_address(prepared.argv)
+            serving.inherited_socket(environ, os.getpid(), host, port)
+        except settings.ConfigRefused as exc:
+            frames = [(f.filename, f.lineno) for f in traceback.extract_tb(exc.__traceback__)]
+            result = {"message": str(exc), "frames": frames}
+        else:
+            result = {"message": None}
     assert result["message"], "the launcher's checks accepted this deployment"
     return site_of(result["frames"]), result["message"]
 
@@ -342,7 +362,7 @@ def site_of(frames: list[tuple[str, int]]) -> str:
             if Path(filename).name == Path(path).name and Path(filename).parent.name == PACKAGE.name \
                     and first <= line <= last:
                 return site
-    return f"<no site: {frames[-1:]}>"
+    return f"<no site: {frames[-1:]}>"  # a refusal outside the enumerated sites
 
 
 def refused_line(done: subprocess.CompletedProcess) -> str:
@@ -365,11 +385,12 @@ def lint_message(d: Deployment, rule: str, expected: str) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_refusal_is_the_lint_error(deployment, tmp_path, case: Refusal):
+    """The launcher's checks refuse at the case's site; lint says the same. (The launcher as a
+    process, exit 78, one line: the real tier below, with the real runtime.)"""
     case.break_it(deployment)
     run = launcher_inputs(deployment, tmp_path)
     site, message = checks(run)
     assert site == case.site, f"refused at {site}, not {case.site}: {message}"
-    assert refused_line(activated(run, "exec")) == message
     lint_message(deployment, case.rule, message)
 
 
