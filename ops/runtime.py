@@ -7,7 +7,6 @@ written absolute by an older install are read the same way.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
