@@ -91,12 +91,18 @@ def test_second_run_changes_nothing(fleet, state):
 
 
 def test_testinfra_suite_passes_on_the_fleet_through_the_inventory(fleet):
+    """The RUNBOOK's command (tests/testinfra/run.sh with the inventory), from the controller:
+    run.sh builds the suite's venv from uv.lock (offline, from the host's uv cache) and checks
+    every host of the group over ssh."""
+    from tests.box.machine import host_uv_cache
+
     started = time.monotonic()
     rc, output = fleet.controller(
-        [str(Path(fleet.env()["PATH"].split(":")[0]) / "python"), "-m", "pytest", "-p", "no:cacheprovider",
-         "tests/testinfra", "--hosts=ansible://optillm_proxy", f"--ansible-inventory={fleet.inventory}",
-         "-q", "-rA"], cwd=REPO)
-    record("fleet: testinfra suite over ssh on both hosts s", round(time.monotonic() - started, 1))
+        [str(REPO / "tests" / "testinfra" / "run.sh"), f"--ansible-inventory={fleet.inventory}",
+         "--hosts=ansible://optillm_proxy", "-q", "-rA"], cwd=REPO,
+        env={"TESTINFRA_VENV": str(fleet.workdir / "testinfra-venv"), "UV_OFFLINE": "1",
+             "UV_CACHE_DIR": str(host_uv_cache())})
+    record("fleet: testinfra suite over ssh on both hosts, venv build included s", round(time.monotonic() - started, 1))
     assert rc == 0, output[-6000:]
     for host in fleet.hosts:
         assert len(re.findall(rf"PASSED .*\[ansible://{host.name}\b", output)) >= MIN_CHECKS_PER_HOST, output[-4000:]
