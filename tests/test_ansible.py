@@ -66,12 +66,23 @@ def test_every_task_that_touches_a_key_has_no_log():
                 assert task.get("no_log") is True, f"{path.name}: task {task.get('name')!r} touches a key without no_log"
 
 
-def test_changed_when_reads_a_line_install_sh_prints():
-    """The role's unchanged line is exactly the one print_summary prints for a run that changed
-    nothing: if install.sh rewords it, every run would report changed (or this test fails first)."""
+def _summary(changes: str, reasons: str) -> list[str]:
+    """install.sh's print_summary for these CHANGES and RESTART_REASONS (sourced: runs nothing else)."""
+    import shlex
+
+    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; "
+              f"PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy CHANGES=({changes}) NOTES=() "
+              f"RESTART_REASONS=({reasons}); print_summary")
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_changed_when_reads_the_line_install_sh_prints_when_nothing_changed():
+    """The role's changed_when looks for one summary line: install.sh prints it exactly when a run
+    changed nothing and restarted nothing, and not when it wrote something or restarted."""
     line = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["optillm_proxy_unchanged_line"]
-    install_sh = (REPO / "install.sh").read_text()
-    assert f'echo "{line}"' in install_sh, f"install.sh no longer prints {line!r}"
+    assert line in _summary("", "")
+    assert line not in _summary("'wrote /etc/optillm-proxy/env from env.example'", "")
+    assert line not in _summary("", "env-file")
     marker = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["optillm_proxy_upgrade_noop_marker"]
     assert marker in (REPO / "ops" / "upgrade.py").read_text()
 

@@ -69,12 +69,18 @@ def test_first_run_installs_both_hosts(fleet, state):
             on_box = host.box.root / str(path).lstrip("/")
             assert on_box.read_text().strip() == want, f"{host.name}: {path}"
             assert oct(on_box.stat().st_mode & 0o777) == "0o600", f"{host.name}: {path}"
-        serving(host)
+        health = host.box.run("opsctl health")
+        assert health.rc in (0, 1), f"{host.name}: {health.stdout}{health.stderr}"
         state[host.name] = {
             "pid": show(host, "optillm-proxy.service", "MainPID")["MainPID"],
             "socket": show(host, "optillm-proxy.socket", "InvocationID")["InvocationID"],
             "runtime": current_runtime(host),
         }
+    # Each host was checked by the role's handler after install.sh changed it: health, then smoke
+    # --all through the host's own LiteLLM (the play failed otherwise).
+    handler = result.output.split("RUNNING HANDLER [optillm_proxy : Smoke every model", 1)
+    assert len(handler) == 2, result.output[-4000:]
+    assert {"ok: [fleet1]", "ok: [fleet2]"} <= set(handler[1].split("\n\n", 1)[0].splitlines()), handler[1][:500]
     no_secret_in(result.output, fleet)
 
 
