@@ -94,6 +94,12 @@ def test_second_run_changes_nothing(fleet, state):
         assert show(host, "optillm-proxy.service", "MainPID")["MainPID"] == state[host.name]["pid"]
         assert show(host, "optillm-proxy.socket", "InvocationID")["InvocationID"] == state[host.name]["socket"]
     no_secret_in(result.output, fleet)
+    # --check predicts the same through install.sh --dry-run, and writes nothing.
+    check = fleet.playbook("site.yml", "--check")
+    assert check.rc == 0, check.output[-6000:]
+    assert all(check.changed(host.name) == 0 for host in fleet.hosts), check.recap
+    for host in fleet.hosts:
+        assert show(host, "optillm-proxy.service", "MainPID")["MainPID"] == state[host.name]["pid"]
 
 
 def test_testinfra_suite_passes_on_the_fleet_through_the_inventory(fleet):
