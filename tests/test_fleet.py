@@ -155,3 +155,23 @@ def test_rolling_upgrade_stops_at_the_failing_host_which_is_left_healthy(fleet, 
     assert re.search(r"math[-_]verify", reason), reason
     assert f"serving {state['fleet2']['runtime']}, healthy, smoke passed" in reason, reason
     no_secret_in(output, fleet)
+
+
+def test_a_host_failing_before_the_upgrade_stops_the_rollout_untouched(fleet, state):
+    """Runs last: fleet1's LiteLLM is stopped, so its smoke fails before anything is touched; the
+    rollout stops at fleet1 and never reaches fleet2."""
+    host1, host2 = fleet.hosts
+    runtimes = {h.name: current_runtime(h) for h in fleet.hosts}
+    pid2 = show(host2, "optillm-proxy.service", "MainPID")["MainPID"]
+    litellm = next(p for p in host1.processes if hasattr(p, "stop"))
+    litellm.stop()
+    result = fleet.playbook("upgrade.yml")
+    assert result.rc != 0, result.output[-6000:]
+    assert result.failed("fleet1") == 1 and result.changed("fleet1") == 0, result.recap
+    assert "fleet2" not in result.recap, "the rollout went on past the failing host"
+    stopped = re.search(r"fleet1: not upgraded, it was failing its checks BEFORE the upgrade: (.*?)"
+                        r"The rollout stopped here", result.output, re.S)
+    assert stopped, result.output[-6000:]
+    print("the play's failure:", " ".join(stopped.group(1).split()))
+    assert {h.name: current_runtime(h) for h in fleet.hosts} == runtimes
+    assert show(host2, "optillm-proxy.service", "MainPID")["MainPID"] == pid2
