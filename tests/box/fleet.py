@@ -28,13 +28,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.box.base import _run as run_logged
 from tests.box.base import base_rootfs
 from tests.box.cache import cache_dir
 from tests.box.errors import BoxError
 from tests.box.machine import INSTALL_ENV as BOX_INSTALL_ENV
 from tests.box.machine import Box
 
-FLEET_RECIPE_VERSION = "1"
+FLEET_RECIPE_VERSION = "2"
 FLEET_PACKAGES = ("openssh-server",)
 REPO = Path(__file__).resolve().parents[2]
 UV_LOCK = REPO / "locks" / "uv.txt"
@@ -46,17 +47,9 @@ INSTALL_ENV = {**BOX_INSTALL_ENV, "UV_OFFLINE": "1", "PIP_NO_INDEX": "1", "PIP_F
 NAMESPACE_PREFIX = "opxf"
 
 
-def _run(cmd: list[str], what: str, log: Path | None = None, **kw) -> str:
-    if log is not None:
-        with open(log, "ab") as out:
-            out.write(f"\n$ {' '.join(cmd)}\n".encode())
-            out.flush()
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
-        if proc.returncode != 0:
-            raise BoxError(f"{what} failed (exit {proc.returncode}); log {log}:\n"
-                           f"{log.read_text(errors='replace')[-3000:]}")
-        return ""
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
+def _run(cmd: list[str], what: str) -> str:
+    """cmd's stdout; BoxError with its stderr if it fails (the layer's build steps log through base._run)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise BoxError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()[-2000:]}")
     return proc.stdout
@@ -74,14 +67,16 @@ def _install_packages(root: Path, log: Path) -> None:
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
+    # A clean environment for apt in the chroot (nothing of the caller's leaks in).
+    chroot = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8",
+              "chroot", str(root)]
     try:
-        _run(["chroot", str(root), "apt-get", "update", "-qq"], "apt-get update in the fleet layer", log, env=env)
-        _run(["chroot", str(root), "apt-get", "install", "-y", "-qq", "--no-install-recommends", *FLEET_PACKAGES],
-             "apt-get install openssh-server in the fleet layer", log, env=env)
+        run_logged([*chroot, "apt-get", "update", "-qq"], log, "apt-get update in the fleet layer")
+        run_logged([*chroot, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *FLEET_PACKAGES],
+                   log, "apt-get install openssh-server in the fleet layer")
     finally:
         policy.unlink(missing_ok=True)
-    _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean", log, env=env)
+    run_logged([*chroot, "apt-get", "clean"], log, "apt-get clean in the fleet layer")
     # Host keys are made per box and run (FleetBox.prepare), never shared through the cache.
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -105,7 +100,7 @@ def fleet_rootfs() -> tuple[Path, float]:
         log = cache / f"{name}.log"
         log.write_text("")
         shutil.rmtree(building, ignore_errors=True)
-        _run(["cp", "-a", "--reflink=auto", str(base), str(building)], "copying the base rootfs", log)
+        run_logged(["cp", "-a", "--reflink=auto", str(base), str(building)], log, "copying the base rootfs")
         (building / ".complete").unlink(missing_ok=True)
         _install_packages(building, log)
         for old in cache.glob("box-fleet-*"):
