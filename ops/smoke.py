@@ -58,7 +58,12 @@ PASSED, FAILED, UNREACHABLE = 0, 1, 2
 # 0.3.12's core approaches (server.py `known_approaches`) and bundled plugin slugs, as the launcher
 # has them (settings.py, plugins.json): a model named `<one of these>-<base>` asks for that approach.
 CORE_APPROACHES = settings.CORE_APPROACHES
-PLUGIN_SLUGS = tuple(settings.plugin_table())
+
+
+def plugin_slugs() -> tuple[str, ...]:
+    from ops.plugins import table
+
+    return tuple(table())
 # Approaches whose answer is the upstream's own body by design: no shape test for them.
 PASS_THROUGH = ("none", "proxy")
 
@@ -115,7 +120,7 @@ class SmokeReport:
 def approach_of(model: str) -> str | None:
     """The approach a model name asks 0.3.12 for (`moa-jerry-xl` -> `moa`), None for a base model."""
     head = model.split("-", 1)[0]
-    if "-" in model and (head in CORE_APPROACHES or head in PLUGIN_SLUGS or head == "none"):
+    if "-" in model and (head in CORE_APPROACHES or head in plugin_slugs() or head == "none"):
         return head
     return None
 
@@ -131,7 +136,9 @@ def plugin_slugs_from_env(env_file: Path) -> tuple[list[str], str | None]:
         return [], f"plugin prefixes not checked: cannot read {env_file} ({exc.strerror}); use --plugin SLUG"
     value = parse_env_file(text).as_dict().get("PROXY_PLUGINS", "none")
     try:
-        enabled = settings.parse_plugin_setting(value, settings.plugin_table())
+        from ops.plugins import table
+
+        enabled = settings.parse_plugin_setting(value, table())
     except settings.ConfigRefused as exc:
         return [], f"plugin prefixes not checked: the launcher refuses this setting ({exc}); see opsctl lint"
     if enabled == "all":
@@ -160,10 +167,14 @@ def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tu
         raise UsageProblem("name at least one MODEL, or use --all / --plugin SLUG")
     if timeout <= 0:
         raise UsageProblem(f"--timeout must be > 0 seconds (got {timeout:g})")
-    unknown = [s for s in plugins if s not in PLUGIN_SLUGS]
+    try:
+        known = plugin_slugs()
+    except settings.ConfigRefused as exc:
+        raise UsageProblem(f"cannot check plugin slugs: {exc}") from None
+    unknown = [s for s in plugins if s not in known]
     if unknown:
         raise UsageProblem(f"unknown plugin slug(s) {', '.join(unknown)}; OptiLLM 0.3.12 bundles: "
-                           + " ".join(PLUGIN_SLUGS))
+                           + " ".join(known))
     notes: list[str] = []
     env_plugins: list[str] = []
     if all_models:

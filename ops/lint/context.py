@@ -242,12 +242,14 @@ class Context:
 
     @cached_property
     def plugin_table(self) -> dict[str, dict]:
-        """The runtime's plugin table when it has one the launcher accepts, else the one shipped
-        with this opsctl (launcher/plugins.json): the one list of plugin slugs."""
+        """The runtime's plugin table when it has one the launcher accepts, else opsctl's own
+        (ops.plugins): the one list of plugin slugs."""
         rt = self.runtime
         if rt is not None and rt.plugins:
             return rt.plugins
-        return settings.plugin_table()
+        from ops.plugins import table
+
+        return table()
 
     @property
     def plugin_slugs(self) -> tuple[str, ...]:
