@@ -260,3 +260,17 @@ def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
     assert shown.returncode == 0 and "--hosts=local://" in shown.stdout and "Exit codes" in shown.stdout
     bare = subprocess.run([str(script)], capture_output=True, text=True)
     assert bare.returncode == 2 and "no --hosts" in bare.stderr
+
+
+def test_ci_runs_the_fast_tier_as_nobody_offline_and_the_scripts_are_shellcheck_clean():
+    """README promises the fast tier needs no root and no network: scripts/test.sh (CI) runs it so."""
+    import shutil
+
+    test_sh = (REPO / "scripts" / "test.sh").read_text()
+    main = test_sh[test_sh.index("\nmain() {"):]
+    assert '"${REPO}/scripts/test-fast-unprivileged.sh"' in test_sh and "    run_fast_tier_unprivileged\n" in main
+    if not shutil.which("shellcheck"):
+        pytest.fail("shellcheck is missing: apt-get install shellcheck (scripts/test.sh installs it)")
+    proc = subprocess.run(["shellcheck", *map(str, sorted((REPO / "scripts").glob("*.sh")))],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
