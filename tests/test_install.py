@@ -10,7 +10,6 @@ working tree while the tests run cannot show up as "changes" between two runs.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import functools
 import hashlib
@@ -20,7 +19,6 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -37,9 +35,11 @@ SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
 
 
 @functools.cache
-def checkout() -> Path:
-    """The snapshot install.sh runs from: taken on first use (not at import, so collecting this
-    module costs nothing), once per session, removed at exit."""
+def _snapshot_checkout() -> Path:
+    """Taken once, on first use; removed at exit."""
+    import atexit
+    import tempfile
+
     dest = Path(tempfile.mkdtemp(prefix="install-checkout-"))
     atexit.register(shutil.rmtree, dest, True)
     for part in SNAPSHOT_PARTS:
@@ -51,10 +51,24 @@ def checkout() -> Path:
     return dest
 
 
-def install_sh() -> Path:
-    return checkout() / "install.sh"
+class _InSnapshot(os.PathLike):
+    """A path in the snapshot that takes it only when used: importing (collecting) this module
+    copies nothing, so `pytest -m fast` and a run of another file pay nothing for it."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __fspath__(self) -> str:
+        return str(_snapshot_checkout().joinpath(*self.parts))
+
+    __str__ = __fspath__
+
+    def __truediv__(self, other) -> Path:
+        return _snapshot_checkout().joinpath(*self.parts) / other
 
 
+REPO = _InSnapshot()
+INSTALL_SH = _InSnapshot("install.sh")
 PROFILE = "full"
 KEY_PATTERN = re.compile(r"^opx-[A-Za-z0-9_-]{43}$")
 NO_CHANGE_LINE = "changed:   nothing (no change; nothing restarted)"
@@ -68,7 +82,7 @@ class Run:
 
 def run_install(*args: str, env_extra: dict | None = None) -> Run:
     env = dict(os.environ, **(env_extra or {}))
-    proc = subprocess.run([str(install_sh()), *args], cwd="/", env=env, capture_output=True, text=True)
+    proc = subprocess.run([str(INSTALL_SH), *args], cwd="/", env=env, capture_output=True, text=True)
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
 
@@ -89,7 +103,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 
 def lock_sha() -> str:
-    return hashlib.sha256((checkout() / "locks" / f"{PROFILE}.txt").read_bytes()).hexdigest()
+    return hashlib.sha256((REPO / "locks" / f"{PROFILE}.txt").read_bytes()).hexdigest()
 
 
 def runtime_name() -> str:
@@ -189,19 +203,19 @@ def test_staged_layout_has_documented_paths_and_modes(staged):
 def test_staged_files_come_from_the_repo(staged):
     lay = staged.layout
     runtime = lay.current.resolve()
-    shipped = [p for p in (checkout() / "launcher").rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts]
+    shipped = [p for p in (REPO / "launcher").rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts]
     assert any(p.parent.name == "optillm_proxy_launcher" for p in shipped), "the launcher package is shipped"
     for src in shipped:
-        rel = src.relative_to(checkout() / "launcher")
+        rel = src.relative_to(REPO / "launcher")
         assert (runtime / "libexec" / rel).read_bytes() == src.read_bytes(), rel
     # Compiled at install: the service cannot write the root-owned runtime.
     assert list((runtime / "libexec" / "optillm_proxy_launcher" / "__pycache__").glob("main.*.pyc"))
-    assert (runtime / "libexec" / f"{PROFILE}.txt").read_bytes() == (checkout() / "locks" / f"{PROFILE}.txt").read_bytes()
+    assert (runtime / "libexec" / f"{PROFILE}.txt").read_bytes() == (REPO / "locks" / f"{PROFILE}.txt").read_bytes()
     assert json.loads(lay.runtime_manifest().read_text()) == {
         "profile": PROFILE, "optillm_version": OPTILLM_VERSION, "lock_sha256": lock_sha(),
         "lock_file": f"libexec/{PROFILE}.txt"}
-    assert lay.env_file.read_bytes() == (checkout() / "etc" / "optillm-proxy" / "env.example").read_bytes()
-    assert lay.unit_file.read_bytes() == (checkout() / "systemd" / "optillm-proxy.service").read_bytes()
+    assert lay.env_file.read_bytes() == (REPO / "etc" / "optillm-proxy" / "env.example").read_bytes()
+    assert lay.unit_file.read_bytes() == (REPO / "systemd" / "optillm-proxy.service").read_bytes()
     providers = yaml.safe_load(lay.provider_file.read_text())["providers"]
     assert [p["base_url"] for p in providers] == [UPSTREAM_URL]
     assert providers[0]["api_key"] == "${OPENAI_API_KEY}"
@@ -257,7 +271,7 @@ def test_rerun_without_profile_keeps_the_installed_profile(staged_copy):
     turn into a profile switch: the recorded profile wins when --profile is not given."""
     assert PROFILE != "lean", "this test needs the staged root to hold the non-default profile"
     env = {k: v for k, v in os.environ.items() if k != "OPX_INSTALL_PROFILE"}
-    proc = subprocess.run([str(install_sh()), "--root", str(staged_copy.root)], cwd="/", env=env,
+    proc = subprocess.run([str(INSTALL_SH), "--root", str(staged_copy.root)], cwd="/", env=env,
                           capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
@@ -424,7 +438,7 @@ def test_staged_key_is_well_formed(staged):
 
 def test_generated_keys_are_random_0600_and_never_on_a_command_line(tmp_path):
     # xtrace prints every command bash runs with its arguments: the key must appear in none.
-    script = (f"source {install_sh()}; set -x; "
+    script = (f"source {INSTALL_SH}; set -x; "
               f"for i in $(seq 20); do generate_key_file {tmp_path}/key-$i; done")
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -440,7 +454,7 @@ def test_generated_keys_are_random_0600_and_never_on_a_command_line(tmp_path):
 def test_an_existing_key_file_is_never_regenerated(tmp_path):
     path = tmp_path / "key"
     path.write_text("keep-me\n")
-    proc = subprocess.run(["bash", "-c", f"source {install_sh()}; generate_key_file {path}"],
+    proc = subprocess.run(["bash", "-c", f"source {INSTALL_SH}; generate_key_file {path}"],
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert path.read_text() == "keep-me\n"
@@ -560,9 +574,9 @@ def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstre
 
 
 def test_default_profile_is_lean(tmp_path):
-    if not (checkout() / "locks" / "lean.txt").exists():
+    if not (REPO / "locks" / "lean.txt").exists():
         pytest.fail("locks/lean.txt is missing from the checkout (issue 10 delivers it)")
-    sha = hashlib.sha256((checkout() / "locks" / "lean.txt").read_bytes()).hexdigest()
+    sha = hashlib.sha256((REPO / "locks" / "lean.txt").read_bytes()).hexdigest()
     run = run_install("--root", str(tmp_path), "--dry-run")
     assert run.returncode == 0, run.output
     assert f"==> check system: profile lean, runtime {OPTILLM_VERSION}-lean-{sha[:12]}," in run.output
@@ -571,14 +585,14 @@ def test_default_profile_is_lean(tmp_path):
 
 
 def test_a_missing_lean_lock_names_the_full_profile(tmp_path):
-    copy = tmp_path / "checkout"
-    shutil.copytree(checkout(), copy)
-    (copy / "locks" / "lean.txt").unlink(missing_ok=True)
-    proc = subprocess.run([str(copy / "install.sh"), "--root", str(tmp_path / "root"), "--dry-run"],
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout)
+    (checkout / "locks" / "lean.txt").unlink(missing_ok=True)
+    proc = subprocess.run([str(checkout / "install.sh"), "--root", str(tmp_path / "root"), "--dry-run"],
                           capture_output=True, text=True)
     assert proc.returncode == 5
     assert proc.stderr.strip().splitlines() == [
-        f"install.sh: no lean lock ({copy}/locks/lean.txt) in this checkout: install the stock runtime "
+        f"install.sh: no lean lock ({checkout}/locks/lean.txt) in this checkout: install the stock runtime "
         "with --profile full, or update the checkout"]
 
 
@@ -602,7 +616,7 @@ def test_real_install_without_systemd_installs_everything_and_exits_3(tmp_path):
     try:
         def install_in_container() -> Run:
             cmd = ["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit",
-                   f"--bind-ro={checkout()}:/repo", f"--bind={host_uv_cache()}:{BOX_UV_CACHE}",
+                   f"--bind-ro={REPO}:/repo", f"--bind={host_uv_cache()}:{BOX_UV_CACHE}",
                    *[f"--setenv={k}={v}" for k, v in INSTALL_ENV.items()],
                    "/bin/bash", "/repo/install.sh"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL)
