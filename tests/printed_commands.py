@@ -121,7 +121,6 @@ PROOFS: dict[str, Proof] = {
     "sudo scripts/test.sh": Proof("ci"),
     "sudo scripts/test.sh tests/test_health.py -x": Proof("ci"),
     "uv run --frozen pytest -m fast": Proof("ci"),
-    'uv run --frozen pytest -m "not box"': Proof("ci"),
     "sudo scripts/test-fast-unprivileged.sh": Proof("ci"),  # scripts/test.sh runs it
 }
 
