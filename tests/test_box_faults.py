@@ -48,33 +48,11 @@ def state(box) -> dict[str, str]:
     return service.show(box, "ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus", "MainPID")
 
 
-def nothing_can_start_it(box) -> str:
-    """'' when systemd has nothing left that could start the service again, else what could.
-
-    A start is always a job: the restart timer queues one (SubState auto-restart, ActiveState
-    activating), a connection on a listening socket queues another. So a failed service whose
-    socket does not listen and with no job queued for either stays put; no wait can add to that.
-    """
-    unit = service.show(box, "ActiveState", "SubState")
-    socket_state = service.show(box, "ActiveState", unit=f"{SERVICE}.socket")["ActiveState"]
-    jobs = [line for line in box.check("systemctl list-jobs --no-legend --plain").splitlines()
-            if f" {SERVICE}." in f" {line}"]
-    if unit["ActiveState"] != "failed":
-        return f"service {unit['ActiveState']}/{unit['SubState']}"
-    if socket_state in ("active", "activating"):
-        return f"socket {socket_state}: a connection would start the service"
-    return f"jobs queued: {jobs}" if jobs else ""
-
-
 def wait_settled_failed(box, timeout: float = 180.0) -> dict[str, str]:
-    """Wait (polled, bounded) until the unit failed and nothing can start it again, then prove
-    the restart counter did not move meanwhile."""
+    """Wait until the unit failed and nothing can start it again, then prove the restart counter
+    did not move meanwhile."""
     before = state(box)
-    deadline = time.monotonic() + timeout
-    why = nothing_can_start_it(box)
-    while why and time.monotonic() < deadline:
-        time.sleep(0.5)
-        why = nothing_can_start_it(box)
+    why = service.wait_settled_failed(box, timeout)
     later = state(box)
     assert not why, f"unit not settled failed after {timeout}s ({why}): {later}"
     assert later["ActiveState"] == "failed" and later["NRestarts"] == before["NRestarts"], \
