@@ -45,7 +45,7 @@ def markdown() -> str:
     parts = ["| rule | severity | what it means |", "|---|---|---|"]
     parts += [f"| `{r.ID}` | {r.SEVERITY} | {summary(r)} |" for r in RULES]
     for r in RULES:
-        body = (r.__doc__ or "").strip().split("\n", 1)[1].strip()
+        body = (r.__doc__ or "").strip().split("\n\n", 1)[1].strip()
         parts += ["", f"### `{r.ID}` ({r.SEVERITY})", "", summary(r), "", _fence_examples(body)]
     return "\n".join(parts) + "\n"
 
