@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.runtime",
     "tests.fixtures.litellm",
     "tests.fixtures.box",
+    "tests.fixtures.fleet",
 ]
 
 # Fixtures that build (or reuse) an optillm runtime venv from locks/*.txt: the 8.7 GB full
