@@ -126,3 +126,25 @@ def test_runbook_fleet_section_names_real_playbooks_and_variables():
     assert not unknown, f"RUNBOOK names role variables that do not exist: {sorted(unknown)}"
     inventory_example = yaml.safe_load((ANSIBLE_DIR / "inventory.example.yml").read_text())
     assert "hosts" in inventory_example["optillm_proxy"]
+
+
+@pytest.mark.parametrize("acceptance", ["/usr/local/sbin/site-acceptance", [["true"], ["a", {"b": 1}]]],
+                         ids=["a-string", "a-mapping-in-an-argv"])
+def test_upgrade_refuses_a_malformed_acceptance_test_before_touching_the_host(acceptance, tmp_path):
+    """upgrade.yml's first task, on localhost (no host is touched, no root needed): a value that
+    is not a list of argv lists stops the host with what is expected, before its checks run.
+    The acceptance test itself runs against booted boxes in tests/test_fleet.py."""
+    import json
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"optillm_proxy": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False}}}}))
+    proc = subprocess.run([_tool("ansible-playbook"), "-i", str(inventory), "upgrade.yml",
+                           "-e", json.dumps({"optillm_proxy_upgrade_acceptance": acceptance})],
+                          cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=300,
+                          # the "remote" temp dir too under tmp_path: as nobody, ~ is not writable
+                          env={**_env(tmp_path), "ANSIBLE_REMOTE_TMP": str(tmp_path / "remote-tmp")})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-4000:]
+    assert "optillm_proxy_upgrade_acceptance must be a list of commands" in output, output[-4000:]
+    assert "opsctl health" not in output, output[-4000:]

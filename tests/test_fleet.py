@@ -5,7 +5,10 @@ hosts (changed), converges again with changed=0 and nothing restarted, the testi
 on both through Ansible's inventory, and upgrade.yml rolls a new lock out one host at a time:
 fleet1 upgrades and serves; fleet2's canary lock (host var) lacks math-verify, install.sh
 --upgrade refuses it at validation, fleet2 is checked healthy on its runtime and the play fails
-naming fleet2 and why. The lint checks of the playbooks are in tests/test_ansible.py.
+naming fleet2 and why. Then the same valid lock for both with a site acceptance test
+(optillm_proxy_upgrade_acceptance) that rejects fleet2's new runtime: fleet2 switches, fails it,
+and the playbook's own install.sh --rollback puts it back, healthy. The lint checks of the
+playbooks are in tests/test_ansible.py.
 """
 
 from __future__ import annotations
@@ -154,6 +157,94 @@ def test_rolling_upgrade_stops_at_the_failing_host_which_is_left_healthy(fleet, 
     assert "refused" in reason and "at validation" in reason, reason
     assert re.search(r"math[-_]verify", reason), reason
     assert f"serving {state['fleet2']['runtime']}, healthy, smoke passed" in reason, reason
+    no_secret_in(output, fleet)
+
+
+# Stands in for a site's acceptance test rejecting the new runtime (optillm_proxy_upgrade_acceptance;
+# a real one would run `opsctl eval` on the site's tasks against a threshold): it accepts only a
+# runtime built from a lock the site approved, read from the runtime's manifest via `opsctl runtime
+# list`, so on fleet2 it passes on the old runtime and fails on the candidate, which health and
+# smoke accept.
+SITE_ACCEPTANCE = "/usr/local/sbin/site-acceptance"
+SITE_APPROVED = "/etc/site-acceptance/approved-locks"
+SITE_ACCEPTANCE_SCRIPT = f"""#!/bin/bash
+set -euo pipefail
+lock="$(opsctl runtime list | awk '$1 == "current" {{ sub("^lock=", "", $NF); print $NF }}')"
+if ! grep -qxF "${{lock:-none}}" {SITE_APPROVED}; then
+  echo "site acceptance: the current runtime's lock ${{lock:-none}} is not approved here" >&2
+  exit 1
+fi
+echo "site acceptance: lock ${{lock}} approved"
+"""
+
+
+def runtime_link(host, link: Path) -> str | None:
+    path = host.box.root / str(link).lstrip("/")
+    return path.readlink().name if path.is_symlink() else None
+
+
+def runtime_lock(host, runtime: str) -> str:
+    manifest = host.box.root / str(L.runtimes).lstrip("/") / runtime / "optillm-proxy-runtime.json"
+    return json.loads(manifest.read_text())["lock_sha256"]
+
+
+def test_a_host_failing_the_sites_acceptance_test_is_rolled_back_by_the_playbook(fleet, state):
+    """After the first rollout (fleet1 on the next lock, fleet2 on its first runtime), the same
+    next lock for both, with an acceptance test: fleet1 is already current and passes it; fleet2
+    builds, validates and switches (install.sh --upgrade succeeds, health and smoke pass), its
+    acceptance test rejects the new runtime, and the playbook's rescue runs install.sh --rollback,
+    checks fleet2 healthy on its old runtime and stops the rollout naming fleet2 and why."""
+    host1, host2 = fleet.hosts
+    next_lock = fleet.upgrade_locks["fleet1"]
+    next_sha = hashlib.sha256(next_lock.read_bytes()).hexdigest()
+    runtime1, old2 = current_runtime(host1), current_runtime(host2)
+    assert old2 == state["fleet2"]["runtime"] and runtime_lock(host1, runtime1) == next_sha
+    previous2 = runtime_link(host2, L.previous)
+    for host, approved in ((host1, next_sha), (host2, runtime_lock(host2, old2))):
+        script = host.box.root / SITE_ACCEPTANCE.lstrip("/")
+        script.write_text(SITE_ACCEPTANCE_SCRIPT)
+        script.chmod(0o755)
+        approved_file = host.box.root / SITE_APPROVED.lstrip("/")
+        approved_file.parent.mkdir(parents=True, exist_ok=True)
+        approved_file.write_text(approved[:12] + "\n")
+    # Passes on fleet2's old runtime: the rejection below is of the new one.
+    assert host2.box.run(SITE_ACCEPTANCE).ok
+
+    acceptance = [["opsctl", "runtime", "check"], [SITE_ACCEPTANCE]]
+    started = time.monotonic()
+    result = fleet.playbook("upgrade.yml", "-e", f"optillm_proxy_upgrade_lock={next_lock}",
+                            "-e", json.dumps({"optillm_proxy_upgrade_acceptance": acceptance}))
+    record("fleet: upgrade.yml (fleet1 current, fleet2 rejected by acceptance, rolled back) s",
+           round(time.monotonic() - started, 1))
+    output = result.output
+    assert result.rc != 0, f"the rollout should have failed on fleet2:\n{output[-6000:]}"
+    assert result.failed("fleet1") == 0 and result.failed("fleet2") == 1, result.recap
+
+    # Both acceptance commands ran and passed on fleet1 (still on its runtime), then on fleet2.
+    ran = re.findall(r"TASK \[optillm_proxy : Run the site's acceptance command\][^\n]*\n(?:\n)?(\S+ \[fleet\d\])",
+                     output)
+    assert ran == ["ok: [fleet1]", "ok: [fleet1]", "ok: [fleet2]", "ok: [fleet2]"], ran
+    assert current_runtime(host1) == runtime1
+    serving(host1)
+
+    # fleet2 switched to the new runtime, and install.sh --rollback switched it back: the runtime
+    # it rejected is now `previous` (a rollback swaps the links), the socket never restarted.
+    assert re.search(r"TASK \[optillm_proxy : Roll back \(install\.sh --rollback\)\][^\n]*\n\s*changed: \[fleet2\]",
+                     output), output[-6000:]
+    assert current_runtime(host2) == old2
+    rejected = runtime_link(host2, L.previous)
+    assert rejected not in (None, old2, previous2), (rejected, previous2)
+    assert runtime_lock(host2, rejected) == next_sha
+    assert show(host2, "optillm-proxy.socket", "InvocationID")["InvocationID"] == state["fleet2"]["socket"]
+    serving(host2)
+
+    failure = re.search(r"fleet2: upgrade failed: (.*?)The rollout stopped here", output, re.S)
+    assert failure, output[-6000:]
+    reason = " ".join(failure.group(1).split())
+    print("the play's failure:", reason)
+    assert (f"acceptance check {SITE_ACCEPTANCE} failed (exit 1): site acceptance: the current runtime's "
+            f"lock {next_sha[:12]} is not approved here") in reason, reason
+    assert f"rolled back with install.sh --rollback: serving {old2}, healthy, smoke passed" in reason, reason
     no_secret_in(output, fleet)
 
 
