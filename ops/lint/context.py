@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
-from ops.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, UPSTREAM_URL, Layout
+from ops.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, MANIFEST_REL, UPSTREAM_URL, Layout
 from ops.lint.optillm_facts import DEFAULT_PORT, PLUGIN_SLUGS
 from ops.lint.readers.envfile import EnvFile, parse_env_file
 from ops.lint.readers.execstart import OptillmCommand, parse_exec_start
@@ -161,7 +161,7 @@ class Context:
         if not venv.is_dir():
             self._problem("missing", "venv", venv, "runtime directory not found")
             return None
-        manifest_path = venv / "optillm-proxy-runtime.json"
+        manifest_path = venv / MANIFEST_REL
         try:
             manifest = read_manifest(manifest_path)
         except Unreadable as exc:

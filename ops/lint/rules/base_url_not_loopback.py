@@ -13,6 +13,7 @@ Passes:
 Fix: `--base-url http://127.0.0.1:4000/v1` (the local LiteLLM).
 """
 
+from ops.layout import UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_host, split_url
 from ops.lint.rules._command import optillm_command
@@ -29,9 +30,9 @@ def check(ctx):
     d = es.directive
     if not url:
         yield Problem(d.path, d.line, "ExecStart has no --base-url: optillm would call OpenAI's "
-                                      "public API; add --base-url http://127.0.0.1:4000/v1")
+                                      f"public API; add --base-url {UPSTREAM_URL}")
         return
     scheme, host, _ = split_url(url)
     if scheme != "http" or not is_loopback_host(host):
         yield Problem(d.path, d.line, f"--base-url {url} is not http:// on loopback; use the "
-                                      "local LiteLLM, http://127.0.0.1:4000/v1")
+                                      f"local LiteLLM, {UPSTREAM_URL}")
