@@ -27,15 +27,18 @@ readonly SYSTEM_PYTHON="/usr/bin/python3"
 readonly WANT_PYTHON="3.11"
 readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates systemd)
 # The directories systemd-tmpfiles makes and keeps (path mode owner; the owner's group is its own).
-# The service user's home has a root-owned .optillm/ for the provider file: without it, 0.3.12's
-# proxy plugin loads a packaged example that routes to public clouds. .optillm/logs is the mount
-# point for the unit's BindPaths= (the mcp plugin writes there); StateDirectory= makes the rest.
 readonly DIRECTORIES=(
   "${PREFIX_DIR} 0755 root"
   "${RUNTIMES_DIR} 0755 root"
   "${TOOLS_DIR} 0755 root"
   "${CONF_DIR} 0755 root"
   "${STATE_DIR} 0700 ${SERVICE_USER}"
+)
+# The service user's home has a root-owned .optillm/ for the provider file: without it, 0.3.12's
+# proxy plugin loads a packaged example that routes to public clouds. .optillm/logs is the mount
+# point for the unit's BindPaths= (the mcp plugin writes there); StateDirectory= makes the rest.
+# install -d makes these: systemd-tmpfiles refuses a root-owned path below a user-owned one.
+readonly HOME_DIRECTORIES=(
   "${STATE_DIR}/.optillm 0755 root"
   "${STATE_DIR}/.optillm/logs 0755 root"
 )
@@ -439,23 +442,30 @@ create_directories() {
   } >"${conf}"
   sync_file "${conf}" "${TMPFILES_FILE}" 0644 "${TMPFILES_FILE}"
   rm -f "${conf}"
-  for entry in "${DIRECTORIES[@]}"; do
+  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
     read -r dir mode owner <<<"${entry}"
     dir_differs "$(R "${dir}")" "${mode}" "${owner}" && differ+=("${dir}")
   done
-  if ((${#differ[@]} == 0)); then
-    report "unchanged"
-  elif [[ -n "${ROOT}" ]]; then
-    apply "make ${differ[*]}" "made ${differ[*]}" stage_directories
+  if ((${#differ[@]})); then
+    apply "make ${differ[*]}" "made ${differ[*]}" make_directories
   else
-    apply "make ${differ[*]} (systemd-tmpfiles)" "made ${differ[*]} (systemd-tmpfiles)" \
-      systemd-tmpfiles --create "${TMPFILES_FILE}"
+    report "unchanged"
   fi
 }
 
-stage_directories() {
+# systemd-tmpfiles for DIRECTORIES, install -d for HOME_DIRECTORIES; staged under --root,
+# install -d (no owner) for all of them.
+make_directories() {
   local entry dir mode owner
-  for entry in "${DIRECTORIES[@]}"; do
+  if [[ -z "${ROOT}" ]]; then
+    systemd-tmpfiles --create "${TMPFILES_FILE}"
+    for entry in "${HOME_DIRECTORIES[@]}"; do
+      read -r dir mode owner <<<"${entry}"
+      install -d -m "${mode}" -o "${owner}" -g "${owner}" "${dir}"
+    done
+    return
+  fi
+  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
     read -r dir mode owner <<<"${entry}"
     install -d -m "${mode}" "$(R "${dir}")"
   done

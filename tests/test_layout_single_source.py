@@ -27,6 +27,9 @@ NEEDLES = (FACTS["PREFIX_DIR"], FACTS["CONF_DIR"], FACTS["STATE_DIR"], FACTS["OP
            f"/etc/systemd/system/{FACTS['SERVICE']}", "sysusers.d/", "tmpfiles.d/", FACTS["MANIFEST_REL"],
            f"{FACTS['LISTEN_HOST']}:{FACTS['LISTEN_PORT']}", f"{FACTS['UPSTREAM_HOST']}:{FACTS['UPSTREAM_PORT']}")
 PORTS = {layout.LISTEN_PORT, layout.UPSTREAM_PORT}
+# A needle counts where a path or address starts, not inside a longer one (the repo's own
+# etc/optillm-proxy/env.example is not the deployed /etc/optillm-proxy).
+SPELLED = re.compile(r"(?<![\w}.-])(" + "|".join(map(re.escape, NEEDLES)) + ")")
 
 
 def bash_reading(path: Path) -> dict[str, str]:
@@ -79,7 +82,7 @@ def python_hand_copies(source: str, name: str) -> list[str]:
         if not isinstance(node, ast.Constant) or id(node) in prose:
             continue
         value = node.value
-        if (isinstance(value, str) and any(n in value for n in NEEDLES)) or (type(value) is int and value in PORTS):
+        if (isinstance(value, str) and SPELLED.search(value)) or (type(value) is int and value in PORTS):
             hits.append(f"{name}:{node.lineno}: {value!r}")
     return hits
 
@@ -90,7 +93,7 @@ def shell_hand_copies(source: str, name: str) -> list[str]:
         code = line.strip()
         if code.startswith("#"):
             continue
-        if any(n in code for n in NEEDLES) or re.search(rf"\b({'|'.join(map(str, PORTS))})\b", code):
+        if SPELLED.search(code) or re.search(rf"\b({'|'.join(map(str, PORTS))})\b", code):
             hits.append(f"{name}:{number}: {code}")
     return hits
 
@@ -100,7 +103,8 @@ def test_the_scanners_find_a_hand_copy():
         f"x.py:1: 'http://{FACTS['LISTEN_HOST']}:{FACTS['LISTEN_PORT']}'", f"x.py:2: {layout.UPSTREAM_PORT}"]
     assert python_hand_copies(f'def f():\n    """Reads {FACTS["ENV_FILE"]}."""\n    return f"{{x}} {FACTS["KEY_FILE"]}"\n', "y.py") == [
         f"y.py:3: ' {FACTS['KEY_FILE']}'"]
-    assert shell_hand_copies(f'# {FACTS["ENV_FILE"]}\nENV="{FACTS["ENV_FILE"]}"\nfake_upstream {layout.UPSTREAM_PORT}\n', "z.sh") == [
+    assert shell_hand_copies(f'# {FACTS["ENV_FILE"]}\nENV="{FACTS["ENV_FILE"]}"\nfake_upstream {layout.UPSTREAM_PORT}\n'
+                             f'cp "${{REPO}}{FACTS["ENV_FILE"]}.example" .\n', "z.sh") == [
         f'z.sh:2: ENV="{FACTS["ENV_FILE"]}"', f"z.sh:3: fake_upstream {layout.UPSTREAM_PORT}"]
 
 
