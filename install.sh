@@ -1024,26 +1024,21 @@ uninstall_stop_unit() {
   step "stop service" "stop it by hand: systemctl disable --now ${SERVICE}"
   if [[ -n "${ROOT}" || ! -d /run/systemd/system ]]; then
     report "no systemd here${ROOT:+ (--root)}: nothing to stop"
-  elif [[ -n "${DRY_RUN}" ]]; then
-    report "would run: systemctl disable --now ${SERVICE}"
   else
-    systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-    systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-    report "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}"
+    apply "stop and disable ${SERVICE} and ${SOCKET_UNIT}" "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}" stop_units
   fi
 }
 
+stop_units() {
+  systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
+  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
+}
+
 uninstall_remove() {
-  local what path
+  local what
   for what in "$@"; do
-    path="$(R "${what}")"
-    if [[ ! -e "${path}" && ! -L "${path}" ]]; then
-      continue
-    elif [[ -n "${DRY_RUN}" ]]; then
-      report "would remove ${what}"
-    else
-      rm -rf "${path}"
-      report "removed ${what}"
+    if [[ -e "$(R "${what}")" || -L "$(R "${what}")" ]]; then
+      apply "remove ${what}" "removed ${what}" rm -rf "$(R "${what}")"
     fi
   done
 }
@@ -1052,8 +1047,8 @@ uninstall_remove() {
 uninstall_files() {
   step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
   uninstall_remove "${UNIT_FILE}" "${SOCKET_FILE}" "${TMPFILES_FILE}" "${SYSUSERS_FILE}"
-  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && -d /run/systemd/system ]]; then
-    systemctl daemon-reload
+  if [[ -z "${ROOT}" && -d /run/systemd/system ]]; then
+    apply "reload systemd" "reloaded systemd" systemctl daemon-reload
   fi
   local link
   link="$(R "${OPSCTL_LINK}")"
@@ -1068,13 +1063,8 @@ uninstall_user() {
   step "remove user" "remove it by hand: userdel ${SERVICE_USER}"
   if [[ -n "${ROOT}" ]]; then
     report "skipped under --root"
-  elif ! getent passwd "${SERVICE_USER}" >/dev/null; then
-    return 0
-  elif [[ -n "${DRY_RUN}" ]]; then
-    report "would remove user ${SERVICE_USER}"
-  else
-    userdel "${SERVICE_USER}"
-    report "removed user ${SERVICE_USER}"
+  elif getent passwd "${SERVICE_USER}" >/dev/null; then
+    apply "remove user ${SERVICE_USER}" "removed user ${SERVICE_USER}" userdel "${SERVICE_USER}"
   fi
 }
 
@@ -1112,8 +1102,8 @@ write_uninstall_script() {
       DROPIN_DIR OPSCTL_LINK SYSUSERS_FILE TMPFILES_FILE \
       EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
     printf 'ROOT=%q\n' "${ROOT}"
-    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT=""'
-    declare -f log warn die step report R on_error uninstall_stop_unit uninstall_remove uninstall_files \
+    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT="" CHANGES=()'
+    declare -f log warn die step report apply R on_error uninstall_stop_unit stop_units uninstall_remove uninstall_files \
       uninstall_user uninstall_purge uninstall_main
     cat <<'EOF'
 for arg in "$@"; do
@@ -1149,7 +1139,13 @@ trap 'on_error $? $LINENO' ERR
 uninstall_main
 EOF
   } >"${tmp}"
-  sync_file "${tmp}" "${UNINSTALL_SCRIPT}" 0755 "${UNINSTALL_SCRIPT}"
+  # Derived from this script like bytecode from source: kept current, not listed as a change.
+  if file_differs "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755; then
+    [[ -n "${DRY_RUN}" ]] || put_file "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755
+    report "${DRY_RUN:+would write }${UNINSTALL_SCRIPT}"
+  else
+    report "unchanged"
+  fi
   rm -f "${tmp}"
 }
 
