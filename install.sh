@@ -931,10 +931,8 @@ start_service() {
   fi
   configuration_accepted || return 0
   report "${action%% *} ${SERVICE}; systemctl returns once it reports ready (or fails)"
+  clear_start_limit
   hold_socket "${reasons}"
-  # Operator restarts are not crashes: clear the start-rate counter so a busy day of changes
-  # never runs into StartLimitBurst (which would also fail the socket).
-  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
   # Type=notify and the launcher sends READY=1 only once /health answers: restart returns when
   # the service serves, or fails (a refused config exits 78 and is not retried). The old process
   # drains its requests first while new connections wait in the socket's backlog.
@@ -946,6 +944,23 @@ start_service() {
     SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
   fi
+}
+
+unit_result() {
+  systemctl show -p Result --value "$1" 2>/dev/null || true
+}
+
+# Operator restarts are not crashes: clear the start-rate counter so a busy day of changes never
+# runs into StartLimitBurst (which fails the socket too). A unit that already hit it (a crash
+# loop, or restarts by hand) is named, so the operator knows why it was down.
+clear_start_limit() {
+  local unit
+  for unit in "${SERVICE}" "${SOCKET_UNIT}"; do
+    if [[ "$(unit_result "${unit}")" == *start-limit-hit ]]; then
+      CHANGES+=("cleared ${unit}'s start-limit-hit (it had been refused further starts; see journalctl -u ${unit})")
+    fi
+  done
+  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
 }
 
 # The launcher's own checks (`opsctl runtime check`: --check in a transient unit with the
