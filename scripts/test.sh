@@ -8,7 +8,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 readonly CACHE="${OPTILLM_PROXY_TEST_CACHE:-/var/cache/optillm-proxy-ops}"
-readonly DEBIAN_PACKAGES=(systemd-container debootstrap shellcheck iproute2 procps curl python3 python3-venv prometheus)
+readonly DEBIAN_PACKAGES=(systemd-container debootstrap shellcheck iproute2 procps curl python3 python3-venv prometheus openssh-client)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.runtime",
     "tests.fixtures.litellm",
     "tests.fixtures.box",
+    "tests.fixtures.fleet",
 ]

@@ -207,7 +207,7 @@ def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
              for line in block.splitlines() if "tests/testinfra" in line]
     assert lines, "the RUNBOOK shows no testinfra command"
     for line in lines:
-        assert "uv run" not in line and re.search(r"(^|\s)tests/testinfra/run\.sh --hosts=\S+$", line), line
+        assert "uv run" not in line and re.search(r"(^|\s)tests/testinfra/run\.sh (--ansible-inventory=\S+ )?--hosts=\S+$", line), line
     assert any(line.endswith(RUNBOOK_COMMAND) for line in lines), (RUNBOOK_COMMAND, lines)
     script = REPO / "tests" / "testinfra" / "run.sh"
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s", str(script)], capture_output=True,
