@@ -64,6 +64,12 @@ run_full_profile_box_tests() {
       tests/test_box_printed_commands.py::test_every_box_command_of_this_profile_ran)
 }
 
+# The fast tier promises developers no root and no network: shown by running it so.
+run_fast_tier_unprivileged() {
+  log "running the fast tier again as nobody, without network"
+  "${REPO}/scripts/test-fast-unprivileged.sh" -q
+}
+
 main() {
   require_root
   install_debian_packages
@@ -75,6 +81,7 @@ main() {
     run_tests "$@"
   else
     run_tests
+    run_fast_tier_unprivileged
     run_full_profile_box_tests
   fi
 }

@@ -143,6 +143,8 @@ PROOFS: dict[str, Proof] = {
     # the developers' test command (README)
     "sudo scripts/test.sh": Proof("ci"),
     "sudo scripts/test.sh tests/test_health.py -x": Proof("ci"),
+    "uv run --frozen pytest -m fast": Proof("ci"),
+    "sudo scripts/test-fast-unprivileged.sh": Proof("ci"),  # scripts/test.sh runs it
 }
 
 # What a printed command starts with: a program an operator types, or a script.
