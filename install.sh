@@ -779,7 +779,6 @@ with os.fdopen(fd, "w") as out:
     out.write(key + "\n")
 ' "${dest}"
   )
-  if real_install; then chown root:root "${dest}"; fi
 }
 
 write_key_file() {
@@ -788,6 +787,7 @@ write_key_file() {
   dest="$(R "${KEY_FILE}")"
   if [[ ! -e "${dest}" ]]; then
     apply "generate the proxy key into ${KEY_FILE}" "generated the proxy key into ${KEY_FILE}" generate_key_file "${dest}"
+    if real_install; then chown root:root "${dest}"; fi
     return
   fi
   tighten_mode "${dest}" "${KEY_FILE}"
