@@ -1,64 +1,52 @@
 #!/usr/bin/env bash
 # install.sh: install, re-run (idempotently) or uninstall the optillm-proxy service.
 #
-# A stock OptiLLM 0.3.12, from a hashed lock, runs as the systemd service optillm-proxy on
-# 127.0.0.1:4020 in front of LiteLLM at 127.0.0.1:4000. Run `./install.sh --help` for flags,
-# environment variables and exit codes. Re-running it is safe: it changes only what differs,
-# never overwrites the operator's env or key file, and restarts the service at most once.
+# A stock OptiLLM, from a hashed lock, runs as a systemd service on loopback in front of LiteLLM
+# (addresses, paths and versions: launcher/optillm_proxy_launcher/layout.env). Run
+# `./install.sh --help` for flags and exit codes. Re-running it is safe: it changes only what
+# differs, never overwrites the operator's env or key file, and restarts the service at most once.
 set -Eeuo pipefail
 shopt -s inherit_errexit
 
-# --- Deployed layout: must equal ops/layout.py (tests/test_layout_matches_install.py) ---------
-readonly SERVICE="optillm-proxy"
-readonly SERVICE_USER="optillm-proxy"
-readonly OPTILLM_VERSION="0.3.12"
-readonly PROFILES="lean full"
-readonly DEFAULT_PROFILE="lean"
-readonly LISTEN_HOST="127.0.0.1"
-readonly LISTEN_PORT="4020"
-readonly UPSTREAM_URL="http://127.0.0.1:4000/v1"
-readonly PREFIX_DIR="/opt/optillm-proxy"
-readonly RUNTIMES_DIR="/opt/optillm-proxy/runtimes"
-readonly CURRENT_LINK="/opt/optillm-proxy/current"
-readonly PREVIOUS_LINK="/opt/optillm-proxy/previous"
-readonly TOOLS_DIR="/opt/optillm-proxy/tools"
-readonly INSTALL_STATE_FILE="/opt/optillm-proxy/install-state"
-readonly UNINSTALL_SCRIPT="/opt/optillm-proxy/uninstall.sh"
-readonly CONF_DIR="/etc/optillm-proxy"
-readonly ENV_FILE="/etc/optillm-proxy/env"
-readonly KEY_FILE="/etc/optillm-proxy/api-key"
-readonly UPSTREAM_KEY_FILE="/etc/optillm-proxy/upstream-key"
-readonly STATE_DIR="/var/lib/optillm-proxy"
-readonly PROVIDER_FILE="/var/lib/optillm-proxy/.optillm/proxy_config.yaml"
-readonly UNIT_FILE="/etc/systemd/system/optillm-proxy.service"
-readonly SOCKET_FILE="/etc/systemd/system/optillm-proxy.socket"
-readonly SOCKET_UNIT="optillm-proxy.socket"
-readonly DROPIN_DIR="/etc/systemd/system/optillm-proxy.service.d"
-readonly OPSCTL_LINK="/usr/local/bin/opsctl"
-readonly LAUNCHER_REL="libexec/optillm-proxy-launcher.py"
-readonly MANIFEST_REL="optillm-proxy-runtime.json"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly REPO
+# The deployed layout, ports and versions: the one file they are written in (Python reads it too).
+# shellcheck source=launcher/optillm_proxy_launcher/layout.env
+source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
 
 # --- Exit codes (also in --help) -------------------------------------------------------------
 readonly EXIT_OK=0            # installed and healthy; or nothing to do; or staged (--root); or dry run
 readonly EXIT_STEP_FAILED=1   # a step failed; the message names it and what to do
 readonly EXIT_USAGE=2         # bad flag or value
 readonly EXIT_NO_SYSTEMD=3    # installed everything, but systemd is not PID 1: service not started
-readonly EXIT_UNHEALTHY=4     # service (re)started but /health did not answer in time
+readonly EXIT_UNHEALTHY=4     # the service was (re)started but failed to become ready
 readonly EXIT_PREREQ=5        # prerequisite missing: not root, python3 is not 3.11, lock or unit absent, no LiteLLM key
 readonly EXIT_CONFIG_REFUSED=6 # the launcher would refuse the new configuration: nothing restarted
 
 readonly SYSTEM_PYTHON="/usr/bin/python3"
 readonly WANT_PYTHON="3.11"
-readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates)
-
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-readonly REPO
+readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates systemd)
+# The directories systemd-tmpfiles makes and keeps (path mode owner; the owner's group is its own).
+readonly DIRECTORIES=(
+  "${PREFIX_DIR} 0755 root"
+  "${RUNTIMES_DIR} 0755 root"
+  "${TOOLS_DIR} 0755 root"
+  "${CONF_DIR} 0755 root"
+  "${STATE_DIR} 0700 ${SERVICE_USER}"
+)
+# The service user's home has a root-owned .optillm/ for the provider file: without it, 0.3.12's
+# proxy plugin loads a packaged example that routes to public clouds. .optillm/logs is the mount
+# point for the unit's BindPaths= (the mcp plugin writes there); StateDirectory= makes the rest.
+# install -d makes these: systemd-tmpfiles refuses a root-owned path below a user-owned one.
+readonly HOME_DIRECTORIES=(
+  "${STATE_DIR}/.optillm 0755 root"
+  "${STATE_DIR}/.optillm/logs 0755 root"
+)
 
 # Settings: flags override these environment variables (see --help).
 PROFILE="${OPX_INSTALL_PROFILE:-${DEFAULT_PROFILE}}"
 PROFILE_GIVEN="${OPX_INSTALL_PROFILE:+1}"
 ROOT="${OPX_INSTALL_ROOT:-}"
-HEALTH_TIMEOUT="${OPX_INSTALL_HEALTH_TIMEOUT:-120}"
 SKIP_START="${OPX_INSTALL_SKIP_START:-}"
 DRY_RUN=""
 UNINSTALL=""
@@ -117,13 +105,12 @@ Options:
   --rollback      back to the previous runtime, one restart (opsctl runtime rollback)
   -h, --help      this text
 Environment:
-  OPX_INSTALL_HEALTH_TIMEOUT  seconds to wait for /health after a (re)start (default 120)
-  UV_CACHE_DIR                uv's cache (honoured; uv hardlinks the runtime from it)
+  UV_CACHE_DIR    uv's cache (honoured; uv hardlinks the runtime from it)
 
 Layout: runtimes in ${RUNTIMES_DIR}/<version>-<profile>-<lock sha256[:12]>/, ${CURRENT_LINK}
 (and ${PREVIOUS_LINK}) link to one; uv and opsctl in ${TOOLS_DIR}/; ${OPSCTL_LINK};
 env file ${ENV_FILE}, key files ${KEY_FILE} and ${UPSTREAM_KEY_FILE} (root 0600); units ${UNIT_FILE}
-and ${SOCKET_FILE};
+and ${SOCKET_FILE}; the user and directories in ${SYSUSERS_FILE} and ${TMPFILES_FILE};
 uninstall script ${UNINSTALL_SCRIPT}.
 
 Exit codes:
@@ -131,7 +118,7 @@ Exit codes:
   1  a step failed (the message names the step and what to do)
   2  usage error (unknown flag, bad value)
   3  installed, but systemd is not PID 1 here: the service was not started
-  4  the service was (re)started but did not become healthy in time
+  4  the service was (re)started but did not become healthy (failed to report ready)
   5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent,
      no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything else installed, the service not started)
   6  the launcher would refuse the new configuration (opsctl runtime check): the running service
@@ -143,7 +130,7 @@ With --upgrade/--rollback, once the runtime is built, the exit code is opsctl ru
 EOF
 }
 
-# --- output helpers ----------------------------------------------------------------------------
+# --- helpers -----------------------------------------------------------------------------------
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
@@ -163,14 +150,6 @@ step() {
 # One progress line per step.
 report() { log "${CURRENT_STEP}: $*"; }
 
-changed() {
-  if [[ -n "${DRY_RUN}" ]]; then
-    CHANGES+=("would: $*")
-  else
-    CHANGES+=("$*")
-  fi
-}
-
 on_error() {
   local code="$1" line="$2"
   trap - ERR
@@ -178,6 +157,21 @@ on_error() {
   [[ -n "${CURRENT_HINT}" ]] && printf 'install.sh: what to do: %s\n' "${CURRENT_HINT}" >&2
   printf 'install.sh: nothing half-built is made current; fix the cause and re-run install.sh.\n' >&2
   exit "${EXIT_STEP_FAILED}"
+}
+
+# The one place a dry run is told apart from a real one: `apply TODO DONE CMD...` runs CMD and
+# records DONE as a change, or, in a dry run, runs nothing and records "would: TODO".
+apply() {
+  local todo="$1" done="$2"
+  shift 2
+  if [[ -n "${DRY_RUN}" ]]; then
+    CHANGES+=("would: ${todo}")
+    report "would ${todo}"
+    return 0
+  fi
+  "$@"
+  CHANGES+=("${done}")
+  report "${done}"
 }
 
 # A deployed path, staged under --root when given.
@@ -193,44 +187,47 @@ sha256_of() {
   fi
 }
 
-mode_of() { stat -c '%a' "$1"; }
+# Mode, and owner when installing for real (staging under --root keeps the invoker's ownership).
+mode_owner() {
+  if [[ -z "${ROOT}" ]]; then stat -c '%a %U:%G' "$1"; else stat -c '%a' "$1"; fi
+}
 
-# Ownership only when installing for real (staging under --root keeps the invoker's ownership).
-chown_root() { if real_install; then chown -h root:root "$@"; fi; }
+wanted() {
+  local mode="$1" owner="$2"
+  if [[ -z "${ROOT}" ]]; then echo "${mode#0} ${owner}:${owner}"; else echo "${mode#0}"; fi
+}
 
 # Predicates (no side effects) are kept apart from actions: bash ignores errexit inside a
 # function used as an `if` condition, so an action must never be one.
 file_differs() {
   local src="$1" dest="$2" mode="$3"
-  ! { [[ -f "${dest}" && ! -L "${dest}" ]] && cmp -s "${src}" "${dest}" && [[ "$(mode_of "${dest}")" == "${mode#0}" ]]; }
-}
-
-# Copy SRC to DEST with MODE, root-owned, by atomic rename (nothing in a dry run).
-copy_file() {
-  local src="$1" dest="$2" mode="$3"
-  [[ -n "${DRY_RUN}" ]] && return 0
-  mkdir -p "$(dirname "${dest}")"
-  local tmp="${dest}.install-tmp.$$"
-  cp "${src}" "${tmp}"
-  chmod "${mode}" "${tmp}"
-  chown_root "${tmp}"
-  mv -f "${tmp}" "${dest}"
+  ! { [[ -f "${dest}" && ! -L "${dest}" ]] && cmp -s "${src}" "${dest}" && [[ "$(mode_owner "${dest}")" == "$(wanted "${mode}" root)" ]]; }
 }
 
 dir_differs() {
-  local dir="$1" mode="$2" owner="${3:-root}"
-  [[ ! -d "${dir}" ]] && return 0
-  [[ "$(mode_of "${dir}")" != "${mode#0}" ]] && return 0
-  real_install && [[ "$(stat -c '%U:%G' "${dir}")" != "${owner}:${owner}" ]]
+  local dir="$1" mode="$2" owner="$3"
+  ! { [[ -d "${dir}" && ! -L "${dir}" ]] && [[ "$(mode_owner "${dir}")" == "$(wanted "${mode}" "${owner}")" ]]; }
 }
 
-# DIR with MODE (and OWNER when installing for real).
-make_dir() {
-  local dir="$1" mode="$2" owner="${3:-root}"
-  [[ -n "${DRY_RUN}" ]] && return 0
-  mkdir -p "${dir}"
-  chmod "${mode}" "${dir}"
-  if real_install; then chown "${owner}:${owner}" "${dir}"; fi
+# SRC as DEST with MODE, root-owned when installing for real.
+put_file() {
+  local src="$1" dest="$2" mode="$3"
+  if [[ -n "${ROOT}" ]]; then
+    install -C -D -m "${mode}" "${src}" "${dest}"
+  else
+    install -C -D -m "${mode}" -o root -g root "${src}" "${dest}"
+  fi
+}
+
+# Copies SRC to DEST when content, mode or owner differ (install -C would too, but cannot say
+# whether it did: the comparison here is what the change report rests on).
+sync_file() {
+  local src="$1" dest="$2" mode="$3" shown="$4"
+  if file_differs "${src}" "$(R "${dest}")" "${mode}"; then
+    apply "install ${shown}" "installed ${shown}" put_file "${src}" "$(R "${dest}")" "${mode}"
+  else
+    report "${shown} unchanged"
+  fi
 }
 
 link_differs() { ! { [[ -L "$2" ]] && [[ "$(readlink "$2")" == "$1" ]]; }; }
@@ -238,14 +235,35 @@ link_differs() { ! { [[ -L "$2" ]] && [[ "$(readlink "$2")" == "$1" ]]; }; }
 # Point LINK at TARGET by atomic rename (relative targets keep a --root staging self-contained).
 make_link() {
   local target="$1" link="$2"
-  [[ -n "${DRY_RUN}" ]] && return 0
   mkdir -p "$(dirname "${link}")"
   ln -sfn "${target}" "${link}.install-tmp.$$"
-  chown_root "${link}.install-tmp.$$"
+  if real_install; then chown -h root:root "${link}.install-tmp.$$"; fi
   mv -fT "${link}.install-tmp.$$" "${link}"
 }
 
+# Builds a directory under a temporary name with BUILDER DIR, then renames it into place, so a
+# half-built runtime or tool is never what a path points at.
+build_dir() {
+  local dest="$1" builder="$2"
+  local tmp
+  tmp="$(dirname "${dest}")/.$(basename "${dest}").partial"
+  mkdir -p "$(dirname "${dest}")"
+  rm -rf "${tmp}"
+  "${builder}" "${tmp}"
+  chmod -R go-w "${tmp}"
+  if real_install; then chown -R root:root "${tmp}"; fi
+  rm -rf "${dest}"
+  mv -T "${tmp}" "${dest}"
+}
+
 uv_cmd() { "${UV}" --no-config -q "$@"; }
+
+is_profile() { [[ " ${PROFILES} " == *" $1 "* && -n "$1" ]]; }
+
+# The profile recorded in the current runtime's manifest (empty if unreadable).
+recorded_profile() {
+  sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "$(R "${CURRENT_LINK}")/${MANIFEST_REL}" 2>/dev/null || true
+}
 
 # --- arguments ---------------------------------------------------------------------------------
 
@@ -270,12 +288,7 @@ parse_args() {
       *) die "${EXIT_USAGE}" "unknown argument '$1' (see ./install.sh --help)" ;;
     esac
   done
-  case " ${PROFILES} " in
-    *" ${PROFILE} "*) ;;
-    *) die "${EXIT_USAGE}" "unknown profile '${PROFILE}': use --profile lean or --profile full" ;;
-  esac
-  [[ "${HEALTH_TIMEOUT}" =~ ^[0-9]+$ ]] ||
-    die "${EXIT_USAGE}" "OPX_INSTALL_HEALTH_TIMEOUT must be a number of seconds, not '${HEALTH_TIMEOUT}'"
+  is_profile "${PROFILE}" || die "${EXIT_USAGE}" "unknown profile '${PROFILE}': use --profile lean or --profile full"
   if [[ -n "${PURGE}" && -z "${UNINSTALL}" ]]; then
     die "${EXIT_USAGE}" "--purge only goes with --uninstall"
   fi
@@ -291,7 +304,28 @@ parse_args() {
   fi
 }
 
-# --- install steps -----------------------------------------------------------------------------
+# --- install steps, in the order they run (RUNBOOK section 1) ----------------------------------
+
+# A re-run without --profile keeps the profile the host already runs, so that re-running the
+# same command on a full host changes nothing instead of asking for an upgrade to lean. For an
+# upgrade without --profile, a lock named <profile>.txt names its profile; any other lock keeps
+# the profile the box runs.
+choose_profile() {
+  step "profile" "give it explicitly: --profile lean|full"
+  [[ -z "${PROFILE_GIVEN}" ]] || return 0
+  local named recorded
+  named="$(basename "${UPGRADE_LOCK:-none}" .txt)"
+  if [[ -n "${UPGRADE}" ]] && is_profile "${named}"; then
+    PROFILE="${named}"
+    return
+  fi
+  recorded="$(recorded_profile)"
+  if is_profile "${recorded}"; then
+    PROFILE="${recorded}"
+  elif [[ -n "${UPGRADE}" ]]; then
+    die "${EXIT_USAGE}" "cannot read the current profile from ${CURRENT_LINK}/${MANIFEST_REL}: give --profile lean|full"
+  fi
+}
 
 check_system() {
   step "check system" "run as root (sudo ./install.sh), or stage with --root DIR"
@@ -317,13 +351,34 @@ check_system() {
   report "profile ${PROFILE}, runtime ${RUNTIME_NAME}, ${where}"
 }
 
+# On a running installation another profile is an upgrade (validated, reversible): refused here,
+# in a dry run too, so that it predicts the real run. A plain re-run keeps whatever runtime is
+# current, also one an --upgrade switched to from another lock, and applies everything else (env
+# file, keys, unit, launcher): the way to apply configuration changes on any runtime.
+keep_current_runtime() {
+  step "runtime choice" "upgrade deliberately: sudo ./install.sh --upgrade [--profile ${PROFILE}]"
+  [[ -z "${ROOT}" && -n "${HAS_SYSTEMD}" && -L "${CURRENT_LINK}" ]] || return 0
+  local installed keep
+  installed="$(readlink "${CURRENT_LINK}")"
+  installed="${installed##*/}"
+  [[ "${installed}" != "${RUNTIME_NAME}" ]] || return 0
+  keep="$(recorded_profile)"
+  if [[ -n "${keep}" && "${keep}" != "${PROFILE}" ]]; then
+    die "${EXIT_STEP_FAILED}" "this box runs the ${keep} profile (${installed}); --profile ${PROFILE} is a switch, which a plain run never makes. To switch (validated, reversible): sudo ./install.sh --upgrade --profile ${PROFILE}; to keep ${keep}: leave --profile out"
+  fi
+  NOTES+=("kept the current runtime ${installed}; locks/${PROFILE}.txt would give ${RUNTIME_NAME}: switch deliberately with sudo ./install.sh --upgrade")
+  RUNTIME_NAME="${installed}"
+  KEPT_RUNTIME=1
+  report "keeping the current runtime ${installed} (locks/${PROFILE}.txt differs: --upgrade switches)"
+}
+
 install_debian_packages() {
   step "debian packages" "install them yourself (apt-get install ${DEBIAN_PACKAGES[*]}), then re-run"
   local missing=() pkg
   if ! command -v dpkg-query >/dev/null; then
     [[ -x "${SYSTEM_PYTHON}" ]] ||
       die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing and this is not a Debian/Ubuntu system: install Python ${WANT_PYTHON} with venv support"
-    report "not Debian/Ubuntu: skipped (needs ${SYSTEM_PYTHON} ${WANT_PYTHON} with venv)"
+    report "not Debian/Ubuntu: skipped (needs ${SYSTEM_PYTHON} ${WANT_PYTHON} with venv, and systemd)"
     return
   fi
   for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -331,16 +386,16 @@ install_debian_packages() {
   done
   if ((${#missing[@]} == 0)); then
     report "present (${DEBIAN_PACKAGES[*]})"
-    return
+  elif [[ -n "${ROOT}" ]]; then
+    report "missing ${missing[*]}: not installed (--root)"
+  else
+    apply "install Debian packages: ${missing[*]}" "installed Debian packages: ${missing[*]}" apt_install "${missing[@]}"
   fi
-  if ! real_install; then
-    report "missing ${missing[*]}: not installed ($([[ -n "${DRY_RUN}" ]] && echo 'dry run' || echo '--root'))"
-    return
-  fi
-  report "installing ${missing[*]}"
+}
+
+apt_install() {
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  changed "installed Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 check_python() {
@@ -352,6 +407,68 @@ check_python() {
     die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is Python ${version}; the locks target Python ${WANT_PYTHON}: use Debian 12 or another system whose python3 is ${WANT_PYTHON}"
   fi
   report "${SYSTEM_PYTHON} is Python ${version}"
+}
+
+# The user comes from systemd-sysusers and the directories (mode, owner) from systemd-tmpfiles,
+# each from a file written here from layout.env; systemd re-applies both at every boot. Staged
+# under --root: the two files are written, the directories made with their modes, no user.
+create_service_user() {
+  step "service user" "check ${SYSUSERS_FILE}, then: systemd-sysusers ${SYSUSERS_FILE}"
+  local conf
+  conf="$(mktemp)"
+  printf '# Written by install.sh from layout.env (systemd-sysusers): the service user, home = state dir.\nu %s - "%s service" %s /usr/sbin/nologin\n' \
+    "${SERVICE_USER}" "${SERVICE}" "${STATE_DIR}" >"${conf}"
+  sync_file "${conf}" "${SYSUSERS_FILE}" 0644 "${SYSUSERS_FILE}"
+  rm -f "${conf}"
+  if [[ -n "${ROOT}" ]]; then
+    report "skipped under --root (would create system user ${SERVICE_USER})"
+  elif getent passwd "${SERVICE_USER}" >/dev/null; then
+    report "${SERVICE_USER} exists"
+  else
+    apply "create system user ${SERVICE_USER}" "created system user ${SERVICE_USER}" systemd-sysusers "${SYSUSERS_FILE}"
+  fi
+}
+
+create_directories() {
+  step "directories" "check ${TMPFILES_FILE} and the paths it names, then: systemd-tmpfiles --create ${TMPFILES_FILE}"
+  local conf entry dir mode owner differ=()
+  conf="$(mktemp)"
+  {
+    echo "# Written by install.sh from layout.env (systemd-tmpfiles): optillm-proxy's directories."
+    for entry in "${DIRECTORIES[@]}"; do
+      read -r dir mode owner <<<"${entry}"
+      echo "d ${dir} ${mode} ${owner} ${owner} -"
+    done
+  } >"${conf}"
+  sync_file "${conf}" "${TMPFILES_FILE}" 0644 "${TMPFILES_FILE}"
+  rm -f "${conf}"
+  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
+    read -r dir mode owner <<<"${entry}"
+    dir_differs "$(R "${dir}")" "${mode}" "${owner}" && differ+=("${dir}")
+  done
+  if ((${#differ[@]})); then
+    apply "make ${differ[*]}" "made ${differ[*]}" make_directories
+  else
+    report "unchanged"
+  fi
+}
+
+# systemd-tmpfiles for DIRECTORIES, install -d for HOME_DIRECTORIES; staged under --root,
+# install -d (no owner) for all of them.
+make_directories() {
+  local entry dir mode owner
+  if [[ -z "${ROOT}" ]]; then
+    systemd-tmpfiles --create "${TMPFILES_FILE}"
+    for entry in "${HOME_DIRECTORIES[@]}"; do
+      read -r dir mode owner <<<"${entry}"
+      install -d -m "${mode}" -o "${owner}" -g "${owner}" "${dir}"
+    done
+    return
+  fi
+  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
+    read -r dir mode owner <<<"${entry}"
+    install -d -m "${mode}" "$(R "${dir}")"
+  done
 }
 
 uv_version_wanted() { sed -n 's/^uv==\([0-9.]*\).*/\1/p' "${REPO}/locks/uv.txt"; }
@@ -367,36 +484,23 @@ bootstrap_uv() {
   want="$(uv_version_wanted)"
   tools_uv="$(R "${TOOLS_DIR}")/uv/bin/uv"
   on_path="$(command -v uv || true)"
+  UV="${tools_uv}"
   if is_wanted_uv "${tools_uv}"; then
-    UV="${tools_uv}"
     report "uv ${want} in ${TOOLS_DIR}/uv"
-    return
-  fi
-  if [[ -n "${on_path}" ]] && is_wanted_uv "${on_path}"; then
+  elif [[ -n "${on_path}" ]] && is_wanted_uv "${on_path}"; then
     UV="${on_path}"
     report "uv ${want} found at ${on_path}"
-    return
+  else
+    apply "bootstrap uv ${want} into ${TOOLS_DIR}/uv (python3 -m venv, pip --require-hashes)" \
+      "bootstrapped uv ${want} into ${TOOLS_DIR}/uv" build_dir "$(R "${TOOLS_DIR}")/uv" build_uv
   fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    UV=""
-    changed "bootstrap uv ${want} into ${TOOLS_DIR}/uv (python3 -m venv, pip --require-hashes)"
-    report "would bootstrap uv ${want} into ${TOOLS_DIR}/uv"
-    return
-  fi
-  report "bootstrapping uv ${want} into ${TOOLS_DIR}/uv (pip, hashes required)"
+}
+
+build_uv() {
   "${SYSTEM_PYTHON}" -c 'import ensurepip' 2>/dev/null ||
     die "${EXIT_PREREQ}" "Python's venv support is missing: apt-get install python3-venv, then re-run"
-  local dest
-  dest="$(R "${TOOLS_DIR}")/uv"
-  mkdir -p "$(R "${TOOLS_DIR}")"
-  rm -rf "${dest}.partial"
-  "${SYSTEM_PYTHON}" -m venv "${dest}.partial"
-  "${dest}.partial/bin/pip" install -q --disable-pip-version-check --no-input --require-hashes -r "${REPO}/locks/uv.txt"
-  rm -rf "${dest}"
-  mv "${dest}.partial" "${dest}"
-  chown_root -R "${dest}"
-  UV="${dest}/bin/uv"
-  changed "bootstrapped uv ${want} into ${TOOLS_DIR}/uv"
+  "${SYSTEM_PYTHON}" -m venv "$1"
+  "$1/bin/pip" install -q --disable-pip-version-check --no-input --require-hashes -r "${REPO}/locks/uv.txt"
 }
 
 runtime_is_complete() {
@@ -404,230 +508,149 @@ runtime_is_complete() {
   [[ -f "${dir}/${MANIFEST_REL}" ]] && grep -q "\"lock_sha256\": \"${LOCK_SHA}\"" "${dir}/${MANIFEST_REL}"
 }
 
-write_manifest() {
-  local dir="$1"
-  printf '{"profile": "%s", "optillm_version": "%s", "lock_sha256": "%s", "lock_file": "libexec/%s.txt"}\n' \
-    "${PROFILE}" "${OPTILLM_VERSION}" "${LOCK_SHA}" "${PROFILE}" >"${dir}/${MANIFEST_REL}"
-}
-
-# Builds into a temporary name and renames only when complete, so a half-built runtime is never
-# what `current` points at. The venv is relocatable (uv writes relative script launchers).
+# The venv is relocatable (uv writes relative script launchers), so it is built under a
+# temporary name and renamed.
 build_runtime() {
   step "runtime" "check the uv cache/index access and disk space (full needs ~9 GB), then re-run"
-  local runtimes dest tmp
-  runtimes="$(R "${RUNTIMES_DIR}")"
-  dest="${runtimes}/${RUNTIME_NAME}"
+  local dest
+  dest="$(R "${RUNTIMES_DIR}")/${RUNTIME_NAME}"
   if [[ -n "${KEPT_RUNTIME}" ]]; then
     report "${RUNTIME_NAME} is current and kept (built from another lock)"
-    return
-  fi
-  if runtime_is_complete "${dest}"; then
+  elif runtime_is_complete "${dest}"; then
     report "${RUNTIME_NAME} already built (lock unchanged)"
-    return
+  else
+    [[ -n "${DRY_RUN}" ]] || report "building ${RUNTIME_NAME} from ${LOCK_SHOWN} (hashes required, bytecode compiled)"
+    apply "build ${RUNTIME_NAME} from ${LOCK_SHOWN}" "built runtime ${RUNTIME_NAME}" build_dir "${dest}" build_venv
   fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    changed "build runtime ${RUNTIME_NAME} from ${LOCK_SHOWN}"
-    report "would build ${RUNTIME_NAME} from ${LOCK_SHOWN}"
-    return
-  fi
-  report "building ${RUNTIME_NAME} from ${LOCK_SHOWN} (hashes required, bytecode compiled)"
-  mkdir -p "${runtimes}"
-  chmod 0755 "$(R "${PREFIX_DIR}")" "${runtimes}"
-  tmp="${runtimes}/.${RUNTIME_NAME}.partial"
-  rm -rf "${tmp}" "${dest}"
+}
+
+build_venv() {
+  local tmp="$1" got
+  mkdir -p "$(dirname "${tmp}")"
   uv_cmd venv --relocatable --python "${SYSTEM_PYTHON}" "${tmp}"
   uv_cmd pip sync --python "${tmp}/bin/python" --require-hashes --compile-bytecode "${LOCK_FILE}"
-  local got
   got="$("${tmp}/bin/python" -I -c 'import importlib.metadata as m; print(m.version("optillm"))')"
   [[ "${got}" == "${OPTILLM_VERSION}" ]] ||
     die "${EXIT_STEP_FAILED}" "${LOCK_SHOWN} installed optillm ${got}, expected ${OPTILLM_VERSION}: fix the lock"
-  mkdir -p "${tmp}/libexec"
-  cp "${LOCK_FILE}" "${tmp}/libexec/${PROFILE}.txt"
-  write_manifest "${tmp}"
-  chmod -R go-w "${tmp}"
-  chown_root -R "${tmp}"
-  mv -T "${tmp}" "${dest}"
-  changed "built runtime ${RUNTIME_NAME}"
+  install -D -m 0644 "${LOCK_FILE}" "${tmp}/libexec/${PROFILE}.txt"
+  printf '{"profile": "%s", "optillm_version": "%s", "lock_sha256": "%s", "lock_file": "libexec/%s.txt"}\n' \
+    "${PROFILE}" "${OPTILLM_VERSION}" "${LOCK_SHA}" "${PROFILE}" >"${tmp}/${MANIFEST_REL}"
 }
 
-# Copies the repo's launcher/ (entry script, plugin table, the optillm_proxy_launcher package) into
-# <runtime>/libexec, keeping subdirectories; an existing runtime gets them updated. The package's
-# bytecode is compiled here: the service cannot write the root-owned runtime.
+# The repo's launcher/ files, as install.sh and opsctl ship them (entry script, plugin table,
+# the package with its layout.env).
+launcher_files() {
+  (cd "${REPO}/launcher" && find . -type f \( -name '*.py' -o -name '*.json' -o -name '*.env' \) \
+    -not -path '*/__pycache__/*' | sed 's|^\./||' | LC_ALL=C sort)
+}
+
+# Copies launcher/ into <runtime>/libexec, keeping subdirectories; an existing runtime gets them
+# updated. The package's bytecode is compiled here: the service cannot write the runtime.
 install_launcher() {
   step "launcher" "check the repo's launcher/ directory, then re-run"
-  local libexec rel files=() updated=()
+  local libexec rel updated=()
   libexec="$(R "${RUNTIMES_DIR}")/${RUNTIME_NAME}/libexec"
-  mapfile -t files < <(cd "${REPO}/launcher" && find . -type f \( -name '*.py' -o -name '*.json' \) \
-    -not -path '*/__pycache__/*' | sed 's|^\./||' | LC_ALL=C sort)
-  if ((${#files[@]} == 0)); then
-    warn "launcher/ is empty: ${LAUNCHER_REL} is missing, so the unit cannot start"
-    NOTES+=("launcher/ was empty: ${LAUNCHER_REL} is missing")
-    report "nothing to install (launcher/ is empty)"
-    return
-  fi
-  for rel in "${files[@]}"; do
-    if file_differs "${REPO}/launcher/${rel}" "${libexec}/${rel}" 0644; then
-      copy_file "${REPO}/launcher/${rel}" "${libexec}/${rel}" 0644
-      updated+=("${rel}")
-    fi
-  done
+  while IFS= read -r rel; do
+    file_differs "${REPO}/launcher/${rel}" "${libexec}/${rel}" 0644 && updated+=("${rel}")
+  done < <(launcher_files)
   if ((${#updated[@]})); then
-    changed "launcher files in ${RUNTIME_NAME}/libexec: ${updated[*]}"
-    if [[ -n "${DRY_RUN}" ]]; then
-      report "would install ${updated[*]}"
-    else
-      "${libexec}/../bin/python" -I -m compileall -q "${libexec}" >/dev/null
-      report "installed ${updated[*]}"
-    fi
+    apply "install launcher files in ${RUNTIME_NAME}/libexec: ${updated[*]}" \
+      "launcher files in ${RUNTIME_NAME}/libexec: ${updated[*]}" copy_launcher "${libexec}" "${updated[@]}"
   else
     report "unchanged"
   fi
 }
 
+copy_launcher() {
+  local libexec="$1" rel
+  shift
+  for rel in "$@"; do put_file "${REPO}/launcher/${rel}" "${libexec}/${rel}" 0644; done
+  "${libexec}/../bin/python" -I -m compileall -q "${libexec}" >/dev/null
+}
+
 switch_current() {
   step "current runtime" "check ${CURRENT_LINK} by hand (ls -l), then re-run"
-  local current previous_target
+  local current previous=""
   current="$(R "${CURRENT_LINK}")"
-  previous_target=""
-  if [[ -L "${current}" ]]; then
-    previous_target="$(readlink "${current}")"
-  fi
-  if [[ "${previous_target}" == "runtimes/${RUNTIME_NAME}" ]]; then
+  [[ -L "${current}" ]] && previous="$(readlink "${current}")"
+  if [[ "${previous}" == "runtimes/${RUNTIME_NAME}" ]]; then
     report "current -> runtimes/${RUNTIME_NAME} (unchanged)"
-    return
-  fi
-  if [[ -n "${previous_target}" ]]; then
-    make_link "${previous_target}" "$(R "${PREVIOUS_LINK}")"
-  fi
-  make_link "runtimes/${RUNTIME_NAME}" "${current}"
-  if [[ -n "${previous_target}" ]]; then
-    changed "current runtime ${previous_target#runtimes/} -> ${RUNTIME_NAME} (previous kept for rollback)"
+  elif [[ -n "${previous}" ]]; then
+    apply "point current at ${RUNTIME_NAME}" \
+      "current runtime ${previous#runtimes/} -> ${RUNTIME_NAME} (previous kept for rollback)" link_runtime "${previous}"
   else
-    changed "current -> runtimes/${RUNTIME_NAME}"
+    apply "point current at runtimes/${RUNTIME_NAME}" "current -> runtimes/${RUNTIME_NAME}" link_runtime ""
   fi
-  report "${DRY_RUN:+would point }current -> runtimes/${RUNTIME_NAME}"
+}
+
+link_runtime() {
+  [[ -z "$1" ]] || make_link "$1" "$(R "${PREVIOUS_LINK}")"
+  make_link "runtimes/${RUNTIME_NAME}" "$(R "${CURRENT_LINK}")"
 }
 
 opsctl_build_id() {
   {
     sha256_of "${REPO}/locks/opsctl.txt"
-    (cd "${REPO}" && find ops launcher/optillm_proxy_launcher -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum)
+    (cd "${REPO}" && { find ops -name '*.py' -type f; launcher_files | sed -n 's|^optillm_proxy_launcher/|launcher/&|p'; } |
+      LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -d' ' -f1
 }
 
 # opsctl for the box: its locked dependencies plus a copy of ops/ and the launcher package (no
-# build backend needed), in its own venv under tools/, linked from /usr/local/bin/opsctl.
+# build backend needed), in its own venv under tools/, linked from OPSCTL_LINK.
 install_opsctl() {
   step "opsctl" "check locks/opsctl.txt and the package index access, then re-run"
-  local venv id link_target
+  local venv link_target
   venv="$(R "${TOOLS_DIR}")/opsctl"
-  id="$(opsctl_build_id)"
   link_target="../../../${TOOLS_DIR#/}/opsctl/bin/opsctl"
-  local did=""
-  if [[ "$(cat "${venv}/.build-id" 2>/dev/null || true)" != "${id}" ]]; then
-    if [[ -n "${DRY_RUN}" ]]; then
-      changed "install opsctl into ${TOOLS_DIR}/opsctl"
-    else
-      local tmp="${venv}.partial"
-      rm -rf "${tmp}"
-      mkdir -p "$(R "${TOOLS_DIR}")"
-      chmod 0755 "$(R "${TOOLS_DIR}")"
-      uv_cmd venv --relocatable --python "${SYSTEM_PYTHON}" "${tmp}"
-      uv_cmd pip sync --python "${tmp}/bin/python" --require-hashes --compile-bytecode "${REPO}/locks/opsctl.txt"
-      local site
-      site="$("${tmp}/bin/python" -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
-      (cd "${REPO}" && find ops -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
-      # lint calls the launcher's own configuration checks (stdlib-only modules of its package).
-      (cd "${REPO}/launcher" && find optillm_proxy_launcher -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
-      "${tmp}/bin/python" -I -m compileall -q "${site}/ops" "${site}/optillm_proxy_launcher" >/dev/null
-      cat >"${tmp}/bin/opsctl" <<'EOF'
+  if [[ "$(cat "${venv}/.build-id" 2>/dev/null || true)" != "$(opsctl_build_id)" ]]; then
+    apply "install opsctl into ${TOOLS_DIR}/opsctl" "installed opsctl into ${TOOLS_DIR}/opsctl" build_dir "${venv}" build_opsctl
+  else
+    report "${TOOLS_DIR}/opsctl unchanged"
+  fi
+  if link_differs "${link_target}" "$(R "${OPSCTL_LINK}")"; then
+    apply "link ${OPSCTL_LINK} -> ${TOOLS_DIR}/opsctl/bin/opsctl" "linked ${OPSCTL_LINK} -> ${TOOLS_DIR}/opsctl/bin/opsctl" \
+      make_link "${link_target}" "$(R "${OPSCTL_LINK}")"
+  fi
+}
+
+build_opsctl() {
+  local tmp="$1" site
+  uv_cmd venv --relocatable --python "${SYSTEM_PYTHON}" "${tmp}"
+  uv_cmd pip sync --python "${tmp}/bin/python" --require-hashes --compile-bytecode "${REPO}/locks/opsctl.txt"
+  site="$("${tmp}/bin/python" -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+  (cd "${REPO}" && find ops -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
+  # lint calls the launcher's own configuration checks; ops.layout reads its layout.env.
+  (cd "${REPO}/launcher" && launcher_files | grep '^optillm_proxy_launcher/' | xargs cp --parents -t "${site}")
+  "${tmp}/bin/python" -I -m compileall -q "${site}/ops" "${site}/optillm_proxy_launcher" >/dev/null
+  cat >"${tmp}/bin/opsctl" <<'EOF'
 #!/bin/sh
 # opsctl, installed by install.sh: runs ops.cli in this venv (isolated from the caller's environment).
 exec "$(dirname -- "$(realpath -- "$0")")/python" -I -c 'import sys; sys.argv[0] = "opsctl"; from ops.cli import main; main()' "$@"
 EOF
-      chmod 0755 "${tmp}/bin/opsctl"
-      echo "${id}" >"${tmp}/.build-id"
-      chmod -R go-w "${tmp}"
-      chown_root -R "${tmp}"
-      rm -rf "${venv}"
-      mv -T "${tmp}" "${venv}"
-      changed "installed opsctl into ${TOOLS_DIR}/opsctl"
-    fi
-    did=1
-  fi
-  if link_differs "${link_target}" "$(R "${OPSCTL_LINK}")"; then
-    make_link "${link_target}" "$(R "${OPSCTL_LINK}")"
-    changed "linked ${OPSCTL_LINK} -> ${TOOLS_DIR}/opsctl/bin/opsctl"
-    did=1
-  fi
-  if [[ -n "${did}" ]]; then
-    report "${DRY_RUN:+would install }${TOOLS_DIR}/opsctl, ${OPSCTL_LINK}"
-  else
-    report "unchanged"
-  fi
+  chmod 0755 "${tmp}/bin/opsctl"
+  opsctl_build_id >"${tmp}/.build-id"
 }
 
-create_service_user() {
-  step "service user" "create it by hand: useradd --system --user-group --home-dir ${STATE_DIR} --no-create-home --shell /usr/sbin/nologin ${SERVICE_USER}"
-  if [[ -n "${ROOT}" ]]; then
-    report "skipped under --root (would create system user ${SERVICE_USER})"
-    return
-  fi
-  if getent passwd "${SERVICE_USER}" >/dev/null; then
-    report "${SERVICE_USER} exists"
-    return
-  fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    changed "create system user ${SERVICE_USER}"
-    report "would create system user ${SERVICE_USER}"
-    return
-  fi
-  useradd --system --user-group --home-dir "${STATE_DIR}" --no-create-home \
-    --shell /usr/sbin/nologin --comment "optillm-proxy service" "${SERVICE_USER}"
-  changed "created system user ${SERVICE_USER}"
-  report "created system user ${SERVICE_USER}"
-}
-
-# The service user's home (StateDirectory=, mode as the unit's StateDirectoryMode=) with a
-# root-owned .optillm/ holding the provider file:
-# without it, 0.3.12's proxy plugin loads a packaged example that routes to public clouds.
+# The provider file lives in the service user's home (see DIRECTORIES). Written only if absent.
 write_provider_file() {
   step "provider file" "check ${PROVIDER_FILE} by hand, then re-run"
-  local state optillm_dir dest tmp did=""
-  state="$(R "${STATE_DIR}")"
-  optillm_dir="${state}/.optillm"
+  local dest
   dest="$(R "${PROVIDER_FILE}")"
-  if dir_differs "${state}" 0700 "${SERVICE_USER}"; then
-    make_dir "${state}" 0700 "${SERVICE_USER}"
-    changed "state directory ${STATE_DIR}"
-    did=1
-  fi
-  if dir_differs "${optillm_dir}" 0755 root; then
-    make_dir "${optillm_dir}" 0755 root
-    changed "directory ${STATE_DIR}/.optillm"
-    did=1
-  fi
-  # Mount point for the unit's BindPaths= (the mcp plugin writes ~/.optillm/logs).
-  if dir_differs "${optillm_dir}/logs" 0755 root; then
-    make_dir "${optillm_dir}/logs" 0755 root
-    changed "directory ${STATE_DIR}/.optillm/logs"
-    did=1
-  fi
   if [[ -e "${dest}" ]]; then
-    if ! grep -q "base_url: ${UPSTREAM_URL}" "${dest}"; then
+    grep -q "base_url: ${UPSTREAM_URL}" "${dest}" ||
       NOTES+=("${PROVIDER_FILE} exists and does not point at ${UPSTREAM_URL}: left as is (yours)")
-    fi
-    report "${PROVIDER_FILE} exists${did:+ (directories fixed)}"
+    report "${PROVIDER_FILE} exists"
     return
   fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    changed "write ${PROVIDER_FILE} (LiteLLM on loopback only)"
-    report "would write ${PROVIDER_FILE}"
-    return
-  fi
+  apply "write ${PROVIDER_FILE} (LiteLLM on loopback only)" "wrote ${PROVIDER_FILE}" write_provider "${dest}"
+}
+
+write_provider() {
+  local tmp
   tmp="$(mktemp)"
   cat >"${tmp}" <<EOF
-# Written by install.sh. optillm 0.3.12's proxy plugin reads this file; without it the plugin
+# Written by install.sh. optillm ${OPTILLM_VERSION}'s proxy plugin reads this file; without it the plugin
 # falls back to a packaged example listing public cloud providers. Loopback LiteLLM only.
 providers:
   - name: litellm
@@ -638,34 +661,27 @@ routing:
   health_check:
     enabled: false
 EOF
-  copy_file "${tmp}" "${dest}" 0644
+  put_file "${tmp}" "$1" 0644
   rm -f "${tmp}"
-  changed "wrote ${PROVIDER_FILE}"
-  report "wrote ${PROVIDER_FILE}"
 }
 
 write_env_file() {
   step "env file" "check ${CONF_DIR} by hand (it must be a directory), then re-run"
-  local conf dest
-  conf="$(R "${CONF_DIR}")"
+  local dest
   dest="$(R "${ENV_FILE}")"
-  if dir_differs "${conf}" 0755 root; then
-    make_dir "${conf}" 0755 root
-    changed "directory ${CONF_DIR}"
-  fi
   if [[ -e "${dest}" ]]; then
     tighten_mode "${dest}" "${ENV_FILE}"
     report "${ENV_FILE} exists: kept as is"
-    return
+  else
+    apply "write ${ENV_FILE} from etc/optillm-proxy/env.example" "wrote ${ENV_FILE} from env.example" \
+      put_file "${REPO}/etc/optillm-proxy/env.example" "${dest}" 0600
   fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    changed "write ${ENV_FILE} from etc/optillm-proxy/env.example"
-    report "would write ${ENV_FILE} from etc/optillm-proxy/env.example"
-    return
-  fi
-  (umask 077 && copy_file "${REPO}/etc/optillm-proxy/env.example" "${dest}" 0600)
-  changed "wrote ${ENV_FILE} from env.example"
-  report "wrote ${ENV_FILE} (mode 0600)"
+}
+
+# Secrets are never group/world readable: an operator's file keeps its content, not a loose mode.
+tighten_mode() {
+  local path="$1" shown="$2"
+  [[ "$(stat -c '%a' "${path}")" == 600 ]] || apply "set the mode of ${shown} to 0600" "mode of ${shown} set to 0600" chmod 0600 "${path}"
 }
 
 # The LiteLLM key is a credential of its own (LoadCredential=upstream-key), never in the env file.
@@ -674,16 +690,13 @@ write_env_file() {
 # passes argv, the environment or this script's output.
 write_upstream_key_file() {
   step "upstream key" "check ${UPSTREAM_KEY_FILE} and the OPENAI_API_KEY lines of ${ENV_FILE} by hand, then re-run"
-  local dest env outcome
+  local dest env outcome=""
   dest="$(R "${UPSTREAM_KEY_FILE}")"
   env="$(R "${ENV_FILE}")"
-  if [[ -e "${dest}" ]]; then
-    tighten_mode "${dest}" "${UPSTREAM_KEY_FILE}"
-  fi
+  [[ ! -e "${dest}" ]] || tighten_mode "${dest}" "${UPSTREAM_KEY_FILE}"
   if [[ -n "${DRY_RUN}" ]]; then
     if [[ -f "${env}" ]] && grep -qE '^[[:space:]]*OPENAI_API_KEY=' "${env}"; then
-      changed "move OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE}"
-      report "would move OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE}"
+      apply "move OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE}" "" true
     elif [[ ! -s "${dest}" ]]; then
       report "would need ${UPSTREAM_KEY_FILE}: the service is not started without it"
     fi
@@ -691,8 +704,8 @@ write_upstream_key_file() {
   fi
   outcome="$(migrate_upstream_key "${env}" "${dest}")"
   case "${outcome}" in
-    moved) changed "moved OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE} (the env file holds no secret now)" ;;
-    dropped) changed "removed the OPENAI_API_KEY lines from ${ENV_FILE} (${UPSTREAM_KEY_FILE} is the key)" ;;
+    moved) CHANGES+=("moved OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE} (the env file holds no secret now)") ;;
+    dropped) CHANGES+=("removed the OPENAI_API_KEY lines from ${ENV_FILE} (${UPSTREAM_KEY_FILE} is the key)") ;;
     conflict)
       NOTES+=("${ENV_FILE} has an OPENAI_API_KEY different from ${UPSTREAM_KEY_FILE}: keep the right key in ${UPSTREAM_KEY_FILE} and delete the line (the launcher refuses to start while it is there)")
       ;;
@@ -701,11 +714,10 @@ write_upstream_key_file() {
   if [[ ! -e "${dest}" ]]; then
     # Empty and 0600 already, so that `sudoedit` fills a file nobody else could ever read.
     (umask 077 && : >"${dest}")
-    chown_root "${dest}"
-    changed "created ${UPSTREAM_KEY_FILE} (empty, mode 0600) for the LiteLLM key"
+    CHANGES+=("created ${UPSTREAM_KEY_FILE} (empty, mode 0600) for the LiteLLM key")
   fi
+  if real_install; then chown root:root "${dest}"; fi
   if [[ -s "${dest}" ]]; then
-    chown_root "${dest}"
     report "${UPSTREAM_KEY_FILE} (mode 0600)${outcome:+: ${outcome} from ${ENV_FILE}}"
   else
     UPSTREAM_KEY_MISSING=1
@@ -721,9 +733,9 @@ migrate_upstream_key() {
   [[ -f "$1" ]] || return 0
   (
     umask 077
-    "${SYSTEM_PYTHON}" -I - "$1" "$2" <<'PY'
+    "${SYSTEM_PYTHON}" -I - "$1" "$2" "${UPSTREAM_KEY_FILE}" <<'PY'
 import os, re, sys
-env_path, key_path = sys.argv[1], sys.argv[2]
+env_path, key_path, key_shown = sys.argv[1], sys.argv[2], sys.argv[3]
 pattern = re.compile(r"^\s*OPENAI_API_KEY=(.*)$")
 lines = open(env_path, encoding="utf-8").read().splitlines(keepends=True)
 values = [pattern.match(line).group(1).strip().strip("'\"") for line in lines if pattern.match(line)]
@@ -741,7 +753,7 @@ if value and value != "replace-with-the-litellm-key":
         with os.fdopen(fd, "w") as out:
             out.write(value + "\n")
         outcome = "moved"
-note = "# OPENAI_API_KEY: moved to /etc/optillm-proxy/upstream-key by install.sh (a credential, not a variable)\n"
+note = f"# OPENAI_API_KEY: moved to {key_shown} by install.sh (a credential, not a variable)\n"
 kept = [note if pattern.match(line) else line for line in lines]
 tmp = env_path + ".install-tmp"
 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -751,15 +763,6 @@ os.replace(tmp, env_path)
 print(outcome)
 PY
   )
-}
-
-# Secrets are never group/world readable: an operator's file keeps its content, not a loose mode.
-tighten_mode() {
-  local path="$1" shown="$2"
-  if [[ "$(mode_of "${path}")" != 600 ]]; then
-    [[ -z "${DRY_RUN}" ]] && chmod 0600 "${path}"
-    changed "mode of ${shown} set to 0600"
-  fi
 }
 
 # The key never passes through argv or the environment: Python writes it straight into a 0600
@@ -782,193 +785,33 @@ write_key_file() {
   step "key file" "check ${KEY_FILE} by hand (remove a broken one to regenerate), then re-run"
   local dest
   dest="$(R "${KEY_FILE}")"
-  if [[ -e "${dest}" ]]; then
-    tighten_mode "${dest}" "${KEY_FILE}"
-    if [[ "$(head -c 3 "${dest}")" == "sk-" ]]; then
-      NOTES+=("${KEY_FILE} starts with 'sk-': optillm 0.3.12 forwards such bearers upstream; replace it (delete it and re-run to generate one)")
-    fi
-    report "${KEY_FILE} exists: kept as is"
+  if [[ ! -e "${dest}" ]]; then
+    apply "generate the proxy key into ${KEY_FILE}" "generated the proxy key into ${KEY_FILE}" generate_key_file "${dest}"
+    if real_install; then chown root:root "${dest}"; fi
     return
   fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    changed "generate the proxy key into ${KEY_FILE}"
-    report "would generate ${KEY_FILE}"
-    return
+  tighten_mode "${dest}" "${KEY_FILE}"
+  if [[ "$(head -c 3 "${dest}")" == "sk-" ]]; then
+    NOTES+=("${KEY_FILE} starts with 'sk-': optillm ${OPTILLM_VERSION} forwards such bearers upstream; replace it (delete it and re-run to generate one)")
   fi
-  generate_key_file "${dest}"
-  chown_root "${dest}"
-  changed "generated the proxy key into ${KEY_FILE}"
-  report "generated ${KEY_FILE} (mode 0600)"
+  report "${KEY_FILE} exists: kept as is"
 }
 
 # The service and its socket, from systemd/ in the repo.
 install_unit() {
   step "unit" "check systemd/${SERVICE}.service and .socket in the repo (systemd-analyze verify), then re-run"
-  local src dest
+  local dest src
   for dest in "${UNIT_FILE}" "${SOCKET_FILE}"; do
     src="${REPO}/systemd/$(basename "${dest}")"
-    if [[ ! -f "${src}" ]]; then
-      if real_install; then
-        die "${EXIT_PREREQ}" "systemd/$(basename "${dest}") is missing from this checkout: update the checkout"
-      fi
+    if [[ -f "${src}" ]]; then
+      sync_file "${src}" "${dest}" 0644 "${dest}"
+    elif real_install; then
+      die "${EXIT_PREREQ}" "systemd/$(basename "${dest}") is missing from this checkout: update the checkout"
+    else
       warn "systemd/$(basename "${dest}") is missing from this checkout: not staged"
       NOTES+=("systemd/$(basename "${dest}") was missing: not installed")
-      report "skipped $(basename "${dest}") (not in the repo)"
-      continue
-    fi
-    if file_differs "${src}" "$(R "${dest}")" 0644; then
-      copy_file "${src}" "$(R "${dest}")" 0644
-      changed "installed ${dest}"
-      report "${DRY_RUN:+would install }${dest}"
-    else
-      report "${dest} unchanged"
     fi
   done
-}
-
-# --- uninstall (these functions are also written into the generated uninstall script) ---------
-
-uninstall_stop_unit() {
-  step "stop service" "stop it by hand: systemctl disable --now ${SERVICE}"
-  if [[ -n "${ROOT}" || ! -d /run/systemd/system ]]; then
-    report "no systemd here${ROOT:+ (--root)}: nothing to stop"
-    return
-  fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    report "would run: systemctl disable --now ${SERVICE}"
-    return
-  fi
-  systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-  report "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}"
-}
-
-uninstall_remove() {
-  local what="$1" path
-  path="$(R "${what}")"
-  if [[ -e "${path}" || -L "${path}" ]]; then
-    if [[ -n "${DRY_RUN}" ]]; then
-      report "would remove ${what}"
-    else
-      rm -rf "${path}"
-      report "removed ${what}"
-    fi
-  fi
-}
-
-uninstall_files() {
-  step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
-  uninstall_remove "${UNIT_FILE}"
-  uninstall_remove "${SOCKET_FILE}"
-  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && -d /run/systemd/system ]]; then
-    systemctl daemon-reload
-  fi
-  local link
-  link="$(R "${OPSCTL_LINK}")"
-  if [[ -L "${link}" && "$(readlink "${link}")" == *"${TOOLS_DIR#/}/opsctl/"* ]]; then
-    uninstall_remove "${OPSCTL_LINK}"
-  fi
-  uninstall_remove "${PREFIX_DIR}"
-}
-
-uninstall_user() {
-  step "remove user" "remove it by hand: userdel ${SERVICE_USER}"
-  if [[ -n "${ROOT}" ]]; then
-    report "skipped under --root"
-    return
-  fi
-  if ! getent passwd "${SERVICE_USER}" >/dev/null; then
-    return
-  fi
-  if [[ -n "${DRY_RUN}" ]]; then
-    report "would remove user ${SERVICE_USER}"
-    return
-  fi
-  userdel "${SERVICE_USER}"
-  report "removed user ${SERVICE_USER}"
-}
-
-uninstall_purge() {
-  step "purge" "remove ${CONF_DIR} and ${STATE_DIR} by hand"
-  if [[ -z "${PURGE}" ]]; then
-    report "kept ${CONF_DIR} (env, key) and ${STATE_DIR}; --purge removes them"
-    return
-  fi
-  uninstall_remove "${DROPIN_DIR}"
-  uninstall_remove "${CONF_DIR}"
-  uninstall_remove "${STATE_DIR}"
-}
-
-uninstall_main() {
-  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
-    die "${EXIT_PREREQ}" "must run as root to uninstall: sudo $0 --uninstall"
-  fi
-  uninstall_stop_unit
-  uninstall_files
-  uninstall_user
-  uninstall_purge
-  log "uninstalled${DRY_RUN:+ (dry run: nothing removed)}"
-}
-
-# A standalone uninstall script (k3s style): the same functions, with this install's values.
-write_uninstall_script() {
-  step "uninstall script" "check ${PREFIX_DIR} by hand, then re-run"
-  local tmp dest
-  dest="$(R "${UNINSTALL_SCRIPT}")"
-  tmp="$(mktemp)"
-  {
-    echo '#!/usr/bin/env bash'
-    echo "# Generated by install.sh: removes optillm-proxy (unit, runtimes, tools, opsctl link, user)."
-    echo "# Keeps ${CONF_DIR} and ${STATE_DIR} unless --purge. Flags: --purge --dry-run."
-    echo 'set -Eeuo pipefail'
-    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE SOCKET_FILE SOCKET_UNIT \
-      DROPIN_DIR OPSCTL_LINK \
-      EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
-    printf 'ROOT=%q\n' "${ROOT}"
-    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT=""'
-    declare -f log warn die step report R on_error uninstall_stop_unit uninstall_remove uninstall_files \
-      uninstall_user uninstall_purge uninstall_main
-    cat <<'EOF'
-for arg in "$@"; do
-  case "${arg}" in
-    --purge) PURGE=1 ;;
-    --dry-run) DRY_RUN=1 ;;
-    # What the not-root message above prints (`sudo $0 --uninstall`): accepted, changes nothing.
-    --uninstall) ;;
-    -h|--help)
-      cat <<USAGE
-Usage: $0 [--purge] [--dry-run] [-h|--help]
-
-Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}:
-  - stops and disables ${SERVICE} and ${SOCKET_UNIT}
-  - removes ${UNIT_FILE} and ${SOCKET_FILE}
-  - removes ${PREFIX_DIR} (runtimes, tools, this script) and the ${OPSCTL_LINK} link
-  - removes the system user ${SERVICE_USER}
-Keeps ${CONF_DIR} (env file, proxy key, LiteLLM key) and ${STATE_DIR} unless --purge.
-Run as root. Re-running is safe: what is already gone is skipped.
-
-  --purge      also remove ${CONF_DIR}, ${STATE_DIR} and ${DROPIN_DIR}
-  --dry-run    print what would be removed; remove nothing
-  -h, --help   print this text and exit 0
-
-Exit codes: 0 uninstalled (or dry run, or nothing left to remove); ${EXIT_STEP_FAILED} a step failed (the
-message names it and what to do); ${EXIT_USAGE} unknown argument; ${EXIT_PREREQ} not root.
-USAGE
-      exit 0 ;;
-    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run --help)" ;;
-  esac
-done
-trap 'on_error $? $LINENO' ERR
-uninstall_main
-EOF
-  } >"${tmp}"
-  if file_differs "${tmp}" "${dest}" 0755; then
-    copy_file "${tmp}" "${dest}" 0755
-    report "${DRY_RUN:+would write }${UNINSTALL_SCRIPT}"
-  else
-    report "unchanged"
-  fi
-  rm -f "${tmp}"
 }
 
 # --- change detection and (re)start ------------------------------------------------------------
@@ -998,32 +841,31 @@ fingerprint() {
   echo "provider-file $(sha256_of "$(R "${PROVIDER_FILE}")")"
 }
 
+# A dry run writes nothing, so it compares what is on disk now (an edited env file, say) with the
+# last run's record, and counts what the steps above would write as a change too.
 detect_changes() {
   step "change detection" "remove ${INSTALL_STATE_FILE} to force a restart, then re-run"
-  local state new old line component
+  local state new old line
   state="$(R "${INSTALL_STATE_FILE}")"
   new="$(fingerprint)"
   old="$(cat "${state}" 2>/dev/null || true)"
-  if [[ -n "${DRY_RUN}" ]]; then
-    predict_restart "${new}" "${old}"
-    return
-  fi
   if [[ -z "${old}" ]]; then
     RESTART_REASONS+=("first-install")
   else
     while IFS= read -r line; do
-      component="${line%% *}"
-      if ! grep -qxF "${line}" <<<"${old}"; then
-        RESTART_REASONS+=("${component}")
-      fi
+      grep -qxF "${line}" <<<"${old}" || RESTART_REASONS+=("${line%% *}")
     done <<<"${new}"
   fi
-  if [[ "${new}" != "${old}" ]]; then
-    local tmp="${state}.install-tmp.$$"
-    (umask 077 && printf '%s\n' "${new}" >"${tmp}")
-    chown_root "${tmp}"
-    mv -f "${tmp}" "${state}"
+  if [[ -n "${DRY_RUN}" ]]; then
+    ((${#CHANGES[@]})) && RESTART_REASONS+=("files this run would write")
+    if ((${#RESTART_REASONS[@]})); then
+      report "dry run: a restart would follow (changed: ${RESTART_REASONS[*]})"
+    else
+      report "dry run: nothing changed, no restart would follow"
+    fi
+    return
   fi
+  [[ "${new}" == "${old}" ]] || record_state "${new}" "${state}"
   if ((${#RESTART_REASONS[@]})); then
     report "changed since the last install: ${RESTART_REASONS[*]}"
   else
@@ -1031,52 +873,14 @@ detect_changes() {
   fi
 }
 
-# A dry run writes nothing, so it compares what is on disk now (an edited env file, say) with the
-# last run's record, and counts what the steps above would write as a change too.
-predict_restart() {
-  local new="$1" old="$2" line reasons=()
-  if [[ -z "${old}" ]]; then
-    reasons+=("first-install")
-  else
-    while IFS= read -r line; do
-      grep -qxF "${line}" <<<"${old}" || reasons+=("${line%% *}")
-    done <<<"${new}"
-  fi
-  ((${#CHANGES[@]})) && reasons+=("files this run would write")
-  if ((${#reasons[@]})); then
-    RESTART_REASONS=("${reasons[@]}")
-    report "dry run: a restart would follow (changed: ${reasons[*]})"
-  else
-    report "dry run: nothing changed, no restart would follow"
-  fi
+record_state() {
+  local tmp="$2.install-tmp.$$"
+  (umask 077 && printf '%s\n' "$1" >"${tmp}")
+  if real_install; then chown root:root "${tmp}"; fi
+  mv -f "${tmp}" "$2"
 }
 
 service_is_active() { systemctl is-active --quiet "${SERVICE}"; }
-
-wait_healthy() {
-  local opsctl
-  opsctl="$(R "${TOOLS_DIR}")/opsctl/bin/opsctl"
-  if [[ -x "${opsctl}" ]] && "${opsctl}" health --help 2>/dev/null | grep -q -- '--wait'; then
-    # Monitoring Plugins codes: 1 (WARNING) is "answers, but slowly", still healthy.
-    local rc=0
-    "${opsctl}" health --wait "${HEALTH_TIMEOUT}" >/dev/null 2>&1 || rc=$?
-    ((rc <= 1))
-    return
-  fi
-  "${SYSTEM_PYTHON}" -I - "http://${LISTEN_HOST}:${LISTEN_PORT}/health" "${HEALTH_TIMEOUT}" <<'EOF'
-import json, sys, time, urllib.request
-url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            if resp.status == 200 and json.load(resp).get("status") == "ok":
-                sys.exit(0)
-    except Exception:
-        pass
-    time.sleep(0.5)
-sys.exit(1)
-EOF
-}
 
 start_service() {
   step "service" "see: journalctl -u ${SERVICE} -n 50 --no-pager; systemctl status ${SERVICE}"
@@ -1099,15 +903,11 @@ start_service() {
     report "systemd is not running here: installed, but could not start ${SERVICE}"
     return
   fi
-  local unit_changed="" socket_changed="" reason
-  for reason in "${RESTART_REASONS[@]}"; do
-    [[ "${reason}" == unit || "${reason}" == socket || "${reason}" == drop-ins || "${reason}" == first-install ]] && unit_changed=1
-    [[ "${reason}" == socket ]] && socket_changed=1
-  done
-  [[ -n "${unit_changed}" ]] && systemctl daemon-reload
+  local reasons=" ${RESTART_REASONS[*]} "
+  [[ "${reasons}" =~ \ (unit|socket|drop-ins|first-install)\  ]] && systemctl daemon-reload
   if ! systemctl is-enabled --quiet "${SERVICE}" 2>/dev/null || ! systemctl is-enabled --quiet "${SOCKET_UNIT}" 2>/dev/null; then
-    systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
-    changed "enabled ${SOCKET_UNIT} and ${SERVICE} at boot"
+    apply "enable ${SOCKET_UNIT} and ${SERVICE} at boot" "enabled ${SOCKET_UNIT} and ${SERVICE} at boot" \
+      systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
   fi
   if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
     SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh"
@@ -1124,32 +924,25 @@ start_service() {
     action="restarted (changed: ${RESTART_REASONS[*]})"
   elif ! service_is_active; then
     action="started (it was not running)"
-  fi
-  if [[ -z "${action}" ]]; then
+  else
     SERVICE_STATE="running, not restarted (nothing changed)"
     report "nothing changed: not restarted"
     return
   fi
-  if ! configuration_accepted; then
-    return
-  fi
-  report "${action%% *} ${SERVICE}; waiting up to ${HEALTH_TIMEOUT}s for /health"
+  configuration_accepted || return 0
+  report "${action%% *} ${SERVICE}; systemctl returns once it reports ready (or fails)"
   clear_start_limit
-  hold_socket "${socket_changed}"
-  # Type=notify: restart returns once the launcher reports READY=1, or fails (a refused config
-  # exits 78 and is not retried), which needs no waiting for /health. The old process drains
-  # its requests first while new connections wait in the socket's backlog.
-  if ! systemctl restart "${SERVICE}"; then
+  hold_socket "${reasons}"
+  # Type=notify and the launcher sends READY=1 only once /health answers: restart returns when
+  # the service serves, or fails (a refused config exits 78 and is not retried). The old process
+  # drains its requests first while new connections wait in the socket's backlog.
+  if systemctl restart "${SERVICE}"; then
+    SERVICE_STATE="${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
+    CHANGES+=("${SERVICE} ${action}")
+  else
     CHANGES+=("tried to ${action%% *} ${SERVICE}: it failed")
     SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
-    return
-  fi
-  if wait_healthy; then
-    SERVICE_STATE="${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
-    changed "${SERVICE} ${action}"
-  else
-    SERVICE_STATE="${action%% *}, but NOT HEALTHY after ${HEALTH_TIMEOUT}s: journalctl -u ${SERVICE} -n 50 --no-pager"
   fi
 }
 
@@ -1169,7 +962,7 @@ clear_start_limit() {
   local unit
   for unit in "${SERVICE}" "${SOCKET_UNIT}"; do
     if start_limit_was_hit "${unit}"; then
-      changed "cleared ${unit}'s start-limit-hit (it had been refused further starts; see journalctl -u ${unit})"
+      CHANGES+=("cleared ${unit}'s start-limit-hit (it had been refused further starts; see journalctl -u ${unit})")
     fi
   done
   systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
@@ -1179,9 +972,8 @@ clear_start_limit() {
 # installed unit's settings) on the configuration now on disk, before the running service is
 # touched: a refusal leaves it serving the previous configuration.
 configuration_accepted() {
-  local opsctl out rc=0
-  opsctl="$(R "${TOOLS_DIR}")/opsctl/bin/opsctl"
-  out="$("${opsctl}" runtime check 2>&1)" || rc=$?
+  local out rc=0
+  out="$("${TOOLS_DIR}/opsctl/bin/opsctl" runtime check 2>&1)" || rc=$?
   if ((rc == 0)); then
     report "configuration accepted by the launcher's checks"
     return 0
@@ -1196,33 +988,28 @@ configuration_accepted() {
 # before socket activation whose service still binds the port itself (stopped once, here).
 # Restarting the socket refuses connections, so it happens only when its own file changed.
 hold_socket() {
-  local socket_changed="$1"
-  if systemctl is-active --quiet "${SOCKET_UNIT}"; then
-    if [[ -n "${socket_changed}" ]]; then
-      systemctl restart "${SOCKET_UNIT}"
-      changed "restarted ${SOCKET_UNIT} (its unit file changed: connections were refused for a moment)"
-    fi
-    return
+  if ! systemctl is-active --quiet "${SOCKET_UNIT}"; then
+    service_is_active && systemctl stop "${SERVICE}"
+    systemctl start "${SOCKET_UNIT}"
+    CHANGES+=("started ${SOCKET_UNIT} (systemd holds ${LISTEN_HOST}:${LISTEN_PORT})")
+  elif [[ "$1" == *" socket "* ]]; then
+    systemctl restart "${SOCKET_UNIT}"
+    CHANGES+=("restarted ${SOCKET_UNIT} (its unit file changed: connections were refused for a moment)")
   fi
-  service_is_active && systemctl stop "${SERVICE}"
-  systemctl start "${SOCKET_UNIT}"
-  changed "started ${SOCKET_UNIT} (systemd holds ${LISTEN_HOST}:${LISTEN_PORT})"
 }
 
 print_summary() {
-  local profile_shown="${PROFILE}" item
+  local item
   echo
   echo "optillm-proxy install summary${DRY_RUN:+ (dry run: nothing was written)}"
-  echo "  profile:   ${profile_shown} (runtime ${RUNTIME_NAME}, optillm ${OPTILLM_VERSION}; recorded in ${CURRENT_LINK}/${MANIFEST_REL})"
+  echo "  profile:   ${PROFILE} (runtime ${RUNTIME_NAME}, optillm ${OPTILLM_VERSION}; recorded in ${CURRENT_LINK}/${MANIFEST_REL})"
   if ((${#CHANGES[@]})); then
     echo "  changed:"
     for item in "${CHANGES[@]}"; do echo "    - ${item}"; done
+  elif ((${#RESTART_REASONS[@]})); then
+    echo "  changed:   nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
   else
-    if ((${#RESTART_REASONS[@]})); then
-      echo "  changed:   nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
-    else
-      echo "  changed:   nothing (no change; nothing restarted)"
-    fi
+    echo "  changed:   nothing (no change; nothing restarted)"
   fi
   echo "  service:   ${SERVICE_STATE}"
   echo "  env file:  ${ENV_FILE} (PROXY_PLUGINS, PROXY_APPROACHES, request bounds; no secret; root 0600)"
@@ -1251,43 +1038,141 @@ exit_code() {
   fi
 }
 
-# A re-run without --profile keeps the profile the host already runs, so that re-running the
-# same command on a full host changes nothing instead of asking for an upgrade to lean.
-keep_installed_profile() {
-  step "profile" "give it explicitly: --profile lean|full"
-  [[ -z "${PROFILE_GIVEN}" ]] || return 0
-  local recorded
-  recorded="$(sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "${ROOT}${CURRENT_LINK}/${MANIFEST_REL}" 2>/dev/null || true)"
-  case " ${PROFILES} " in
-    *" ${recorded} "*) PROFILE="${recorded}" ;;
+# --- uninstall (these functions are also written into the generated uninstall script) ---------
+
+uninstall_stop_unit() {
+  step "stop service" "stop it by hand: systemctl disable --now ${SERVICE}"
+  if [[ -n "${ROOT}" || ! -d /run/systemd/system ]]; then
+    report "no systemd here${ROOT:+ (--root)}: nothing to stop"
+  else
+    apply "stop and disable ${SERVICE} and ${SOCKET_UNIT}" "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}" stop_units
+  fi
+}
+
+stop_units() {
+  systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
+  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
+}
+
+uninstall_remove() {
+  local what
+  for what in "$@"; do
+    if [[ -e "$(R "${what}")" || -L "$(R "${what}")" ]]; then
+      apply "remove ${what}" "removed ${what}" rm -rf "$(R "${what}")"
+    fi
+  done
+}
+
+# The sysusers.d and tmpfiles.d files go too, or the next boot would make the directories again.
+uninstall_files() {
+  step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
+  uninstall_remove "${UNIT_FILE}" "${SOCKET_FILE}" "${TMPFILES_FILE}" "${SYSUSERS_FILE}"
+  if [[ -z "${ROOT}" && -d /run/systemd/system ]]; then
+    apply "reload systemd" "reloaded systemd" systemctl daemon-reload
+  fi
+  local link
+  link="$(R "${OPSCTL_LINK}")"
+  if [[ -L "${link}" && "$(readlink "${link}")" == *"${TOOLS_DIR#/}/opsctl/"* ]]; then
+    uninstall_remove "${OPSCTL_LINK}"
+  fi
+  uninstall_remove "${PREFIX_DIR}"
+}
+
+# systemd-sysusers never removes a user: userdel does (its files under --purge go with the state).
+uninstall_user() {
+  step "remove user" "remove it by hand: userdel ${SERVICE_USER}"
+  if [[ -n "${ROOT}" ]]; then
+    report "skipped under --root"
+  elif getent passwd "${SERVICE_USER}" >/dev/null; then
+    apply "remove user ${SERVICE_USER}" "removed user ${SERVICE_USER}" userdel "${SERVICE_USER}"
+  fi
+}
+
+uninstall_purge() {
+  step "purge" "remove ${CONF_DIR} and ${STATE_DIR} by hand"
+  if [[ -z "${PURGE}" ]]; then
+    report "kept ${CONF_DIR} (env, key) and ${STATE_DIR}; --purge removes them"
+  else
+    uninstall_remove "${DROPIN_DIR}" "${CONF_DIR}" "${STATE_DIR}"
+  fi
+}
+
+uninstall_main() {
+  if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
+    die "${EXIT_PREREQ}" "must run as root to uninstall: sudo $0 --uninstall"
+  fi
+  uninstall_stop_unit
+  uninstall_files
+  uninstall_user
+  uninstall_purge
+  log "uninstalled${DRY_RUN:+ (dry run: nothing removed)}"
+}
+
+# A standalone uninstall script (k3s style): the same functions, with this install's values.
+write_uninstall_script() {
+  step "uninstall script" "check ${PREFIX_DIR} by hand, then re-run"
+  local tmp
+  tmp="$(mktemp)"
+  {
+    echo '#!/usr/bin/env bash'
+    echo "# Generated by install.sh: removes optillm-proxy (unit, runtimes, tools, opsctl link, user)."
+    echo "# Keeps ${CONF_DIR} and ${STATE_DIR} unless --purge. Flags: --purge --dry-run."
+    echo 'set -Eeuo pipefail'
+    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE SOCKET_FILE SOCKET_UNIT \
+      DROPIN_DIR OPSCTL_LINK SYSUSERS_FILE TMPFILES_FILE \
+      EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
+    printf 'ROOT=%q\n' "${ROOT}"
+    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT="" CHANGES=()'
+    declare -f log warn die step report apply R on_error uninstall_stop_unit stop_units uninstall_remove uninstall_files \
+      uninstall_user uninstall_purge uninstall_main
+    cat <<'EOF'
+for arg in "$@"; do
+  case "${arg}" in
+    --purge) PURGE=1 ;;
+    --dry-run) DRY_RUN=1 ;;
+    # What the not-root message above prints (`sudo $0 --uninstall`): accepted, changes nothing.
+    --uninstall) ;;
+    -h|--help)
+      cat <<USAGE
+Usage: $0 [--purge] [--dry-run] [-h|--help]
+
+Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}:
+  - stops and disables ${SERVICE} and ${SOCKET_UNIT}
+  - removes ${UNIT_FILE}, ${SOCKET_FILE}, ${SYSUSERS_FILE} and ${TMPFILES_FILE}
+  - removes ${PREFIX_DIR} (runtimes, tools, this script) and the ${OPSCTL_LINK} link
+  - removes the system user ${SERVICE_USER}
+Keeps ${CONF_DIR} (env file, proxy key, LiteLLM key) and ${STATE_DIR} unless --purge.
+Run as root. Re-running is safe: what is already gone is skipped.
+
+  --purge      also remove ${CONF_DIR}, ${STATE_DIR} and ${DROPIN_DIR}
+  --dry-run    print what would be removed; remove nothing
+  -h, --help   print this text and exit 0
+
+Exit codes: 0 uninstalled (or dry run, or nothing left to remove); ${EXIT_STEP_FAILED} a step failed (the
+message names it and what to do); ${EXIT_USAGE} unknown argument; ${EXIT_PREREQ} not root.
+USAGE
+      exit 0 ;;
+    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run --help)" ;;
   esac
+done
+trap 'on_error $? $LINENO' ERR
+uninstall_main
+EOF
+  } >"${tmp}"
+  # Derived from this script like bytecode from source: kept current, not listed as a change.
+  if file_differs "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755; then
+    [[ -n "${DRY_RUN}" ]] || put_file "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755
+    report "${DRY_RUN:+would write }${UNINSTALL_SCRIPT}"
+  else
+    report "unchanged"
+  fi
+  rm -f "${tmp}"
 }
 
 # --- upgrade and rollback: install.sh builds, opsctl runtime validates and switches -------------
 
-# On a running installation another profile is an upgrade (validated, reversible): refused here,
-# in a dry run too, so that it predicts the real run. A plain re-run keeps whatever runtime is
-# current, also one an --upgrade switched to from another lock, and applies everything else (env
-# file, keys, unit, launcher): the way to apply configuration changes on any runtime.
-refuse_unvalidated_switch() {
-  step "current runtime" "upgrade deliberately: sudo ./install.sh --upgrade [--profile ${PROFILE}]"
-  [[ -z "${ROOT}" && -n "${HAS_SYSTEMD}" && -L "${CURRENT_LINK}" ]] || return 0
-  local installed keep
-  installed="$(readlink "${CURRENT_LINK}")"
-  installed="${installed##*/}"
-  [[ "${installed}" != "${RUNTIME_NAME}" ]] || return 0
-  keep="$(installed_profile)"
-  if [[ -n "${keep}" && "${keep}" != "${PROFILE}" ]]; then
-    die "${EXIT_STEP_FAILED}" "this box runs the ${keep} profile (${installed}); --profile ${PROFILE} is a switch, which a plain run never makes. To switch (validated, reversible): sudo ./install.sh --upgrade --profile ${PROFILE}; to keep ${keep}: leave --profile out"
-  fi
-  NOTES+=("kept the current runtime ${installed}; locks/${PROFILE}.txt would give ${RUNTIME_NAME}: switch deliberately with sudo ./install.sh --upgrade")
-  RUNTIME_NAME="${installed}"
-  KEPT_RUNTIME=1
-  report "keeping the current runtime ${installed} (locks/${PROFILE}.txt differs: --upgrade switches)"
-}
-
-check_switch_prereqs() {
-  step "check system" "run as root on the installed host: sudo ./install.sh --upgrade|--rollback"
+check_installation() {
+  step "check installation" "run as root on the installed host: sudo ./install.sh --upgrade|--rollback"
   ((EUID == 0)) || die "${EXIT_PREREQ}" "must run as root: sudo ./install.sh ${UPGRADE:+--upgrade}${ROLLBACK:+--rollback}"
   [[ -d /run/systemd/system ]] ||
     die "${EXIT_NO_SYSTEMD}" "systemd is not PID 1 here: an upgrade validates and switches the running service, which needs it"
@@ -1296,28 +1181,6 @@ check_switch_prereqs() {
   if [[ -n "${UPGRADE_LOCK}" && ! -f "${UPGRADE_LOCK}" ]]; then
     die "${EXIT_USAGE}" "no lock file at ${UPGRADE_LOCK}: give a hashed lock (see locks/ and how they are regenerated)"
   fi
-}
-
-# The profile recorded in the current runtime's manifest (empty if unreadable).
-installed_profile() {
-  sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "${CURRENT_LINK}/${MANIFEST_REL}" 2>/dev/null || true
-}
-
-# Without --profile: a lock named <profile>.txt names its profile; any other lock keeps the
-# profile the box runs.
-pick_upgrade_profile() {
-  step "profile" "give it explicitly: --profile lean|full"
-  if [[ -n "${PROFILE_GIVEN}" ]]; then return; fi
-  local named recorded
-  named="$(basename "${UPGRADE_LOCK:-none}" .txt)"
-  case " ${PROFILES} " in
-    *" ${named} "*) PROFILE="${named}"; return ;;
-  esac
-  recorded="$(installed_profile)"
-  case " ${PROFILES} " in
-    *" ${recorded} "*) PROFILE="${recorded}" ;;
-    *) die "${EXIT_USAGE}" "cannot read the current profile from ${CURRENT_LINK}/${MANIFEST_REL}: give --profile lean|full" ;;
-  esac
 }
 
 # Hands over to opsctl (validation, switch, checks, switching back); its exit code is ours.
@@ -1329,8 +1192,8 @@ run_opsctl_runtime() {
 }
 
 upgrade_main() {
-  check_switch_prereqs
-  pick_upgrade_profile
+  check_installation
+  choose_profile
   check_system
   install_debian_packages
   check_python
@@ -1341,36 +1204,31 @@ upgrade_main() {
   run_opsctl_runtime upgrade "${RUNTIME_NAME}"
 }
 
-rollback_main() {
-  check_switch_prereqs
-  run_opsctl_runtime rollback
-}
-
 main() {
   umask 022
   parse_args "$@"
   trap 'on_error $? $LINENO' ERR
   if [[ -n "${UPGRADE}" ]]; then
     upgrade_main
-  fi
-  if [[ -n "${ROLLBACK}" ]]; then
-    rollback_main
-  fi
-  if [[ -n "${UNINSTALL}" ]]; then
+  elif [[ -n "${ROLLBACK}" ]]; then
+    check_installation
+    run_opsctl_runtime rollback
+  elif [[ -n "${UNINSTALL}" ]]; then
     uninstall_main
     exit "${EXIT_OK}"
   fi
-  keep_installed_profile
+  choose_profile
   check_system
-  refuse_unvalidated_switch
+  keep_current_runtime
   install_debian_packages
   check_python
+  create_service_user
+  create_directories
   bootstrap_uv
   build_runtime
   install_launcher
   switch_current
   install_opsctl
-  create_service_user
   write_provider_file
   write_env_file
   write_upstream_key_file

@@ -16,9 +16,9 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
-readonly SERVICE="optillm-proxy"
-readonly HEALTH_URL="http://127.0.0.1:4020/health"
-readonly ENV_FILE="/etc/optillm-proxy/env"
+# shellcheck source=launcher/optillm_proxy_launcher/layout.env
+source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
+readonly HEALTH_URL="http://${LISTEN_HOST}:${LISTEN_PORT}/health"
 readonly BOX_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PROFILE="lean"
@@ -60,7 +60,7 @@ lock_ports() {
   local cache="${OPTILLM_PROXY_TEST_CACHE:-/var/cache/optillm-proxy-ops}"
   mkdir -p "${cache}"
   exec 9>"${cache}/.box-ports.lock"
-  flock -w 1800 9 || die "another box session held ${cache}/.box-ports.lock for 30 min (ports 4000/4020)"
+  flock -w 1800 9 || die "another box session held ${cache}/.box-ports.lock for 30 min (ports ${UPSTREAM_PORT}/${LISTEN_PORT})"
 }
 
 cleanup() {
@@ -80,7 +80,7 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 start_upstream() {
-  (cd "${REPO}" && exec python3 -m ops.fake_upstream 4000) >"${WORK}/upstream.log" 2>&1 &
+  (cd "${REPO}" && exec python3 -m ops.fake_upstream "${UPSTREAM_PORT}") >"${WORK}/upstream.log" 2>&1 &
   UPSTREAM_PID=$!
 }
 
@@ -157,7 +157,7 @@ measure_memory() {
 
 measure_runtime() {
   local runtime
-  runtime="$(in_box "readlink -f /opt/optillm-proxy/current")"
+  runtime="$(in_box "readlink -f ${CURRENT_LINK}")"
   echo "runtime ${runtime##*/}: $(in_box "du -sm ${runtime} | cut -f1") MB on disk, $(in_box "ls ${runtime}/lib/python3.11/site-packages | grep -c '[.]dist-info\$'") packages"
 }
 

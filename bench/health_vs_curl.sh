@@ -17,6 +17,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=launcher/optillm_proxy_launcher/layout.env
+source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
 RUNS=20
 URL=""
 BOX=0
@@ -82,13 +84,13 @@ lock_ports() {
     local cache="${OPTILLM_PROXY_TEST_CACHE:-/var/cache/optillm-proxy-ops}"
     mkdir -p "${cache}"
     exec 9>"${cache}/.box-ports.lock"
-    flock -w 1800 9 || die "another box session held ${cache}/.box-ports.lock for 30 min (ports 4000/4020)"
+    flock -w 1800 9 || die "another box session held ${cache}/.box-ports.lock for 30 min (ports ${UPSTREAM_PORT}/${LISTEN_PORT})"
 }
 
 start_box() {
     WORK="$(mktemp -d)"
     lock_ports
-    (cd "$REPO" && exec python3 ops/fake_upstream.py 4000) >"$WORK/upstream.log" 2>&1 &
+    (cd "$REPO" && exec python3 ops/fake_upstream.py "${UPSTREAM_PORT}") >"$WORK/upstream.log" 2>&1 &
     SERVER_PID=$!
     (cd "$REPO" && exec uv run --frozen python -m tests.box serve --state "$WORK/box.json") >"$WORK/box.log" 2>&1 &
     BOX_PID=$!
@@ -97,7 +99,7 @@ start_box() {
         sleep 1
     done
     PID1="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid1"])' "$WORK/box.json")"
-    URL="http://127.0.0.1:4020"
+    URL="http://${LISTEN_HOST}:${LISTEN_PORT}"
 }
 
 stop_all() {
@@ -135,7 +137,7 @@ timed_runs() {
 }
 
 opsctl_cmd() {
-    if ((BOX)); then echo "/usr/local/bin/opsctl"; else printf '%q' "$OPSCTL"; fi
+    if ((BOX)); then echo "${OPSCTL_LINK}"; else printf '%q' "$OPSCTL"; fi
 }
 
 # Writes opsctl's bytecode (install compiles the deployed one anyway), warms caches, fails early.
@@ -155,7 +157,7 @@ median_ms() {
 # (no sh, realpath and dirname before python), to show what the launcher script costs.
 direct_script() {
     # shellcheck disable=SC2016 # expanded in the box, by the box's shell
-    here 'venv="$(dirname "$(readlink -f /usr/local/bin/opsctl)")"
+    here 'venv="$(dirname "$(readlink -f '"${OPSCTL_LINK}"')")"
           printf "#!%s -I\nimport sys; sys.argv[0] = \"opsctl\"; from ops.cli import main; main()\n" "$venv/python" >/tmp/opsctl-direct
           chmod 0755 /tmp/opsctl-direct'
     echo /tmp/opsctl-direct

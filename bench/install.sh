@@ -11,6 +11,8 @@ set -Eeuo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
+# shellcheck source=launcher/optillm_proxy_launcher/layout.env
+source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
 PROFILE="full"
 PLUGINS=""
 RUNS=2
@@ -56,12 +58,12 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 start_upstream() {
-  UPSTREAM_PORT="$(free_port)"
-  (cd "${REPO}" && exec python3 -m ops.fake_upstream "${UPSTREAM_PORT}") >"${WORK}/upstream.log" 2>&1 &
+  FAKE_PORT="$(free_port)"
+  (cd "${REPO}" && exec python3 -m ops.fake_upstream "${FAKE_PORT}") >"${WORK}/upstream.log" 2>&1 &
   PIDS+=("$!")
   local i
   for i in $(seq 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:${UPSTREAM_PORT}/v1/models" 2>/dev/null && return
+    curl -fsS -o /dev/null "http://127.0.0.1:${FAKE_PORT}/v1/models" 2>/dev/null && return
     sleep 0.1
   done
   echo "bench/install.sh: the recording upstream did not start (see ${WORK}/upstream.log)" >&2
@@ -73,7 +75,7 @@ write_home() {
   cat >"${WORK}/home/.optillm/proxy_config.yaml" <<EOF
 providers:
   - name: litellm
-    base_url: http://127.0.0.1:${UPSTREAM_PORT}/v1
+    base_url: http://127.0.0.1:${FAKE_PORT}/v1
     api_key: \${OPENAI_API_KEY}
 routing:
   strategy: failover
@@ -98,12 +100,12 @@ timed_install() {
 start_to_healthy() {
   local port runtime pid start i
   port="$(free_port)"
-  runtime="${WORK}/root/opt/optillm-proxy/current"
+  runtime="${WORK}/root${CURRENT_LINK}"
   start="$(now)"
   env -i PATH=/usr/bin:/bin HOME="${WORK}/home" LANG=C.UTF-8 OPENAI_API_KEY=bench-upstream-key \
-    PROXY_PLUGINS="${PLUGINS}" CREDENTIALS_DIRECTORY="${WORK}/root/etc/optillm-proxy" \
-    "${runtime}/bin/python" -I "$@" "${runtime}/libexec/optillm-proxy-launcher.py" \
-    --host 127.0.0.1 --port "${port}" --base-url "http://127.0.0.1:${UPSTREAM_PORT}/v1" --model jerry-xl \
+    PROXY_PLUGINS="${PLUGINS}" CREDENTIALS_DIRECTORY="${WORK}/root${CONF_DIR}" \
+    "${runtime}/bin/python" -I "$@" "${runtime}/${LAUNCHER_REL}" \
+    --host 127.0.0.1 --port "${port}" --base-url "http://127.0.0.1:${FAKE_PORT}/v1" --model "${BASE_MODEL}" \
     >"${WORK}/optillm-${port}.log" 2>&1 &
   pid="$!"
   PIDS+=("${pid}")
@@ -140,7 +142,7 @@ main() {
   rerun="$(timed_install rerun)"
   grep -q 'changed:   nothing' "${WORK}/rerun.log" || echo "  warning: the re-run reported changes (see the output of install.sh)"
   echo "  idempotent re-run:                                      ${rerun} s"
-  echo "  venv size: $(du -sh "${WORK}/root/opt/optillm-proxy/runtimes" | cut -f1)"
+  echo "  venv size: $(du -sh "${WORK}/root${RUNTIMES_DIR}" | cut -f1)"
 
   start_upstream
   write_home

@@ -15,9 +15,11 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=launcher/optillm_proxy_launcher/layout.env
+source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
 WORK=""
 UPSTREAM_PID=""
-UPSTREAM_PORT=""
+FAKE_PORT=""
 SERVER_PID=""
 HEALTHY_SECONDS=""
 RESULTS=()
@@ -90,10 +92,10 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Sets UPSTREAM_PID and UPSTREAM_PORT (globals: a $(...) subshell would lose the background pid).
+# Sets UPSTREAM_PID and FAKE_PORT (globals: a $(...) subshell would lose the background pid).
 start_upstream() {
-  UPSTREAM_PORT="$(free_port)"
-  python3 "${REPO}/ops/fake_upstream.py" "${UPSTREAM_PORT}" >/dev/null 2>&1 &
+  FAKE_PORT="$(free_port)"
+  python3 "${REPO}/ops/fake_upstream.py" "${FAKE_PORT}" >/dev/null 2>&1 &
   UPSTREAM_PID=$!
 }
 
@@ -116,7 +118,7 @@ start_server() {
       OPENAI_API_KEY=bench-upstream-key CREDENTIALS_DIRECTORY="${home}/credentials" \
       PROXY_PLUGINS="$(plugins_for "${profile}")" \
       "${venv}/bin/python" -I "${REPO}/launcher/optillm-proxy-launcher.py" --host 127.0.0.1 \
-      --port "${port}" --base-url "http://127.0.0.1:${UPSTREAM_PORT}/v1" --model jerry-xl \
+      --port "${port}" --base-url "http://127.0.0.1:${FAKE_PORT}/v1" --model "${BASE_MODEL}" \
       >"${home}/server.log" 2>&1) &
   SERVER_PID=$!
   until curl -fsS -o /dev/null "http://127.0.0.1:${port}/health" 2>/dev/null; do

@@ -51,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "launcher")]
 
+from optillm_proxy_launcher.layout import BASE_MODEL  # noqa: E402
 from optillm_proxy_launcher.records import MARKER_FIELD, MARKER_VALUE, Record, stderr_sender  # noqa: E402
 from ops import report  # noqa: E402
 
@@ -71,7 +72,7 @@ def _stderr_template() -> str:
     out = io.StringIO()
     stderr_sender(out)(Record(
         request_id="%(id)s", method="POST", path="/v1/chat/completions", model="%(model)s", approach="%(approach)s",
-        base_model="jerry-xl", status=999, duration_ms=888, upstream_calls=777, upstream_prompt_tokens=666,
+        base_model=BASE_MODEL, status=999, duration_ms=888, upstream_calls=777, upstream_prompt_tokens=666,
         upstream_completion_tokens=555, upstream_errors=0, upstream_retries=0, deadline_hit=0, upstream_timeout=0,
         policy_rule="%(rule)s", error_code="%(rule)s"))
     line = out.getvalue()
@@ -114,7 +115,7 @@ def generate(path: Path, n: int, form: str, seed: int = 7) -> Counter:
             ms = int(rng.lognormvariate(0, 0.6) * median)
             out.write(template % {
                 "seq": i, "mono": 5_000_000 + i * 1000, "us": us0 + i * 1000, "id": f"{i:016x}",
-                "model": "jerry-xl" if approach in ("none", "-") else f"{approach}-jerry-xl", "approach": approach,
+                "model": BASE_MODEL if approach in ("none", "-") else f"{approach}-{BASE_MODEL}", "approach": approach,
                 "status": status, "ms": ms, "calls": calls, "prompt": 10 * calls,
                 "completion": 7 * calls + (i % 5), "rule": rule})
     return expected

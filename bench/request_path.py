@@ -58,11 +58,15 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-LAUNCHER = REPO / "launcher" / "optillm-proxy-launcher.py"
-MODEL = "jerry-xl"
+sys.path[:0] = [str(REPO / "launcher")]
+from optillm_proxy_launcher.layout import BASE_MODEL, LAUNCHER_REL, STRATEGY_PREFIXES  # noqa: E402
+
+LAUNCHER = REPO / "launcher" / Path(LAUNCHER_REL).name
+MODEL = BASE_MODEL
 MESSAGES = [{"role": "user", "content": "What is 6*7?"}]
 UPSTREAM_KEY = "bench-upstream-key"
 FANOUT = {"moa": 3, "bon": 4, "plansearch": 4, "self_consistency": 5}  # what 0.3.12 makes per request
+assert set(FANOUT) == set(STRATEGY_PREFIXES), "a routed strategy without its fan-out figure"
 UPSTREAM_DELAY_SECONDS = 0.05
 LOAD_LEVELS = (16, 64)
 WARMUP_REQUESTS = 5

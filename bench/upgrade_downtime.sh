@@ -15,8 +15,9 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
-readonly HEALTH_URL="http://127.0.0.1:4020/health"
-readonly CURRENT_LINK="/opt/optillm-proxy/current"
+# shellcheck source=launcher/optillm_proxy_launcher/layout.env
+source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
+readonly HEALTH_URL="http://${LISTEN_HOST}:${LISTEN_PORT}/health"
 readonly POLL_SECONDS="0.05"
 WORK=""
 POLLER=""

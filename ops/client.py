@@ -33,7 +33,7 @@ def parse_base_url(url: str) -> str:
     Raises UsageProblem with a message that says how to fix the URL.
     """
     text = (url or "").strip()
-    hint = "give it as http://HOST:PORT, e.g. --url http://127.0.0.1:4020"
+    hint = f"give it as http://HOST:PORT, e.g. --url {PROXY_URL}"
     try:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError for a non-numeric or out-of-range port

@@ -40,7 +40,7 @@ class _HealthCommand(_UsageExit3):
 
 from ops.health import KEY_HELP as _KEY_HELP  # noqa: E402 - stdlib-only, imported by every path
 from ops.health import options as _health_options  # noqa: E402
-from ops.layout import BASE_MODEL, DEFAULT, PROXY_URL  # noqa: E402 - stdlib-only and small
+from ops.layout import BASE_MODEL, DEFAULT, LISTEN_HOST, PROXY_URL, UPSTREAM_PORT, UPSTREAM_URL  # noqa: E402 - stdlib-only and small
 
 _URL_HELP = "Proxy base URL."
 
@@ -137,7 +137,7 @@ _LINT_PATH = click.Path(path_type=_Path, readable=False)
               help="Accept RULE: its findings are not shown (repeatable; not for a rule whose every finding "
                    "is a start the launcher refuses).")
 @click.option("--config", type=_LINT_PATH, metavar="FILE",
-              help="Lint config with an `ignored:` list of rule IDs [default: /etc/optillm-proxy/lint.yaml, "
+              help=f"Lint config with an `ignored:` list of rule IDs [default: {DEFAULT.conf_dir / 'lint.yaml'}, "
                    "if present].")
 @click.option("--json", "as_json", is_flag=True, help="Findings as a JSON list.")
 @click.option("--list-rules", is_flag=True, help="List rule IDs, severities and summaries.")
@@ -217,7 +217,7 @@ def report(since, until, unit, input_path, as_json) -> None:
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Requests in flight at once (one model at a time).")
 @click.option("--url", default=PROXY_URL, show_default=True,
-              help="Proxy base URL, or LiteLLM's (http://127.0.0.1:4000).")
+              help=f"Proxy base URL, or LiteLLM's ({UPSTREAM_URL.removesuffix('/v1')}).")
 @click.option("--api-key", default=None, help=_KEY_HELP + " Through LiteLLM: a LiteLLM key.")
 @click.option("--metrics-url", default=None, metavar="URL",
               help="Where the proxy's /metrics is read for upstream calls and tokens [default: --url]; "
@@ -328,7 +328,7 @@ def _run_switch(action) -> None:
 
     layout = _runtime_layout(None)
     if os.geteuid() != 0:
-        _runtime_fail(up.EXIT_USAGE, "must run as root (it switches /opt/optillm-proxy/current and restarts the service): sudo opsctl runtime ...")
+        _runtime_fail(up.EXIT_USAGE, f"must run as root (it switches {DEFAULT.current} and restarts the service): sudo opsctl runtime ...")
     if not layout.unit_file.exists():
         _runtime_fail(up.EXIT_USAGE, f"{layout.unit_file} not found: run install.sh first")
     try:
@@ -418,9 +418,9 @@ def runtime_prune(keep: int, root: str | None) -> None:
 # --- key (owner: keys) -------------------------------------------------------------------------
 
 
-@cli.group("key")
+@cli.group("key", help=f"The proxy key LiteLLM presents ({DEFAULT.key_file}).")
 def key_group() -> None:
-    """The proxy key LiteLLM presents (/etc/optillm-proxy/api-key)."""
+    pass
 
 
 @key_group.command("rotate")
@@ -463,8 +463,8 @@ def _key_fail(code: int, message: str) -> None:
 
 
 @cli.command("fake-upstream")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=4000, show_default=True, type=int)
+@click.option("--host", default=LISTEN_HOST, show_default=True)
+@click.option("--port", default=UPSTREAM_PORT, show_default=True, type=int)
 def fake_upstream(host: str, port: int) -> None:
     """Run a recording OpenAI-compatible upstream (for demos and tests; GET /_calls lists calls)."""
     from ops.fake_upstream import serve

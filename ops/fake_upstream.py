@@ -275,11 +275,13 @@ def serve(host: str, port: int) -> None:
 
 
 def _main(argv: list[str]) -> None:
-    """python -m ops.fake_upstream [PORT] [--simulate TASKS.jsonl [--p 0.6] [--seed 7] [--wrong-values 4]]"""
+    """python -m ops.fake_upstream PORT [--simulate TASKS.jsonl [--p 0.6] [--seed 7] [--wrong-values 4]]"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ops.fake_upstream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("port", nargs="?", type=int, default=4000)
+    # No default port: stdlib only (tools/lean_probe.py loads this file into a bare runtime), so
+    # it cannot read layout.env; callers pass LiteLLM's port from there (opsctl fake-upstream does).
+    parser.add_argument("port", type=int)
     parser.add_argument("--simulate", metavar="TASKS", help="answer this task file's prompts right with probability --p")
     parser.add_argument("--p", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=7)

@@ -51,7 +51,7 @@ from pathlib import Path
 from optillm_proxy_launcher import settings
 
 from ops.client import ApiKey
-from ops.layout import STRATEGY_PREFIXES
+from ops.layout import DEFAULT, STRATEGY_PREFIXES
 
 PASSED, FAILED, UNREACHABLE = 0, 1, 2
 
@@ -76,7 +76,7 @@ UPSTREAM_ERROR_TEXT = re.compile(r"^(Connection error|Error code: \d{3}|Request 
 UPSTREAM_ERROR_TYPES = ("upstream_error", "upstream_timeout", "deadline_exceeded")
 # The launcher's error codes (gateway.py) for what LiteLLM answered, and what to check for each.
 UPSTREAM_ERROR_HINTS = {
-    "upstream_key_refused": "LiteLLM refused the proxy's LiteLLM key: check /etc/optillm-proxy/upstream-key",
+    "upstream_key_refused": f"LiteLLM refused the proxy's LiteLLM key: check {DEFAULT.upstream_key_file}",
     "upstream_rate_limited": "LiteLLM rate-limits the proxy's key: LiteLLM's limits",
     "upstream_rejected": "LiteLLM rejected the request: does LiteLLM route the base model?",
 }

@@ -186,6 +186,8 @@ def test_staged_layout_has_documented_paths_and_modes(staged):
         lay.provider_file.parent / "logs": 0o755,
         lay.provider_file: 0o644,
         lay.unit_file: 0o644,
+        lay.sysusers_file: 0o644,
+        lay.tmpfiles_file: 0o644,
     }
     wrong = {str(p.relative_to(staged.root)): (oct(mode(p)) if p.exists() else "missing", oct(m))
              for p, m in expected.items() if not p.exists() or mode(p) != m}
@@ -203,7 +205,8 @@ def test_staged_layout_has_documented_paths_and_modes(staged):
 def test_staged_files_come_from_the_repo(staged):
     lay = staged.layout
     runtime = lay.current.resolve()
-    shipped = [p for p in (REPO / "launcher").rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts]
+    shipped = [p for p in (REPO / "launcher").rglob("*") if p.suffix in (".py", ".json", ".env") and "__pycache__" not in p.parts]
+    assert REPO / "launcher" / "optillm_proxy_launcher" / "layout.env" in shipped, "the launcher reads its layout.env"
     assert any(p.parent.name == "optillm_proxy_launcher" for p in shipped), "the launcher package is shipped"
     for src in shipped:
         rel = src.relative_to(REPO / "launcher")
@@ -243,8 +246,8 @@ def test_staged_opsctl_runs_from_its_link(staged):
 
 def test_first_run_reports_every_step_and_the_summary(staged):
     out = staged.first.output
-    for step in ("check system", "debian packages", "check python", "uv", "runtime", "launcher",
-                 "current runtime", "opsctl", "service user", "provider file", "env file", "key file",
+    for step in ("check system", "debian packages", "check python", "service user", "directories", "uv", "runtime",
+                 "launcher", "current runtime", "opsctl", "provider file", "env file", "key file",
                  "unit", "uninstall script", "change detection", "service"):
         assert f"==> {step}: " in out, step
     assert f"built runtime {runtime_name()}" in out
@@ -520,7 +523,7 @@ def test_a_failing_step_names_itself_and_what_to_do(tmp_path):
     (root / "opt" / "optillm-proxy").write_text("a file where the prefix directory belongs\n")
     run = run_install("--root", str(root), "--profile", PROFILE)
     assert run.returncode == 1, run.output
-    assert 'step "runtime" failed' in run.output
+    assert 'step "directories" failed' in run.output
     assert "what to do:" in run.output
 
 

@@ -53,10 +53,10 @@ def test_upgrade_lock_argument_is_optional_and_made_absolute():
 
 @pytest.mark.parametrize("script, profile", [
     # a lock named after a profile names it
-    ('UPGRADE_LOCK=/somewhere/full.txt; pick_upgrade_profile', "full"),
-    ('UPGRADE_LOCK=/somewhere/lean.txt; pick_upgrade_profile', "lean"),
+    ('UPGRADE=1; UPGRADE_LOCK=/somewhere/full.txt; choose_profile', "full"),
+    ('UPGRADE=1; UPGRADE_LOCK=/somewhere/lean.txt; choose_profile', "lean"),
     # --profile wins over the lock's name
-    ('UPGRADE_LOCK=/somewhere/full.txt; PROFILE=lean; PROFILE_GIVEN=1; pick_upgrade_profile', "lean"),
+    ('UPGRADE=1; UPGRADE_LOCK=/somewhere/full.txt; PROFILE=lean; PROFILE_GIVEN=1; choose_profile', "lean"),
 ])
 def test_upgrade_profile_choice(script, profile):
     assert sourced(f'{script}; echo "${{PROFILE}}"') == profile

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from optillm_proxy_launcher.layout import UPSTREAM_KEY_FILE
 from optillm_proxy_launcher.policy import Policy, Refusal
 from optillm_proxy_launcher.records import NO_APPROACH, Record
 from optillm_proxy_launcher.upstream import RequestContext, Registry
@@ -166,8 +167,7 @@ class Gate:
             return _error(429, "upstream_error", "upstream_rate_limited", f"upstream error: {summary}")
         if upstream_status in (401, 403):
             return _error(502, "upstream_error", "upstream_key_refused",
-                          f"upstream error: {summary} (LiteLLM refused the proxy's key in "
-                          "/etc/optillm-proxy/upstream-key)")
+                          f"upstream error: {summary} (LiteLLM refused the proxy's key in {UPSTREAM_KEY_FILE})")
         if upstream_status is not None and 400 <= upstream_status < 500:
             # LiteLLM judged the request itself invalid: the client's to fix, as a 400.
             return _error(400, "invalid_request_error", "upstream_rejected", f"upstream rejected the request: {summary}")

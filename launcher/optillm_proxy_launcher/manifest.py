@@ -19,7 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-FILE_NAME = "optillm-proxy-runtime.json"
+try:
+    from optillm_proxy_launcher import layout as _layout
+except ImportError:  # run as a script (`python3 -I manifest.py`): its own directory is sys.path[0]
+    import layout as _layout  # type: ignore[no-redef]
+
+FILE_NAME = _layout.MANIFEST_REL
 FIELDS = ("profile", "optillm_version", "lock_sha256", "lock_file")
 
 

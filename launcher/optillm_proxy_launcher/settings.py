@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from optillm_proxy_launcher import manifest
+from optillm_proxy_launcher import layout, manifest
 
 EX_CONFIG = 78
 LIBEXEC = Path(__file__).resolve().parent.parent
@@ -20,18 +20,18 @@ PLUGIN_TABLE = LIBEXEC / "plugins.json"
 RUNTIME_MANIFEST = manifest.path_of(LIBEXEC.parent)
 DEFAULT_PROFILE = "full"  # a runtime without a manifest is a stock venv: it can import everything
 CREDENTIAL_NAME = "api-key"
-KEY_FILE_HINT = "/etc/optillm-proxy/api-key"
+KEY_FILE_HINT = layout.KEY_FILE
 PROXY_KEY_WHAT = "proxy key"  # how refusals name each key
 UPSTREAM_CREDENTIAL_NAME = "upstream-key"
-UPSTREAM_KEY_FILE_HINT = "/etc/optillm-proxy/upstream-key"
+UPSTREAM_KEY_FILE_HINT = layout.UPSTREAM_KEY_FILE
 UPSTREAM_KEY_WHAT = "LiteLLM key"
-ENV_FILE_HINT = "/etc/optillm-proxy/env"
+ENV_FILE_HINT = layout.ENV_FILE
 # Where stock optillm (and the proxy plugin's provider file) look for the LiteLLM key.
 UPSTREAM_KEY_VARIABLE = "OPENAI_API_KEY"
 # What the first install of an earlier version wrote into the env file.
 UPSTREAM_KEY_PLACEHOLDER = "replace-with-the-litellm-key"
 # The prefixes the gateway routes; all are optillm core approaches, loaded without any plugin.
-ROUTED_STRATEGIES = ("moa", "bon", "plansearch", "self_consistency")
+ROUTED_STRATEGIES = layout.STRATEGY_PREFIXES
 # optillm 0.3.12 server.known_approaches ("none" is the pass-through); patches.py verifies it.
 CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
                    "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
@@ -125,7 +125,7 @@ def check_approach_value(value: str | None) -> None:
 def check_base_url(argv: list[str]) -> None:
     if not base_url(argv):
         raise ConfigRefused("--base-url is missing or empty: the upstream client needs LiteLLM's URL, "
-                            "e.g. --base-url http://127.0.0.1:4000/v1 in the unit's ExecStart")
+                            f"e.g. --base-url {layout.UPSTREAM_URL} in the unit's ExecStart")
 
 
 def check_command_line(argv: list[str]) -> None:

@@ -15,6 +15,7 @@ Fix: `--base-url http://127.0.0.1:4000/v1` (the local LiteLLM).
 
 from optillm_proxy_launcher import settings
 
+from ops.layout import UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_host, split_url
 from ops.lint.rules._command import optillm_command
@@ -37,4 +38,4 @@ def check(ctx):
     scheme, host, _ = split_url(url)
     if scheme != "http" or not is_loopback_host(host):
         yield Problem(d.path, d.line, f"--base-url {url} is not http:// on loopback; use the "
-                                      "local LiteLLM, http://127.0.0.1:4000/v1")
+                                      f"local LiteLLM, {UPSTREAM_URL}")

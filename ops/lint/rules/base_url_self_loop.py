@@ -12,6 +12,7 @@ Passes:
 Fix: --base-url is LiteLLM (port 4000), --port is the proxy (4020).
 """
 
+from ops.layout import UPSTREAM_PORT
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_host, split_url
 from ops.lint.rules._command import optillm_command
@@ -31,4 +32,4 @@ def check(ctx):
     if is_loopback_host(host) and port == ctx.proxy_port:
         d = es.directive
         yield Problem(d.path, d.line, f"--base-url {url} is optillm's own port {port}: every "
-                                      "call would loop back; point it at LiteLLM (port 4000)")
+                                      f"call would loop back; point it at LiteLLM (port {UPSTREAM_PORT})")

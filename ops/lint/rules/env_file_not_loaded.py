@@ -16,6 +16,7 @@ Passes:
 Fix: add `EnvironmentFile=/etc/optillm-proxy/env` to [Service] (no leading `-`).
 """
 
+from ops.layout import DEFAULT
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._command import optillm_command
 
@@ -32,7 +33,7 @@ def check(ctx):
         d = es.directive
         yield Problem(d.path, d.line, "no EnvironmentFile= in [Service]: PROXY_PLUGINS and the "
                                       "request settings never reach the launcher; add "
-                                      "EnvironmentFile=/etc/optillm-proxy/env")
+                                      f"EnvironmentFile={DEFAULT.env_file}")
     for d in found:
         if d.value.startswith("-"):
             yield Problem(d.path, d.line, f"EnvironmentFile={d.value}: the leading '-' lets the "

@@ -22,6 +22,7 @@ Fix: keep only the loopback LiteLLM provider; route other backends through LiteL
 
 import re
 
+from ops.layout import UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_url
 
@@ -69,7 +70,7 @@ def check(ctx):
         line = provider.line_of("base_url")
         if not isinstance(url, str) or not url.strip():
             yield Problem(path, line, f"provider {name}: no base_url; 0.3.12 rejects the file "
-                                      "and falls back; set base_url: http://127.0.0.1:4000/v1")
+                                      f"and falls back; set base_url: {UPSTREAM_URL}")
             continue
         resolved, unset = _interpolate(url, env)
         if unset:
@@ -77,4 +78,4 @@ def check(ctx):
                                       "which the env file does not set; write the URL literally")
         elif not is_loopback_url(resolved):
             yield Problem(path, line, f"provider {name}: base_url {resolved} is not on loopback;"
-                                      " route it through the local LiteLLM (http://127.0.0.1:4000/v1)")
+                                      f" route it through the local LiteLLM ({UPSTREAM_URL})")
