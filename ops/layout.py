@@ -116,8 +116,12 @@ class Layout:
         return (runtime or self.current) / "libexec" / "optillm-proxy-launcher.py"
 
     def runtime_manifest(self, runtime: Path | None = None) -> Path:
-        """JSON written by install.sh: profile, optillm version, lock sha256."""
+        """JSON written by install.sh: profile, optillm version, lock sha256, lock source, Python."""
         return (runtime or self.current) / "optillm-proxy-runtime.json"
+
+    def site_packages(self, runtime: Path | None = None) -> Path:
+        """install.sh's link to lib/python3.X/site-packages: the unit's paths name no Python version."""
+        return (runtime or self.current) / "site-packages"
 
 
 DEFAULT = Layout()

@@ -49,6 +49,7 @@ def expected() -> dict[str, str]:
         "OPSCTL_LINK": str(DEFAULT.opsctl_link),
         "LAUNCHER_REL": str(DEFAULT.launcher(probe).relative_to(probe)),
         "MANIFEST_REL": str(DEFAULT.runtime_manifest(probe).relative_to(probe)),
+        "SITE_PACKAGES_REL": str(DEFAULT.site_packages(probe).relative_to(probe)),
     }
 
 
