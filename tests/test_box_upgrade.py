@@ -159,9 +159,11 @@ def original(box):
 
 
 def profile_lock_text(box) -> tuple[str, str]:
-    """The profile the box runs and the repo's lock for it (the box may be installed lean or full)."""
-    profile = manifest(box, link_name(box, L.current))["profile"]
-    return profile, (REPO / "locks" / f"{profile}.txt").read_text()
+    """The profile the box runs and the repo's lock it was built from (lean or full, for the box's
+    Python: its manifest names the lock install.sh picked)."""
+    recorded = manifest(box, link_name(box, L.current))
+    assert recorded["lock_source"] == f"locks/py{recorded['python']}/{recorded['profile']}.txt", recorded
+    return recorded["profile"], (REPO / recorded["lock_source"]).read_text()
 
 
 def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, original):
@@ -220,7 +222,7 @@ def test_a_plain_rerun_after_an_upgrade_applies_env_changes_on_the_current_runti
 def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(box, original):
     current = link_name(box, L.current)
     # From the lean lock whatever the box runs (a full one would cost 8 GB to be refused).
-    lean = (REPO / "locks" / "lean.txt").read_text()
+    lean = (REPO / "locks" / f"py{manifest(box, current)['python']}" / "lean.txt").read_text()
     broken = put_lock(box, "no-math-verify.txt", without_requirement(lean, "math-verify"))
     assert "math-verify==" not in box_path(box, broken).read_text()
     pid_before = main_pid(box)

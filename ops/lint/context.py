@@ -71,11 +71,18 @@ class Runtime:
     dists: dict[str, Dist]
     plugins_path: Path
     plugins: dict | None  # slug -> {"module", "profiles", "risk"}
+    pythons: dict = field(default_factory=dict)  # X.Y -> {"profiles", "full_unavailable"}
 
     @property
     def profile(self) -> str | None:
         p = (self.manifest or {}).get("profile")
         return p if isinstance(p, str) else None
+
+    @property
+    def python(self) -> str | None:
+        """X.Y of the runtime's interpreter: its lib/python3.X directory (what really runs)."""
+        found = sorted(self.path.glob("lib/python3.*/site-packages"))
+        return found[0].parent.name.removeprefix("python") if found else None
 
 
 @dataclass
@@ -172,19 +179,20 @@ class Context:
         for path, why in problems:
             self._problem("unreadable", "venv", path, why)
         plugins_path = venv / "libexec" / "plugins.json"
-        plugins = None
+        plugins, pythons = None, {}
         if plugins_path.exists():
             text = self._text("venv", plugins_path)
             try:
                 table = json.loads(text) if text is not None else None
                 plugins = table.get("plugins") if isinstance(table, dict) else None
+                pythons = table.get("pythons") if isinstance(table, dict) and isinstance(table.get("pythons"), dict) else {}
                 if not isinstance(plugins, dict):
                     raise ValueError("no \"plugins\" object")
             except ValueError as exc:
                 plugins = None
                 if text is not None:
                     self._problem("unreadable", "venv", plugins_path, f"invalid plugin table: {exc}")
-        return Runtime(venv, manifest_path, manifest, dists, plugins_path, plugins)
+        return Runtime(venv, manifest_path, manifest, dists, plugins_path, plugins, pythons)
 
     # --- derived facts rules share --------------------------------------------------------
 

@@ -122,7 +122,7 @@ def test_plugin_the_real_lean_runtime_cannot_import(staged, tmp_path):
     inputs = Inputs.defaults(staged, env_file=env, upstream_key_file=written_upstream_key(tmp_path))
     findings = engine.run(Context(inputs, process_env={}))
     assert [f.rule for f in findings] == ["plugin-not-in-profile"], render(findings)
-    assert "executecode cannot be imported by the installed 'lean' profile" in findings[0].message
+    assert "plugin(s) executecode cannot be imported by this runtime's 'lean' profile" in findings[0].message
 
 
 LITELLM_CONFIG = REPO / "tests" / "chain" / "litellm-config.yaml"

@@ -3,7 +3,9 @@
 Why: the lean profile leaves out torch, transformers, spacy and the other packages only
 plugins need. The launcher checks the runtime's libexec/plugins.json and refuses to start
 (exit 78) when PROXY_PLUGINS names a plugin the profile cannot import, so the service
-would fail at its next restart. `all` needs the full profile.
+would fail at its next restart. `all` needs the full profile, which some host Pythons cannot
+have (the table's "pythons" section says why, e.g. none for 3.13): this rule is the launcher's
+own check (settings.check_profile), so it says the same.
 
 Fails:
     profile lean, PROXY_PLUGINS=readurls,executecode
@@ -11,11 +13,12 @@ Fails:
 Passes:
     profile lean, PROXY_PLUGINS=majority_voting (lean-capable), or profile full
 
-Fix: set PROXY_PLUGINS to plugins of the installed profile (the message lists them), or
-install the full profile: `sudo ./install.sh --profile full`.
+Fix: set PROXY_PLUGINS to plugins of the installed profile (the message lists them), or,
+where the host's Python has one, install the full profile: `sudo ./install.sh --profile full`.
 """
 
 from ops.lint.finding import ERROR, Problem
+from optillm_proxy_launcher import settings
 
 ID = "plugin-not-in-profile"
 SEVERITY = ERROR
@@ -36,10 +39,7 @@ def check(ctx):
         return  # file-missing / file-unreadable report the manifest
     table = rt.plugins
     slugs = sorted(table) if "*" in enabled[1] else sorted(s for s in enabled[1] if s in table)
-    missing = [s for s in slugs if profile not in (table[s] or {}).get("profiles", [])]
-    if missing:
-        loadable = sorted(s for s in table if profile in (table[s] or {}).get("profiles", []))
-        yield Problem(path, line, f"{', '.join(missing)} cannot be imported by the installed "
-                                  f"'{profile}' profile (the launcher refuses to start); use a "
-                                  f"subset of: {', '.join(loadable) or 'none'}, or install "
-                                  "--profile full")
+    try:  # the launcher's own check: the same refusal, the same words
+        settings.check_profile(slugs, table, profile, rt.python, rt.pythons)
+    except settings.ConfigRefused as exc:
+        yield Problem(path, line, f"{exc} (the launcher refuses to start)")
