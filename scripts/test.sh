@@ -62,6 +62,15 @@ run_full_profile_box_tests() {
     uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py)
 }
 
+# The same box suite on Debian 13 (trixie: Python 3.13, systemd 257), lean profile (the full
+# profile cannot be built for 3.13: locks/py3.13/full.unavailable).
+run_trixie_box_tests() {
+  log "running the box suite again on Debian 13 (trixie), lean profile"
+  (cd "${REPO}" && OPTILLM_PROXY_BOX_RELEASE=trixie \
+    uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py tests/test_box_faults.py \
+    tests/test_box_upgrade.py)
+}
+
 main() {
   require_root
   install_debian_packages
@@ -74,6 +83,7 @@ main() {
   else
     run_tests
     run_full_profile_box_tests
+    run_trixie_box_tests
   fi
 }
 

@@ -98,8 +98,9 @@ def inputs_digest(python: str, profile: str, measured_lean: str | None = None) -
     """sha256 over everything a lock is derived from (the tool's own settings included)."""
     parts = [FULL_IN.read_text(), LAUNCHER_REQUIREMENTS.read_text(), python, profile, EXCLUDE_NEWER,
              PLATFORM, json.dumps(OVERRIDES.get(python, ())), UNAVAILABLE.get((python, profile), "")]
-    if profile == "lean" and python != MEASURED_PYTHON:
-        parts.append(measured_lean if measured_lean is not None else lock_path(MEASURED_PYTHON, "lean").read_text())
+    if profile == "lean" and python != MEASURED_PYTHON:  # the measured names (not their 3.11 pins)
+        text = measured_lean if measured_lean is not None else lock_path(MEASURED_PYTHON, "lean").read_text()
+        parts.append(",".join(sorted(e.name for e in measured.parse_lock_text(text))))
     return sha256_text("\x00".join(parts))
 
 
