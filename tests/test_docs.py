@@ -228,3 +228,17 @@ def test_runbook_names_the_file_of_its_litellm_example_just_before_it():
     assert len(before) == 2, f"RUNBOOK does not show {shipped_path}"
     paragraph = before[0].rstrip().rsplit("\n\n", 1)[-1]
     assert f"`{shipped_path}`" in paragraph, f"the text before the LiteLLM example does not name {shipped_path}"
+
+
+def test_readme_supported_systems_table_says_what_the_locks_hold():
+    """One row per supported Python; its lean/full columns are what locks/py<X.Y>/ holds."""
+    from tools import derive_locks
+
+    section = (REPO / "README.md").read_text().split("## Supported systems", 1)[1].split("\n## ", 1)[0]
+    rows = {cells[2]: cells for cells in ([c.strip() for c in line.split("|")] for line in section.splitlines()
+                                          if line.startswith("| ") and not line.startswith("| system"))}
+    table = derive_locks.pythons_table(derive_locks.existing_files())
+    assert set(rows) == set(table), "a row per Python in locks/py*/"
+    for python, entry in table.items():
+        for column, profile in ((4, "lean"), (5, "full")):
+            assert rows[python][column] == ("yes" if profile in entry["profiles"] else "no"), (python, profile)
