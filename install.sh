@@ -1185,10 +1185,8 @@ start_service() {
     return
   fi
   report "${action%% *} ${SERVICE}; waiting up to ${HEALTH_TIMEOUT}s for /health"
+  clear_start_limit
   hold_socket "${socket_changed}"
-  # Operator restarts are not crashes: clear the start-rate counter so a busy day of changes
-  # never runs into StartLimitBurst (which would also fail the socket).
-  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
   # Type=notify: restart returns once the launcher reports READY=1, or fails (a refused config
   # exits 78 and is not retried), which needs no waiting for /health. The old process drains
   # its requests first while new connections wait in the socket's backlog.
@@ -1204,6 +1202,23 @@ start_service() {
   else
     SERVICE_STATE="${action%% *}, but NOT HEALTHY after ${HEALTH_TIMEOUT}s: journalctl -u ${SERVICE} -n 50 --no-pager"
   fi
+}
+
+unit_result() {
+  systemctl show -p Result --value "$1" 2>/dev/null || true
+}
+
+# Operator restarts are not crashes: clear the start-rate counter so a busy day of changes never
+# runs into StartLimitBurst (which fails the socket too). A unit that already hit it (a crash
+# loop, or restarts by hand) is named, so the operator knows why it was down.
+clear_start_limit() {
+  local unit
+  for unit in "${SERVICE}" "${SOCKET_UNIT}"; do
+    if [[ "$(unit_result "${unit}")" == *start-limit-hit ]]; then
+      changed "cleared ${unit}'s start-limit-hit (it had been refused further starts; see journalctl -u ${unit})"
+    fi
+  done
+  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
 }
 
 # The launcher's own checks (`opsctl runtime check`: --check in a transient unit with the

@@ -59,7 +59,9 @@ run_tests() {
 run_full_profile_box_tests() {
   log "running the box tests again with install.sh --profile full"
   (cd "${REPO}" && OPTILLM_PROXY_BOX_INSTALL_ARGS="--profile full" \
-    uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py)
+    uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py \
+      tests/test_box_printed_commands.py::test_runs_as_printed \
+      tests/test_box_printed_commands.py::test_every_box_command_of_this_profile_ran)
 }
 
 # The same box suite on Debian 13 (trixie: Python 3.13, systemd 257), lean profile (the full

@@ -129,10 +129,19 @@ def test_env_file_with_optillm_api_key_is_linted_and_refused(box, restore):
     assert not service.healthy()
 
 
-def test_empty_upstream_key_is_linted_and_refused(box, restore):
+# What the key file holds -> what the launcher's one refusal line says about it.
+BAD_UPSTREAM_KEYS = {
+    "empty": ("", "is empty"),
+    "placeholder": ("replace-with-the-litellm-key\n", "still holds the placeholder replace-with-the-litellm-key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPSTREAM_KEYS))
+def test_empty_or_placeholder_upstream_key_is_linted_and_refused(box, restore, case):
     """Stock 0.3.12 would start 'healthy' and answer every completion with an HTML 500 (its LiteLLM
     wrapper fallback); the launcher refuses at start instead, one line, no restart loop."""
-    upstream_key_path(box).write_text("")
+    text, says = BAD_UPSTREAM_KEYS[case]
+    upstream_key_path(box).write_text(text)
     lint = box.run("opsctl lint")
     assert lint.rc == 1, f"lint exit {lint.rc}: {lint.stdout}{lint.stderr}"
     assert "openai-key-missing" in lint.stdout, lint.stdout
@@ -143,8 +152,9 @@ def test_empty_upstream_key_is_linted_and_refused(box, restore):
     assert settled["ExecMainStatus"] == EX_CONFIG, settled
     assert int(settled["NRestarts"]) == restarts_before, "a config refusal must not be retried"
     journal = service.journal(box, 30)
-    assert "optillm-proxy-launcher: refused: the LiteLLM key credential" in journal, journal[-2000:]
-    assert "is empty" in journal and "Traceback" not in journal
+    refusals = [line for line in journal.splitlines() if "optillm-proxy-launcher: refused:" in line]
+    assert refusals and says in refusals[-1], journal[-2000:]
+    assert "Traceback" not in journal
     assert not service.healthy()
 
 
@@ -220,6 +230,32 @@ def test_ten_operator_restarts_in_a_minute_leave_the_service_running(box, restor
     record("10 operator restarts took s", round(time.monotonic() - start, 1))
     service.wait_healthy(box)
     assert box.run(f"systemctl is-active {SERVICE}.socket").stdout.strip() == "active"
+
+
+def test_install_sh_names_and_clears_a_start_limit_hit_after_a_crash_loop(box, restore):
+    """A crash loop ends in start-limit-hit, which then refuses the operator's own `systemctl
+    start`; install.sh must say so and bring the service back, not exit 4 on the limit."""
+    dropin = box.root / f"run/systemd/system/{SERVICE}.service.d/crash-loop.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    # Crashing at once with a short RestartSec reaches StartLimitBurst in seconds.
+    dropin.write_text("[Service]\nExecStart=\nExecStart=/bin/false\nRestartSec=100ms\n")
+    try:
+        box.check("systemctl daemon-reload")
+        box.run(f"systemctl restart {SERVICE}", timeout=60)
+        deadline = time.monotonic() + 120
+        while state(box)["Result"] != "start-limit-hit" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert state(box)["Result"] == "start-limit-hit", f"no start-limit-hit: {state(box)}"
+    finally:
+        dropin.unlink()
+        box.check("systemctl daemon-reload")
+    refused = box.run(f"systemctl start {SERVICE}", timeout=60)
+    assert not refused.ok, "systemd no longer refuses a start after start-limit-hit: the test proves nothing"
+    result = box.run("cd /repo && bash ./install.sh", env=INSTALL_ENV, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.ok, f"install.sh exited {result.rc} after a start-limit-hit:\n{output[-3000:]}"
+    assert f"cleared {SERVICE}'s start-limit-hit" in output, output[-3000:]
+    assert service.healthy() and box.run(f"systemctl is-active {SERVICE}.socket").stdout.strip() == "active"
 
 
 def test_opsctl_key_rotate_refuses_the_old_key_and_accepts_the_new_one(box, restore):

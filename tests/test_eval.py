@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,7 @@ from ops.cli import cli
 from ops.eval_metrics import parse as parse_metrics
 from ops.eval_stats import majority_vote_accuracy, nearest_rank, wilson
 from ops.eval_tasks import Task, final_answer, last_number, load, parse_text
-from ops.fake_upstream import Simulation, make_server
+from ops.fake_upstream import ANSWER, Simulation, make_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "eval" / "tasks.jsonl"
@@ -555,3 +556,39 @@ def test_demonstration_simulated_upstream_majority_voting_lift_matches_the_predi
     assert voting["ci_low"] <= predicted <= voting["ci_high"], (voting, predicted)
     assert voting["ci_low"] > base["ci_high"], (voting, base)
     assert (tmp_path / "chart.svg").exists()
+
+
+def test_fake_upstream_command_line_serves_the_simulation():
+    """The RUNBOOK's `python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
+    as printed but on a free port (4000 may be LiteLLM's): a shipped task's prompt is answered."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    printed = "python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7"
+    args = printed.replace(" 4000 ", f" {port} ").split()[1:]
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        task = json.loads(SHIPPED.read_text().splitlines()[0])
+        body = json.dumps({"model": "jerry-xl", "messages": [{"role": "user", "content": task["prompt"]}]}).encode()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as resp:
+                    answer = json.load(resp)
+                break
+            except OSError:
+                assert proc.poll() is None, f"exited {proc.returncode}: {proc.stderr.read().decode()[-500:]}"
+                assert time.monotonic() < deadline, "no answer within 30 s"
+                time.sleep(0.1)
+        reply = answer["choices"][0]["message"]["content"]
+        assert reply.strip() and reply != ANSWER, reply  # the simulation answered, not the default
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,184 @@
+"""Every command the README, the RUNBOOK and install.sh's summary print, and how each is proven.
+
+A printed command is a line of a ```sh block, an inline `sudo ...` span (split at `&&`), or a
+command in install.sh's summary. Each one must be in PROOFS, or the fast test fails:
+- "box": tests/test_box_printed_commands.py runs it in the booted box exactly as printed;
+- "test": it has a placeholder (HOST, FILE, another lock) or needs a state of its own, and the
+  named test runs the concrete form: that test's source must contain `text`;
+- "ci": it is the developers' own test command, which .ci/run runs (collected here, not re-run).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "RUNBOOK.md")
+
+
+@dataclass(frozen=True)
+class Proof:
+    how: str  # "box" | "test" | "ci"
+    codes: tuple[int, ...] = (0,)
+    test: str = ""  # "tests/test_x.py::test_name" for how="test"
+    text: str = ""  # what that test's source contains (the concrete form of the command)
+    profile: str = "lean"  # the box profile it runs in, for how="box"
+    why: str = ""
+    fill: tuple[tuple[str, str], ...] = ()  # a placeholder the operator fills, and what the box test uses
+
+    def as_run(self, command: str) -> str:
+        for placeholder, value in self.fill:
+            command = command.replace(placeholder, value)
+        return command
+
+
+def _box(*codes: int, profile: str = "lean", fill: tuple[tuple[str, str], ...] = ()) -> Proof:
+    return Proof("box", codes or (0,), profile=profile, fill=fill)
+
+
+def _test(test: str, text: str, why: str) -> Proof:
+    return Proof("test", test=test, text=text, why=why)
+
+
+UPGRADE = "tests/test_box_upgrade.py"
+FAULTS = "tests/test_box_faults.py"
+EVAL = "tests/test_eval.py"
+
+PROOFS: dict[str, Proof] = {
+    # install and first start (README, RUNBOOK 1); the uninstall ones run last, then reinstall
+    "sudo ./install.sh": _box(),
+    "sudo ./install.sh --dry-run": _box(),
+    "sudoedit /etc/optillm-proxy/upstream-key": _box(),
+    "sudo ./install.sh --profile full": _box(profile="full"),
+    "sudo ./install.sh --uninstall": _test("tests/test_install.py::test_uninstall_keeps_conf_and_state_and_purge_removes_them",
+                                           'run_install("--uninstall", "--root"',
+                                           "the steps of uninstall.sh and --purge, which run in the box; staged here"),
+    "sudo ./install.sh --uninstall --purge": _box(),
+    "sudo /opt/optillm-proxy/uninstall.sh": _box(),
+    "/opt/optillm-proxy/uninstall.sh": _box(),
+    # checks (RUNBOOK 2 and the summary)
+    "opsctl health": _box(),
+    "sudo opsctl health": _box(),
+    "sudo opsctl lint": _box(),
+    "sudo opsctl smoke --all": _box(),
+    "sudo opsctl runtime check": _box(),
+    "sudo opsctl runtime list": _box(),
+    "sudo systemctl start optillm-proxy": _box(),
+    "sudo tests/testinfra/run.sh --hosts=local://": _test(
+        "tests/test_box_testinfra.py::test_deployed_host_suite_passes_in_box", "RUNBOOK_COMMAND",
+        "the suite's own box test runs this command (RUNBOOK_COMMAND)"),
+    "tests/testinfra/run.sh --hosts=ssh://root@HOST": _test(
+        "tests/test_box_testinfra.py::test_deployed_host_suite_passes_in_box", "RUNBOOK_COMMAND",
+        "HOST is the operator's; the same script and suite, local backend in the box"),
+    # key rotation (RUNBOOK 6)
+    "sudo opsctl key rotate": _test(f"{FAULTS}::test_opsctl_key_rotate_refuses_the_old_key_and_accepts_the_new_one",
+                                    '"opsctl key rotate"', "it changes the key LiteLLM holds: the fault test puts it back"),
+    "sudo cat /etc/optillm-proxy/api-key": _box(),
+    # upgrades (RUNBOOK 7)
+    "sudo ./install.sh --upgrade": _box(),
+    "sudo ./install.sh --upgrade --profile full": _box(profile="full"),
+    "sudo ./install.sh --upgrade /path/other.txt": _test(
+        f"{UPGRADE}::test_upgrade_to_a_second_valid_lock_switches_and_serves", 'install_sh(box, "--upgrade", variant)',
+        "/path/other.txt is the operator's lock; the test builds a second valid one"),
+    "sudo ./install.sh --rollback": _test(f"{UPGRADE}::test_rollback_returns_to_the_previous_runtime_in_one_restart",
+                                          'install_sh(box, "--rollback")', "needs a previous runtime, which that test makes"),
+    "sudo opsctl runtime prune --keep 1": _box(),
+    "sudo opsctl lint --venv <runtime>": _box(fill=(("<runtime>", "/opt/optillm-proxy/current"),)),
+    # logs (RUNBOOK 8)
+    "journalctl -u optillm-proxy -b": _box(),
+    "journalctl -u optillm-proxy -f": _box(124),  # follows until stopped: run under `timeout`
+    "systemctl status optillm-proxy": _box(),
+    # Prometheus wiring (RUNBOOK 8): run in the box with Debian's prometheus installed there
+    "sudo install -D -m 0644 etc/prometheus/optillm-proxy.rules.yml /etc/prometheus/rules/optillm-proxy.rules.yml": _box(),
+    "sudoedit /etc/prometheus/prometheus.yml": _box(),
+    "sudo promtool check config /etc/prometheus/prometheus.yml": _box(),
+    "sudo systemctl reload prometheus": _box(),
+    "curl -sG http://127.0.0.1:9090/api/v1/query --data-urlencode 'query=up{job=\"optillm-proxy\"}'": _box(),
+    # report (RUNBOOK 8)
+    "sudo opsctl report": _box(),
+    "sudo opsctl report --since yesterday --until today": _box(),
+    "sudo opsctl report --since -7d --json": _box(),
+    "opsctl report --input records.json": _box(),
+    # eval (RUNBOOK 11): a real launcher and a simulated upstream, the shipped task file
+    "sudo opsctl eval --tasks eval/tasks.jsonl --model jerry-xl --model majority_voting-jerry-xl --model moa-jerry-xl":
+        _test(f"{EVAL}::test_demonstration_simulated_upstream_majority_voting_lift_matches_the_prediction",
+              '"PROXY_PLUGINS": "majority_voting"',
+              "needs PROXY_PLUGINS=majority_voting; the demonstration runs these models on the shipped tasks"),
+    ("OPSCTL_API_KEY=<a LiteLLM key> opsctl eval --tasks my-tasks.jsonl --model jerry-xl --model moa-jerry-xl "
+     "--url http://127.0.0.1:4000 --metrics-url http://127.0.0.1:4020 --repeat 2 --plot eval.svg"):
+        _test(f"{EVAL}::test_json_shape_resume_and_plot", '"--plot"',
+              "a LiteLLM key and the operator's task file: the test runs the same options on its own"),
+    "opsctl eval --tasks my-tasks.jsonl --model jerry-xl --model moa-jerry-xl --json":
+        _test(f"{EVAL}::test_json_shape_resume_and_plot", '"--json"', "the operator's task file"),
+    "uv run --frozen pytest -q -s -m real tests/test_eval.py -k demonstration": Proof("ci"),
+    "python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7":
+        _test(f"{EVAL}::test_fake_upstream_command_line_serves_the_simulation", "--simulate",
+              "it serves until stopped: the test starts it as printed on a free port"),
+    # the developers' test command (README)
+    "sudo scripts/test.sh": Proof("ci"),
+    "sudo scripts/test.sh tests/test_health.py -x": Proof("ci"),
+}
+
+# What a printed command starts with: a program an operator types, or a script.
+COMMAND = re.compile(r"^(?:(?:sudo|sudoedit|opsctl|journalctl|systemctl|curl|python3|uv)\s|[A-Z_]+=\S+\s|\S+\.sh(?:\s|$))")
+
+
+def _normal(line: str) -> str:
+    return " ".join(line.split(" #", 1)[0].split())
+
+
+def _sh_block_lines(text: str) -> list[str]:
+    lines, inside, lang = [], False, ""
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside, lang = (not inside), line[3:].strip()
+            continue
+        if inside and lang == "sh":
+            command = _normal(line)
+            if command and not command.startswith("#"):
+                lines.append(command)
+    return lines
+
+
+def _inline_sudo(text: str) -> list[str]:
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    found = []
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        if span.startswith(("sudo ", "sudoedit ")):
+            found += [_normal(part) for part in span.split("&&")]
+    return found
+
+
+def doc_commands() -> dict[str, list[str]]:
+    """{command: [where it is printed]} for README.md and RUNBOOK.md."""
+    found: dict[str, list[str]] = {}
+    for name in DOCS:
+        text = (REPO / name).read_text()
+        for command in _sh_block_lines(text) + _inline_sudo(text):
+            found.setdefault(command, []).append(name)
+    return found
+
+
+def summary_commands(summary: str) -> list[str]:
+    """The commands in install.sh's summary: its `label:  value` lines hold `cmd; cmd`, notes in
+    parentheses hold `or cmd` / `read with: cmd`."""
+    found = []
+    for line in summary.splitlines():
+        body = re.sub(r"^\s*[a-z ]+:\s{2,}", "", line).strip()
+        for part in re.split(r"[;()]", body):
+            part = re.sub(r"^(?:[a-z][a-z ]*:\s+|or\s+)", "", part.strip())
+            if COMMAND.match(part):
+                found.append(_normal(part))
+    return found
+
+
+def source_of(nodeid: str) -> str:
+    path, name = nodeid.split("::")
+    tree = ast.parse((REPO / path).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment((REPO / path).read_text(), node) or ""
+    raise LookupError(f"{nodeid} does not exist")
