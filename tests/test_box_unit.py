@@ -121,6 +121,8 @@ def test_no_key_in_proc_cmdline_or_environ(box, box_upstream):
 def test_exposure_measured_in_box(box):
     online = exposure(box.check(f"systemd-analyze security {SERVICE} --no-pager"))
     offline = exposure(box.check(f"systemd-analyze security --offline=yes --no-pager {LAYOUT.unit_file}"))
+    record("box systemd", box.check("systemctl --version").splitlines()[0])
+    record("box python3", box.check("python3 --version").strip())
     record("exposure in the box (running unit)", online)
     record("exposure in the box (--offline=yes, unit file)", offline)
     assert online <= MAX_EXPOSURE
