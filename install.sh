@@ -91,9 +91,9 @@ Usage: sudo ./install.sh [--profile lean|full] [--root DIR] [--dry-run] [--no-st
        sudo ./install.sh --upgrade [LOCK] [--profile lean|full]
        sudo ./install.sh --rollback
 
-Installs OptiLLM ${OPTILLM_VERSION} from locks/py<X.Y>/<profile>.txt, X.Y being ${SYSTEM_PYTHON}'s
-version (hashes required, bytecode compiled),
-as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT}, upstream ${UPSTREAM_URL}.
+Installs OptiLLM ${OPTILLM_VERSION} from locks/py<X.Y>/<profile>.txt, X.Y being ${SYSTEM_PYTHON}'s version
+(hashes required, bytecode compiled), as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT},
+upstream ${UPSTREAM_URL}.
 Re-running changes only what differs and restarts the service at most once (only if the unit,
 launcher, runtime, env, key, provider file or a drop-in changed, or it was not running).
 It never overwrites ${ENV_FILE} or ${KEY_FILE} (it only moves an OPENAI_API_KEY= line of the env
@@ -133,9 +133,9 @@ Exit codes:
   2  usage error (unknown flag, bad value)
   3  installed, but systemd is not PID 1 here: the service was not started
   4  the service was (re)started but did not become healthy in time
-  5  prerequisite missing (not root, no lock for ${SYSTEM_PYTHON}'s version ($(supported_pythons)) or for the
-     profile on it, unit file absent,
-     no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything else installed, the service not started)
+  5  prerequisite missing (not root, no lock for ${SYSTEM_PYTHON}'s version ($(supported_pythons)) or for
+     the profile on it, lock or unit file absent, no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything
+     else installed, the service not started)
   6  the launcher would refuse the new configuration (opsctl runtime check): the running service
      was not restarted and keeps the previous configuration; the summary quotes the refusal
 With --upgrade/--rollback, once the runtime is built, the exit code is opsctl runtime's:
