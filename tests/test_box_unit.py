@@ -104,6 +104,18 @@ def test_runs_as_service_user(box):
     assert box.check(f"ps -o user= -p {pid}").strip() == SERVICE_USER
 
 
+def test_spl_bind_path_lands_in_the_runtime_of_the_boxs_python(box):
+    """The unit names current/site-packages/... (no Python version); systemd follows both links and
+    mounts the service's spl state on lib/python3.X/... of the current runtime, whatever X is."""
+    pid = service.main_pid(box)
+    python = box.check("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").strip()
+    runtime = box.check(f"readlink -f {LAYOUT.current}").strip()
+    want = f"{runtime}/lib/python{python}/site-packages/optillm/plugins/spl/data"
+    mounts = [line.split()[4] for line in box.check(f"cat /proc/{pid}/mountinfo").splitlines()]
+    assert want in mounts, f"{want} is not a mount point of the service: {[m for m in mounts if 'optillm' in m]}"
+    record(f"spl BindPaths= resolved in the box (Python {python})", want.removeprefix(runtime + "/"))
+
+
 def test_no_key_in_proc_cmdline_or_environ(box, box_upstream):
     key = proxy_key(box)
     assert key and not key.startswith("sk-")
