@@ -1204,8 +1204,13 @@ start_service() {
   fi
 }
 
-unit_result() {
-  systemctl show -p Result --value "$1" 2>/dev/null || true
+# systemd keeps a unit's first failure as its Result: a crash loop that ends at the start limit
+# still says exit-code, and only the journal (or the socket's Result) tells the limit was hit.
+start_limit_was_hit() {
+  local unit="$1"
+  [[ "$(systemctl show -p Result --value "${unit}" 2>/dev/null)" == *start-limit-hit ]] && return 0
+  [[ "$(systemctl show -p ActiveState --value "${unit}" 2>/dev/null)" == failed ]] || return 1
+  journalctl -u "${unit}" -n 20 -o cat --no-pager 2>/dev/null | grep -q 'Start request repeated too quickly'
 }
 
 # Operator restarts are not crashes: clear the start-rate counter so a busy day of changes never
@@ -1214,7 +1219,7 @@ unit_result() {
 clear_start_limit() {
   local unit
   for unit in "${SERVICE}" "${SOCKET_UNIT}"; do
-    if [[ "$(unit_result "${unit}")" == *start-limit-hit ]]; then
+    if start_limit_was_hit "${unit}"; then
       changed "cleared ${unit}'s start-limit-hit (it had been refused further starts; see journalctl -u ${unit})"
     fi
   done

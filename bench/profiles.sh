@@ -26,7 +26,7 @@ HEALTHY_SECONDS=""
 RESULTS=()
 
 usage() {
-  echo "usage: bench/profiles.sh [lean|full ...]" >&2
+  echo "usage: bench/profiles.sh [lean|full ...] (see --help)" >&2
   exit 2
 }
 
@@ -165,7 +165,10 @@ print_results() {
 main() {
   local profiles=("$@") profile
   if [[ ${#profiles[@]} -eq 0 ]]; then profiles=(lean full); fi
-  [[ "${profiles[0]}" != -* ]] || usage
+  case "${profiles[0]}" in
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "profiles.sh: unknown argument '${profiles[0]}' (see --help)" >&2; exit 2 ;;
+  esac
   require_tools
   check_profiles "${profiles[@]}"
   make_workdir

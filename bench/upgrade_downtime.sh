@@ -9,6 +9,8 @@
 # during which /health did not answer (the downtime clients see). Ends where it started (the
 # variant runtime stays on disk as `previous`; `opsctl runtime prune --keep 0` removes it after
 # another upgrade). Measurements only: nothing here asserts a number.
+# Exit codes: 0 figures printed, 2 usage or a prerequisite missing (root, an installed healthy
+# service, curl) or an operation failed (its log's tail is printed).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,7 +95,11 @@ measure() {
 
 main() {
   local rounds="${1:-3}" profile variant i
-  [[ "${rounds}" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not '${rounds}'"
+  case "${rounds}" in
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  esac
+  (($# <= 1)) || die "one argument at most (ROUNDS), got $# (see --help)"
+  [[ "${rounds}" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not '${rounds}' (see --help)"
   check_prereqs
   WORK="$(mktemp -d)"
   trap cleanup EXIT

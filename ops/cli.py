@@ -120,7 +120,8 @@ def smoke(models, all_models, base_model, plugins, env_file, url, api_key, timeo
 
 from pathlib import Path as _Path  # noqa: E402 - kept in this section; cheap to import
 
-_LINT_PATH = click.Path(path_type=_Path)
+# readable=False: an unreadable file is lint's finding (file-unreadable: run as root), not a usage error.
+_LINT_PATH = click.Path(path_type=_Path, readable=False)
 
 
 @cli.command("lint")

@@ -8,7 +8,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 readonly CACHE="${OPTILLM_PROXY_TEST_CACHE:-/var/cache/optillm-proxy-ops}"
-readonly DEBIAN_PACKAGES=(systemd-container debootstrap shellcheck iproute2 procps curl python3 python3-venv prometheus)
+readonly DEBIAN_PACKAGES=(systemd-container debootstrap shellcheck iproute2 procps curl python3 python3-venv prometheus openssh-client)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -73,6 +73,12 @@ run_trixie_box_tests() {
     tests/test_box_upgrade.py)
 }
 
+# The fast tier promises developers no root and no network: shown by running it so.
+run_fast_tier_unprivileged() {
+  log "running the fast tier again as nobody, without network"
+  "${REPO}/scripts/test-fast-unprivileged.sh" -q
+}
+
 main() {
   require_root
   install_debian_packages
@@ -84,6 +90,7 @@ main() {
     run_tests "$@"
   else
     run_tests
+    run_fast_tier_unprivileged
     run_full_profile_box_tests
     run_trixie_box_tests
   fi

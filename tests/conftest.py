@@ -1,13 +1,40 @@
 """Shared test wiring. Fixtures live in tests/fixtures/, one module per real part.
 
 Real parts (optillm from the lock, the booted box, LiteLLM) are never skipped: a missing
-prerequisite fails the test with a message naming it. Deselect them locally with
-`-m "not box"` etc. if you must; CI runs everything.
+prerequisite fails the test with a message naming it. CI (scripts/test.sh) runs every test.
+
+Tiers, for developers (README, "Test tiers"): a test is marked by what it needs (markers in
+pyproject.toml). `real` is set here on every test that uses a fixture building an optillm runtime
+from a lock, so a test cannot forget it; a test with none of the other markers gets `fast`:
+`uv run --frozen pytest -m fast` runs as any user, offline, in under a minute.
 """
+
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.upstream",
     "tests.fixtures.runtime",
     "tests.fixtures.litellm",
     "tests.fixtures.box",
+    "tests.fixtures.fleet",
 ]
+
+# Fixtures that build (or reuse) an optillm runtime venv from locks/py<X.Y>/*.txt: the 8.7 GB full
+# profile or the lean one, via uv from its cache or PyPI. `staged` runs install.sh --root, which
+# builds one (tests/test_install.py, tests/lint/test_shipped.py).
+RUNTIME_FIXTURES = frozenset({"full_runtime", "lean_runtime", "staged"})
+
+
+def needs(config) -> set[str]:
+    """Every marker pyproject.toml registers names something a test needs, but `fast` itself: a
+    marker added there (a test needing two boxes, say) takes its tests out of the fast tier."""
+    return {line.split(":", 1)[0].strip() for line in config.getini("markers")} - {"fast"}
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = needs(config)
+    for item in items:
+        if RUNTIME_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.real)
+        if not any(item.get_closest_marker(name) for name in slow):
+            item.add_marker(pytest.mark.fast)

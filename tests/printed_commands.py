@@ -46,6 +46,7 @@ def _test(test: str, text: str, why: str) -> Proof:
 UPGRADE = "tests/test_box_upgrade.py"
 FAULTS = "tests/test_box_faults.py"
 EVAL = "tests/test_eval.py"
+FLEET = "tests/test_fleet.py"
 
 PROOFS: dict[str, Proof] = {
     # install and first start (README, RUNBOOK 1); the uninstall ones run last, then reinstall
@@ -117,9 +118,33 @@ PROOFS: dict[str, Proof] = {
     "python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7":
         _test(f"{EVAL}::test_fake_upstream_command_line_serves_the_simulation", "--simulate",
               "it serves until stopped: the test starts it as printed on a free port"),
+    # a fleet (RUNBOOK 7a): tests/test_fleet.py runs them from the controller's namespace against two boxes
+    "ansible-vault encrypt_string --stdin-name optillm_proxy_upstream_key": _test(
+        "tests/fixtures/fleet.py::_write_inventory", '"encrypt_string", "--stdin-name"',
+        "the key comes on stdin: the fleet fixture vaults fleet2's upstream key this way"),
+    "ansible-playbook -i inventory.yml site.yml --ask-vault-pass": _test(
+        f"{FLEET}::test_first_run_installs_both_hosts", 'fleet.playbook("site.yml")',
+        "the vault password is read from a file (ANSIBLE_VAULT_PASSWORD_FILE) instead of a prompt"),
+    "ansible-playbook -i inventory.yml site.yml --check": _test(
+        f"{FLEET}::test_second_run_changes_nothing", 'fleet.playbook("site.yml", "--check")',
+        "inventory.yml is the operator's: the test writes one for its two boxes"),
+    "ansible-playbook -i inventory.yml site.yml": _test(
+        f"{FLEET}::test_first_run_installs_both_hosts", 'fleet.playbook("site.yml")',
+        "inventory.yml is the operator's: the test writes one for its two boxes"),
+    "tests/testinfra/run.sh --ansible-inventory=ansible/inventory.yml --hosts=ansible://optillm_proxy": _test(
+        f"{FLEET}::test_testinfra_suite_passes_on_the_fleet_through_the_inventory", '"--hosts=ansible://optillm_proxy"',
+        "the same script with the test's inventory"),
+    "ansible-playbook -i inventory.yml upgrade.yml": _test(
+        f"{FLEET}::test_a_host_failing_before_the_upgrade_stops_the_rollout_untouched", 'fleet.playbook("upgrade.yml")',
+        "the test's inventory; with a lock per host it is the next form"),
+    "ansible-playbook -i inventory.yml upgrade.yml -e optillm_proxy_upgrade_lock=/path/next.txt": _test(
+        f"{FLEET}::test_rolling_upgrade_stops_at_the_failing_host_which_is_left_healthy", "fleet.upgrade_locks",
+        "the lock is set per host in the test's inventory (the variable -e sets for all)"),
     # the developers' test command (README)
     "sudo scripts/test.sh": Proof("ci"),
     "sudo scripts/test.sh tests/test_health.py -x": Proof("ci"),
+    "uv run --frozen pytest -m fast": Proof("ci"),
+    "sudo scripts/test-fast-unprivileged.sh": Proof("ci"),  # scripts/test.sh runs it
 }
 
 # What a printed command starts with: a program an operator types, or a script.

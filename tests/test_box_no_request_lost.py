@@ -173,7 +173,8 @@ def test_a_refused_configuration_stops_the_socket_instead_of_looping(box, restor
     # Nothing listens any more: a client is refused at once instead of starting the service again.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{LISTEN_PORT}/health", timeout=5)
-    time.sleep(2)
+    why = service.wait_settled_failed(box, 60)
+    assert not why, f"the refused service could still start again: {why}"
     refusals = service.journal(box, 200).count("optillm-proxy-launcher: refused: OPTILLM_APPROACH")
     assert refusals == 1, f"the refused service was started {refusals} times"
     assert service.show(box, "ExecMainStatus")["ExecMainStatus"] == "78"

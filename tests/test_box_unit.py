@@ -17,6 +17,7 @@ import pytest
 
 from ops.layout import BASE_MODEL, DEFAULT as LAYOUT, LISTEN_PORT, SERVICE, SERVICE_USER, STRATEGY_PREFIXES
 from tests.box import service
+from tests.box.mirror import RELEASE_PYTHON, box_release
 from tests.fixtures.box import record
 
 pytestmark = pytest.mark.box
@@ -109,6 +110,7 @@ def test_spl_bind_path_lands_in_the_runtime_of_the_boxs_python(box):
     mounts the service's spl state on lib/python3.X/... of the current runtime, whatever X is."""
     pid = service.main_pid(box)
     python = box.check("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").strip()
+    assert python == RELEASE_PYTHON[box_release()], "tests/box/mirror.py's RELEASE_PYTHON is wrong"
     runtime = box.check(f"readlink -f {LAYOUT.current}").strip()
     want = f"{runtime}/lib/python{python}/site-packages/optillm/plugins/spl/data"
     mounts = [line.split()[4] for line in box.check(f"cat /proc/{pid}/mountinfo").splitlines()]

@@ -1,7 +1,7 @@
 """The real chain: client -> LiteLLM -> optillm 0.3.12 -> LiteLLM -> model (the recording upstream).
 
 Everything is real except the model: LiteLLM from locks/litellm.txt with the shipped config
-(tests/chain/litellm-config.yaml, rendered for free ports), optillm from the full lock, started as
+(etc/litellm/config.example.yaml, rendered for free ports), optillm from the full lock, started as
 the unit starts it (our launcher, the proxy key as a credential). optillm's upstream is LiteLLM's
 /v1 and it presents LiteLLM's master key (its upstream-key credential); LiteLLM presents the proxy key to
 optillm and the model's own key to the model.

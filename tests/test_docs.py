@@ -1,11 +1,14 @@
-"""README and RUNBOOK stay honest: every command they show exists with the flags they show, every
-lint rule has a troubleshooting entry, and the LiteLLM config shown is the one the chain test runs."""
+"""README and RUNBOOK stay honest: every command they show exists with the flags they show, the
+regions mirroring code are what tools/gen_docs.py renders from it (lint rules, request-path tables,
+every --help, test markers), every relative link resolves inside the repository, and the LiteLLM
+example they point to is the file the chain and box tests run."""
 
 from __future__ import annotations
 
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -13,9 +16,15 @@ import pytest
 
 from ops.cli import cli
 from ops.lint.rules import RULES
+from tools import gen_docs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "RUNBOOK.md"]
+
+
+def authored(doc: Path) -> str:
+    """The text an author wrote: generated regions (verbatim --help, tables) are gen_docs' to check."""
+    return gen_docs.REGION.sub("", doc.read_text())
 
 
 def _command_lines(text: str, program: str) -> list[str]:
@@ -48,7 +57,7 @@ def _resolve(args: list[str]) -> tuple[click.Command, list[str]]:
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_opsctl_command_and_flag_shown_exists(doc):
-    lines = _command_lines(doc.read_text(), "opsctl")
+    lines = _command_lines(authored(doc), "opsctl")
     assert lines, f"{doc.name} shows no opsctl command"
     for line in lines:
         args = [a for a in shlex.split(line.replace("[", " ").replace("]", " ").replace("|", " "))]
@@ -66,25 +75,56 @@ def test_every_install_flag_shown_exists():
     documented = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-h)\b", help_text))
     shown = 0
     for doc in DOCS:
-        for line in _command_lines(doc.read_text(), "install.sh"):
+        for line in _command_lines(authored(doc), "install.sh"):
             for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line):
                 shown += 1
                 assert flag in documented, f"{doc.name}: `install.sh {flag}` is shown but install.sh has no such flag"
     assert shown, "the docs show no install.sh flag at all"
 
 
-def test_every_lint_rule_has_a_troubleshooting_entry():
-    runbook = (REPO / "RUNBOOK.md").read_text()
-    troubleshooting = runbook.split("## 10. Troubleshooting", 1)[1]
-    missing = [r.ID for r in RULES if f"| `{r.ID}` |" not in troubleshooting]
-    assert not missing, f"RUNBOOK troubleshooting has no row for lint rule(s): {', '.join(missing)}"
+def test_generated_regions_are_what_the_code_renders():
+    """Drift fails here (fast tier, so CI): regenerate with the command in the message."""
+    stale = [doc for doc, (current, generated) in gen_docs.regenerate().items() if current != generated]
+    assert not stale, (f"{', '.join(stale)}: generated regions are stale; run "
+                       "`uv run --frozen python tools/gen_docs.py` and commit the result")
 
 
-def test_runbook_shows_the_litellm_config_the_chain_test_runs():
-    runbook = (REPO / "RUNBOOK.md").read_text()
-    shipped = (REPO / "tests" / "chain" / "litellm-config.yaml").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", runbook, re.S)
-    assert shipped in blocks, "RUNBOOK's LiteLLM config differs from tests/chain/litellm-config.yaml"
+def test_the_generator_sees_drift_an_unknown_region_and_a_lost_marker(tmp_path):
+    for doc in gen_docs.DOCS:
+        (tmp_path / doc).write_text((REPO / doc).read_text())
+    runbook = tmp_path / "RUNBOOK.md"
+    text = runbook.read_text()
+    runbook.write_text(text.replace("| `key-sk-prefix` | error |", "| `key-sk-prefix` | warning |"))
+    current, generated = gen_docs.regenerate(tmp_path)["RUNBOOK.md"]
+    assert current != generated and generated == text
+    runbook.write_text(text.replace("generated: lint-rules", "generated: lint-rulez"))
+    with pytest.raises(gen_docs.DocProblem, match="unknown generated region 'lint-rulez'"):
+        gen_docs.regenerate(tmp_path)
+    runbook.write_text(text.replace("<!-- END generated: lint-rules -->\n", ""))
+    with pytest.raises(gen_docs.DocProblem, match="without its partner"):
+        gen_docs.regenerate(tmp_path)
+
+
+def test_gen_docs_check_exits_0_when_current():
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "gen_docs.py"), "--check"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+
+
+def test_every_lint_rule_has_a_cause_and_a_fix_for_the_troubleshooting_table():
+    from ops.lint.docs import fix
+    from ops.lint.engine import summary
+
+    assert [r.ID for r in RULES if not summary(r).endswith(".") or not fix(r)] == []
+
+
+def test_runbook_points_to_the_litellm_example_the_chain_and_box_tests_run():
+    from tests.fixtures.litellm import CONFIG
+
+    path = CONFIG.relative_to(REPO).as_posix()
+    assert path == "etc/litellm/config.example.yaml"
+    section = (REPO / "RUNBOOK.md").read_text().split("## 3. The LiteLLM side", 1)[1].split("\n## ", 1)[0]
+    assert f"[`{path}`]({path})" in section and f"opsctl lint --litellm-config {path}" in section
 
 
 def test_readme_names_the_ci_test_command():
@@ -94,32 +134,34 @@ def test_readme_names_the_ci_test_command():
     assert "sudo ./install.sh" in readme
 
 
-def test_runbook_request_path_tables_mirror_the_launcher():
-    """The policy rules and the request bounds are written once, in the launcher; the RUNBOOK's
-    tables are generated from them (row text identical), so a change there fails here."""
-    from optillm_proxy_launcher.policy import RULES
-    from optillm_proxy_launcher.settings import BOUNDS
-
-    runbook = (REPO / "RUNBOOK.md").read_text()
-    for rule, text in RULES.items():
-        assert f"| `{rule}` | {text} |" in runbook, rule
-    for b in BOUNDS:
-        default = int(b.default) if float(b.default).is_integer() else b.default
-        assert f"| `{b.name}` | {default} | {b.range} | {b.why} |" in runbook, b.name
+def _markdown_files() -> list[Path]:
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "*.md"], capture_output=True, text=True).stdout
+    files = {REPO / line for line in listed.splitlines()} | set(DOCS) | set((REPO / "docs").glob("*.md"))
+    return sorted(p for p in files if p.exists())
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_every_file_linked_lives_in_the_repository(doc):
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", gen_docs.ANY_MARKER.sub("", doc.read_text()), re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("doc", _markdown_files(), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_relative_link_resolves_inside_the_repository(doc):
     """A link (or a shown relative path) to a file outside the checkout breaks for everyone else:
-    the project's measured facts live in docs/."""
-    text = doc.read_text()
-    targets = [t.split("#", 1)[0] for t in re.findall(r"\]\(([^)\s]+)\)", text)
-               if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
-    targets += re.findall(r"`(\.\./[^`\s]+)`", text)
-    for target in targets:
-        path = (doc.parent / target).resolve()
-        assert path.is_relative_to(REPO), f"{doc.name} links {target}, outside the repository"
-        assert path.exists(), f"{doc.name} links {target}, which does not exist"
+    the project's own notes live in docs/. Anchors into Markdown files must name a heading."""
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    links = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", t)]
+    links += re.findall(r"`(\.\./[^`\s]+)`", text)
+    for link in links:
+        target, _, anchor = link.partition("#")
+        path = (doc.parent / target).resolve() if target else doc
+        assert path.is_relative_to(REPO), f"{doc.name} links {link}, outside the repository"
+        assert path.exists(), f"{doc.name} links {link}, which does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path), f"{doc.name} links {link}: {path.name} has no such heading"
 
 
 def _install_summary() -> str:
@@ -207,7 +249,7 @@ def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
              for line in block.splitlines() if "tests/testinfra" in line]
     assert lines, "the RUNBOOK shows no testinfra command"
     for line in lines:
-        assert "uv run" not in line and re.search(r"(^|\s)tests/testinfra/run\.sh --hosts=\S+$", line), line
+        assert "uv run" not in line and re.search(r"(^|\s)tests/testinfra/run\.sh (--ansible-inventory=\S+ )?--hosts=\S+$", line), line
     assert any(line.endswith(RUNBOOK_COMMAND) for line in lines), (RUNBOOK_COMMAND, lines)
     script = REPO / "tests" / "testinfra" / "run.sh"
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s", str(script)], capture_output=True,
@@ -220,14 +262,18 @@ def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
     assert bare.returncode == 2 and "no --hosts" in bare.stderr
 
 
-def test_runbook_names_the_file_of_its_litellm_example_just_before_it():
-    runbook = (REPO / "RUNBOOK.md").read_text()
-    shipped_path = "tests/chain/litellm-config.yaml"
-    shipped = (REPO / shipped_path).read_text()
-    before = runbook.split(f"```yaml\n{shipped}```", 1)
-    assert len(before) == 2, f"RUNBOOK does not show {shipped_path}"
-    paragraph = before[0].rstrip().rsplit("\n\n", 1)[-1]
-    assert f"`{shipped_path}`" in paragraph, f"the text before the LiteLLM example does not name {shipped_path}"
+def test_ci_runs_the_fast_tier_as_nobody_offline_and_the_scripts_are_shellcheck_clean():
+    """README promises the fast tier needs no root and no network: scripts/test.sh (CI) runs it so."""
+    import shutil
+
+    test_sh = (REPO / "scripts" / "test.sh").read_text()
+    main = test_sh[test_sh.index("\nmain() {"):]
+    assert '"${REPO}/scripts/test-fast-unprivileged.sh"' in test_sh and "    run_fast_tier_unprivileged\n" in main
+    if not shutil.which("shellcheck"):
+        pytest.fail("shellcheck is missing: apt-get install shellcheck (scripts/test.sh installs it)")
+    proc = subprocess.run(["shellcheck", *map(str, sorted((REPO / "scripts").glob("*.sh")))],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
 
 
 def test_readme_supported_systems_table_says_what_the_locks_hold():

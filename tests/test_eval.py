@@ -219,7 +219,7 @@ def test_metrics_parsing():
 def sim_upstream():
     """The recording upstream, simulating p=0.6 on a small task set; yields (base URL, task file text)."""
     server = make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()

@@ -4,13 +4,14 @@ runtime really serving (real optillm 0.3.12 through the staged launcher, all 16 
 
 One full staging per session (uv hardlinks the 8 GB venv from its cache; bytecode is compiled
 for real), reused by every test; tests that change it work on a copy (runtimes hardlinked).
-install.sh runs from a snapshot of the checkout taken at session start, so edits made to the
+install.sh runs from a snapshot of the checkout taken on first use, so edits made to the
 working tree while the tests run cannot show up as "changes" between two runs.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -33,7 +34,9 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
 
 
+@functools.cache
 def _snapshot_checkout() -> Path:
+    """Taken once, on first use; removed at exit."""
     import atexit
     import tempfile
 
@@ -48,8 +51,24 @@ def _snapshot_checkout() -> Path:
     return dest
 
 
-REPO = _snapshot_checkout()
-INSTALL_SH = REPO / "install.sh"
+class _InSnapshot(os.PathLike):
+    """A path in the snapshot that takes it only when used: importing (collecting) this module
+    copies nothing, so `pytest -m fast` and a run of another file pay nothing for it."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __fspath__(self) -> str:
+        return str(_snapshot_checkout().joinpath(*self.parts))
+
+    __str__ = __fspath__
+
+    def __truediv__(self, other) -> Path:
+        return _snapshot_checkout().joinpath(*self.parts) / other
+
+
+REPO = _InSnapshot()
+INSTALL_SH = _InSnapshot("install.sh")
 PROFILE = "full"
 KEY_PATTERN = re.compile(r"^opx-[A-Za-z0-9_-]{43}$")
 NO_CHANGE_LINE = "changed:   nothing (no change; nothing restarted)"

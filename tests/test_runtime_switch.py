@@ -399,8 +399,10 @@ def test_reason_is_the_last_error_line():
 
 @pytest.fixture
 def deployed(layout, monkeypatch):
-    """`layout` standing in for / (what upgrade/rollback act on)."""
+    """`layout` standing in for / (what upgrade/rollback act on), as root would run the CLI: the
+    root check is test_cli_needs_root's; these run as any user."""
     monkeypatch.setattr("ops.layout.DEFAULT", layout)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
     return layout
 
 

@@ -1,7 +1,11 @@
-"""Every lint rule as Markdown, for the RUNBOOK's troubleshooting section:
-`uv run python -m ops.lint.docs` (the text is the rules' own docstrings, so it cannot drift)."""
+"""Every lint rule as Markdown, from the rules' own docstrings: table() is the RUNBOOK's
+troubleshooting table (written there by tools/gen_docs.py), markdown() every rule in full
+(`uv run python -m ops.lint.docs`)."""
 
 from __future__ import annotations
+
+import re
+from types import ModuleType
 
 from ops.lint.engine import summary
 from ops.lint.rules import RULES
@@ -25,11 +29,23 @@ def _fence_examples(text: str) -> str:
     return "\n".join(out)
 
 
+def fix(rule: ModuleType) -> str:
+    """The docstring's closing `Fix:` paragraph, on one line ('' when a rule has none)."""
+    match = re.search(r"^Fix:\s*(.*)\Z", (rule.__doc__ or "").strip(), re.S | re.M)
+    return " ".join(match.group(1).split()) if match else ""
+
+
+def table() -> str:
+    """rule | severity | cause | fix, one row per rule in the order lint runs them."""
+    rows = [f"| `{r.ID}` | {r.SEVERITY} | {summary(r)} | {fix(r)} |" for r in RULES]
+    return "\n".join(["| rule | severity | cause | fix |", "|---|---|---|---|", *rows]) + "\n"
+
+
 def markdown() -> str:
     parts = ["| rule | severity | what it means |", "|---|---|---|"]
     parts += [f"| `{r.ID}` | {r.SEVERITY} | {summary(r)} |" for r in RULES]
     for r in RULES:
-        body = (r.__doc__ or "").strip().split("\n", 1)[1].strip()
+        body = (r.__doc__ or "").strip().split("\n\n", 1)[1].strip()
         parts += ["", f"### `{r.ID}` ({r.SEVERITY})", "", summary(r), "", _fence_examples(body)]
     return "\n".join(parts) + "\n"
 

@@ -15,7 +15,8 @@ def rule_by_id(rule_id: str) -> ModuleType | None:
 
 
 def summary(rule: ModuleType) -> str:
-    return (rule.__doc__ or "").strip().splitlines()[0]
+    """The docstring's first paragraph, on one line (it may wrap in the source)."""
+    return " ".join((rule.__doc__ or "").strip().split("\n\n", 1)[0].split())
 
 
 def explain(rule: ModuleType) -> str:

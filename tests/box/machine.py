@@ -94,12 +94,16 @@ class Box:
     timings: dict[str, float] = field(default_factory=dict)
     # PID namespaces of every boot (a reboot makes a new one): what teardown sweeps.
     pid_namespaces: set[str] = field(default_factory=set)
+    # Extra systemd-nspawn arguments (the fleet boots each box in its own network namespace).
+    nspawn_args: tuple[str, ...] = ()
+    name: str = "optillm-box"
 
     # ---- lifecycle -------------------------------------------------------------------------
     @classmethod
-    def from_base(cls, base: Path, repo: Path) -> "Box":
+    def from_base(cls, base: Path, repo: Path, tag: str = "") -> "Box":
+        """A copy of base; `tag` tells apart several boxes of one session (box-run-TAG-PID)."""
         remove_stale_copies()
-        root = cache_dir() / f"box-run-{os.getpid()}"
+        root = cache_dir() / f"box-run-{tag + '-' if tag else ''}{os.getpid()}"
         shutil.rmtree(root, ignore_errors=True)
         start = time.monotonic()
         # --reflink=auto: instant on btrfs/xfs, a plain copy (a few seconds) elsewhere.
@@ -108,7 +112,8 @@ class Box:
         if proc.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             raise BoxError(f"copying the base rootfs failed: {proc.stderr.strip()}")
-        box = cls(repo=repo, root=root, log=root.with_name(root.name + ".console.log"))
+        box = cls(repo=repo, root=root, log=root.with_name(root.name + ".console.log"),
+                  name=f"optillm-box-{tag + '-' if tag else ''}{os.getpid()}")
         box.timings["copy"] = time.monotonic() - start
         return box
 
@@ -116,8 +121,8 @@ class Box:
         uv_cache = host_uv_cache()
         uv_cache.mkdir(parents=True, exist_ok=True)
         cmd = ["systemd-nspawn", "-D", str(self.root), "--boot", "--register=no", "--keep-unit",
-               "--console=passive", f"--machine=optillm-box-{os.getpid()}",
-               f"--bind-ro={self.repo}:{BOX_REPO}", f"--bind={uv_cache}:{BOX_UV_CACHE}"]
+               "--console=passive", f"--machine={self.name}",
+               f"--bind-ro={self.repo}:{BOX_REPO}", f"--bind={uv_cache}:{BOX_UV_CACHE}", *self.nspawn_args]
         start = time.monotonic()
         with open(self.log, "ab") as log:
             self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,

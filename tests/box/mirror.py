@@ -14,6 +14,8 @@ from pathlib import Path
 
 # Debian releases the box boots (systemd/Python pairs the project supports); the first is the default.
 RELEASES = ("bookworm", "trixie")
+# Each release's python3: which locks/py<X.Y>/ install.sh picks in its box.
+RELEASE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 RELEASE_VARIABLE = "OPTILLM_PROXY_BOX_RELEASE"
 
 

@@ -97,3 +97,32 @@ def reset_start_limit(box: Box) -> None:
     """Clear the unit's start-rate counter (StartLimitBurst=): a test that measures one restart
     must not fail because other tests restarted the service in the same interval."""
     box.check(f"systemctl reset-failed {SERVICE}")
+
+
+def what_could_start_it(box: Box) -> str:
+    """'' when systemd has nothing left that could start the service again, else what could.
+
+    A start is always a job: the restart timer queues one (SubState auto-restart, ActiveState
+    activating), a connection on a listening socket queues another. So a failed service whose
+    socket does not listen, with no job queued for either, stays put: no wait can add to that.
+    """
+    unit = show(box, "ActiveState", "SubState")
+    socket_state = show(box, "ActiveState", unit=f"{SERVICE}.socket")["ActiveState"]
+    jobs = [line for line in box.check("systemctl list-jobs --no-legend --plain").splitlines()
+            if f" {SERVICE}." in f" {line}"]
+    if unit["ActiveState"] != "failed":
+        return f"service {unit['ActiveState']}/{unit['SubState']}"
+    if socket_state in ("active", "activating"):
+        return f"socket {socket_state}: a connection would start the service"
+    return f"jobs queued: {jobs}" if jobs else ""
+
+
+def wait_settled_failed(box: Box, timeout: float = 180.0) -> str:
+    """Poll (bounded) until the service failed and nothing can start it again; '' then, else
+    what still could (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    why = what_could_start_it(box)
+    while why and time.monotonic() < deadline:
+        time.sleep(0.5)
+        why = what_could_start_it(box)
+    return why

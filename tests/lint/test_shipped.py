@@ -16,6 +16,7 @@ from optillm_proxy_launcher import settings
 from ops.layout import Layout
 from ops.lint import engine
 from ops.lint.context import Context, Inputs
+from tests.fixtures.litellm import CONFIG as LITELLM_CONFIG
 from tests.lint.deployment import REPO, UPSTREAM_KEY, generated_key
 
 SHIPPED_UNIT = REPO / "systemd" / "optillm-proxy.service"
@@ -125,7 +126,6 @@ def test_plugin_the_real_lean_runtime_cannot_import(staged, tmp_path):
     assert "plugin(s) executecode cannot be imported by this runtime's 'lean' profile" in findings[0].message
 
 
-LITELLM_CONFIG = REPO / "tests" / "chain" / "litellm-config.yaml"
 
 
 def _litellm_findings(path: Path, env: Path):
@@ -135,7 +135,7 @@ def _litellm_findings(path: Path, env: Path):
 
 
 def test_shipped_litellm_config_lints_clean_and_its_loop_variant_does_not(tmp_path):
-    """The LiteLLM config the RUNBOOK shows (and the chain tests run for real)."""
+    """The LiteLLM example the RUNBOOK points to (and the chain tests run for real)."""
     if not LITELLM_CONFIG.exists():
         pytest.fail(f"{LITELLM_CONFIG.relative_to(REPO)} is missing (shipped by the chain work)")
     env = tmp_path / "env"

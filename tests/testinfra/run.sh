@@ -3,11 +3,13 @@
 #
 #   sudo tests/testinfra/run.sh --hosts=local://        # on the host itself, as root
 #   tests/testinfra/run.sh --hosts=ssh://root@HOST      # from a checkout elsewhere, over ssh
+#   tests/testinfra/run.sh --ansible-inventory=ansible/inventory.yml --hosts=ansible://optillm_proxy
 #
 # Needs no uv on PATH and writes nothing into the checkout (it may be read-only): the suite's venv
 # (uv.lock's dev group: pytest, pytest-testinfra, PyYAML) is built by the uv that install.sh put in
 # /opt/optillm-proxy/tools (else the uv 0.13.9 on PATH) in $TESTINFRA_VENV, no bytecode and no
-# pytest cache are written. CI runs exactly this in the booted box (tests/test_box_testinfra.py).
+# pytest cache are written. CI runs exactly this in the booted box (tests/test_box_testinfra.py)
+# and against the fleet (tests/test_fleet.py).
 set -Eeuo pipefail
 
 INSTALLED_UV=/opt/optillm-proxy/tools/uv/bin/uv
@@ -23,6 +25,9 @@ root@HOST. Other arguments go to pytest (-q, -x, -k EXPR, -rA).
 
   --hosts=local://          this host
   --hosts=ssh://root@HOST   another host, over ssh (the ssh client's own config and keys)
+  --ansible-inventory=FILE --hosts=ansible://optillm_proxy
+                            every host of the fleet's Ansible inventory (ansible/), over ssh
+                            with the inventory's user, key and ssh arguments
 
 The suite's venv: ${VENV} (set TESTINFRA_VENV to put it elsewhere), built from uv.lock by
 ${INSTALLED_UV} (else the uv on PATH); the first run downloads from the package index
@@ -63,4 +68,6 @@ if ! (cd "${repo}" && UV_PROJECT_ENVIRONMENT="${VENV}" "${uv}" sync --frozen --g
   exit 2
 fi
 cd "${repo}"
+# The ansible:// backend runs ansible-inventory: the venv's (ansible-core is in the dev group).
+export PATH="${VENV}/bin:${PATH}"
 PYTHONPATH="${repo}" exec "${VENV}/bin/python" -m pytest -p no:cacheprovider tests/testinfra "$@"

@@ -1,0 +1,197 @@
+"""Regenerate the parts of README.md and RUNBOOK.md that mirror code, from the code.
+
+    uv run --frozen python tools/gen_docs.py            # rewrite the generated regions
+    uv run --frozen python tools/gen_docs.py --check    # exit 1 and show the drift, write nothing
+
+A generated region is delimited in the Markdown by
+
+    <!-- BEGIN generated: NAME (tools/gen_docs.py) -->
+    ...
+    <!-- END generated: NAME -->
+
+and everything between the two lines is replaced by what REGIONS[NAME] renders; nothing outside
+a region is touched. To change a region's text, change the code it comes from (a lint rule's
+docstring, a click option's help, launcher/optillm_proxy_launcher/policy.RULES or
+settings.BOUNDS, install.sh's usage, pyproject.toml's markers), then run this.
+tests/test_docs.py runs --check's logic in the fast tier, so CI fails on drift.
+
+Exit codes: 0 up to date (or rewritten), 1 --check found drift, 2 a document names an unknown
+region, has an unclosed one, or lacks a region this script renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "RUNBOOK.md")
+# --help is rendered at a fixed width, so the text does not depend on the terminal it runs in:
+# the width click uses in any terminal of 80 columns or more (its default max_content_width 80,
+# minus 2), so the RUNBOOK reads as `opsctl COMMAND --help` prints.
+HELP_WIDTH = 78
+
+REGION = re.compile(
+    r"^<!-- BEGIN generated: (?P<name>[a-z0-9-]+) \(tools/gen_docs\.py\) -->\n"
+    r"(?P<body>.*?)"
+    r"^<!-- END generated: (?P=name) -->$",
+    re.S | re.M)
+ANY_MARKER = re.compile(r"^<!-- (BEGIN|END) generated: .*$", re.M)
+
+
+class DocProblem(Exception):
+    """A document whose regions cannot be regenerated; str() is the one line to print."""
+
+
+# --- what each region says ------------------------------------------------------------------
+
+
+def lint_rules() -> str:
+    from ops.lint.docs import table
+
+    return table()
+
+
+def policy_rules() -> str:
+    from optillm_proxy_launcher.policy import RULES
+
+    rows = [f"| `{rule}` | {text} |" for rule, text in RULES.items()]
+    return "\n".join(["| rule | what it refuses |", "|---|---|", *rows]) + "\n"
+
+
+def request_bounds() -> str:
+    from optillm_proxy_launcher.settings import BOUNDS
+
+    rows = []
+    for b in BOUNDS:
+        default = int(b.default) if float(b.default).is_integer() else b.default
+        rows.append(f"| `{b.name}` | {default} | {b.range} | {b.why} |")
+    return "\n".join(["| setting | default | range | why |", "|---|---|---|---|", *rows]) + "\n"
+
+
+def _commands(group, ctx, path=()):
+    """(path, command, context) of every opsctl command, groups before their subcommands."""
+    import click
+
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        sub = click.Context(command, info_name=name, parent=ctx, **command.context_settings)
+        yield (*path, name), command, sub
+        if isinstance(command, click.Group):
+            yield from _commands(command, sub, (*path, name))
+
+
+def opsctl_help() -> str:
+    import click
+
+    from ops.cli import cli
+
+    root = click.Context(cli, info_name="opsctl", terminal_width=HELP_WIDTH, max_content_width=HELP_WIDTH,
+                         **cli.context_settings)
+    parts = ["```text", cli.get_help(root), "```"]
+    for path, command, ctx in _commands(cli, root):
+        parts += ["", f"#### `opsctl {' '.join(path)}`", "", "```text", command.get_help(ctx), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def install_help() -> str:
+    proc = subprocess.run(["bash", str(REPO / "install.sh"), "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    if proc.returncode != 0:
+        raise DocProblem(f"./install.sh --help exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return "```text\n" + proc.stdout.rstrip("\n") + "\n```\n"
+
+
+def pytest_markers() -> str:
+    markers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    rows = []
+    for marker in markers:
+        name, _, what = marker.partition(":")
+        rows.append(f"| `{name.strip()}` | {what.strip()} |")
+    return "\n".join(["| marker | the test needs |", "|---|---|", *rows]) + "\n"
+
+
+REGIONS: dict[str, Callable[[], str]] = {
+    "lint-rules": lint_rules,
+    "policy-rules": policy_rules,
+    "request-bounds": request_bounds,
+    "opsctl-help": opsctl_help,
+    "install-help": install_help,
+    "test-markers": pytest_markers,
+}
+
+
+# --- rewriting ------------------------------------------------------------------------------
+
+
+def render(name: str, text: str, cache: dict[str, str]) -> tuple[str, set[str]]:
+    """text with every region re-rendered, and the names of the regions it holds."""
+    found: set[str] = set()
+    markers = ANY_MARKER.findall(text)
+
+    def replace(match: re.Match) -> str:
+        region = match.group("name")
+        if region not in REGIONS:
+            raise DocProblem(f"{name}: unknown generated region {region!r} (known: {', '.join(REGIONS)})")
+        found.add(region)
+        if region not in cache:
+            cache[region] = REGIONS[region]()
+        head = match.group(0).split("\n", 1)[0]
+        return f"{head}\n{cache[region]}<!-- END generated: {region} -->"
+
+    result = REGION.sub(replace, text)
+    if len(markers) != 2 * len(REGION.findall(text)):
+        raise DocProblem(f"{name}: a BEGIN/END generated marker without its partner (each region: "
+                         "'<!-- BEGIN generated: NAME (tools/gen_docs.py) -->' ... '<!-- END generated: NAME -->')")
+    return result, found
+
+
+def regenerate(root: Path = REPO) -> dict[str, tuple[str, str]]:
+    """{document: (current text, generated text)} for every document; raises DocProblem."""
+    cache: dict[str, str] = {}
+    out, used = {}, set()
+    for doc in DOCS:
+        current = (root / doc).read_text()
+        generated, found = render(doc, current, cache)
+        out[doc] = (current, generated)
+        used |= found
+    unused = sorted(set(REGIONS) - used)
+    if unused:
+        raise DocProblem(f"no document holds the generated region(s) {', '.join(unused)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="show drift and exit 1; write nothing")
+    args = parser.parse_args(argv)
+    try:
+        docs = regenerate()
+    except DocProblem as exc:
+        print(f"gen_docs.py: {exc}", file=sys.stderr)
+        return 2
+    stale = [doc for doc, (current, generated) in docs.items() if current != generated]
+    if args.check:
+        for doc in stale:
+            current, generated = docs[doc]
+            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), generated.splitlines(True),
+                                                       f"{doc} (as committed)", f"{doc} (from the code)"))
+        if stale:
+            print(f"gen_docs.py: {', '.join(stale)} differ from the code: run "
+                  "`uv run --frozen python tools/gen_docs.py` and commit the result", file=sys.stderr)
+            return 1
+        return 0
+    for doc in stale:
+        (REPO / doc).write_text(docs[doc][1])
+        print(f"gen_docs.py: rewrote the generated regions of {doc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
