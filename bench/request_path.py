@@ -201,15 +201,11 @@ def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: s
 
 
 def wait_healthy(server: Server, timeout: float = HEALTH_TIMEOUT_SECONDS) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        server.check_alive()
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return time.monotonic() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    from ops.http_probe import wait_healthy as poll
+
+    took = poll(server.url, timeout, check=server.check_alive)
+    if took is not None:
+        return took
     raise StepFailed(f"{server.name} did not answer /health with 200 within {timeout:g} s:\n{server.log_tail()}")
 
 

@@ -39,8 +39,9 @@ check_prereqs() {
   curl -sf -m 3 "${HEALTH_URL}" >/dev/null || die "${HEALTH_URL} does not answer: the service must be healthy before measuring"
 }
 
+# Through the one manifest reader, with the runtime's own python.
 current_profile() {
-  sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "${CURRENT_LINK}/optillm-proxy-runtime.json"
+  "${CURRENT_LINK}/bin/python" -I "${CURRENT_LINK}/libexec/optillm_proxy_launcher/manifest.py" "${CURRENT_LINK}" profile
 }
 
 make_variant_lock() {

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ops.layout import DEFAULT, PROXY_URL
@@ -55,16 +53,24 @@ def parse_base_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
-@dataclass(frozen=True)
 class ApiKey:
-    value: str | None
-    source: str  # where it came from, for messages (never the key itself)
+    """Plain class: no `dataclasses` import on the health path (see ops.health.HealthResult)."""
+
+    def __init__(self, value: str | None, source: str) -> None:
+        self.value = value
+        self.source = source  # where it came from, for messages (never the key itself)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and (self.value, self.source) == (other.value, other.source)
+
+    def __repr__(self) -> str:
+        return f"ApiKey(<{'set' if self.value else 'none'}>, {self.source!r})"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.value}"} if self.value else {}
 
 
-def resolve_api_key(cli_key: str | None, environ=None, key_file: Path | None = None) -> ApiKey:
+def resolve_api_key(cli_key: str | None, environ=None, key_file=None) -> ApiKey:
     environ = os.environ if environ is None else environ
     key_file = DEFAULT.key_file if key_file is None else key_file
     if cli_key is not None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 
 from ops.client import ApiKey, ProbeDeadline, run_with_deadline
+from ops.http_probe import Answer, ProbeError, Refused, TimedOut, get
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -25,18 +25,19 @@ LABEL = "OPTILLM-PROXY"
 WAIT_INTERVAL_S = 0.5
 
 
-@dataclass
 class HealthResult:
-    code: int
-    message: str
-    url: str
-    elapsed_s: float
-    warning_s: float
-    critical_s: float
-    endpoint: str | None = None
-    http_status: int | None = None
-    attempts: int = 1
-    waited_s: float | None = None
+    """A plain class, not a dataclass: `dataclasses` imports `inspect`, a real share of a probe's
+    start-up (the same holds for the other classes on the health path)."""
+
+    FIELDS = ("message", "url", "elapsed_s", "warning_s", "critical_s", "endpoint", "http_status",
+              "attempts", "waited_s")
+
+    def __init__(self, code: int, message: str, url: str, elapsed_s: float, warning_s: float,
+                 critical_s: float, endpoint: str | None = None, http_status: int | None = None,
+                 attempts: int = 1, waited_s: float | None = None) -> None:
+        self.code, self.message, self.url, self.elapsed_s = code, message, url, elapsed_s
+        self.warning_s, self.critical_s, self.endpoint = warning_s, critical_s, endpoint
+        self.http_status, self.attempts, self.waited_s = http_status, attempts, waited_s
 
     @property
     def state(self) -> str:
@@ -47,75 +48,57 @@ class HealthResult:
         return f"{LABEL} {self.state} - {self.message} | {perf}"
 
     def as_json(self) -> str:
-        facts = {"state": self.state, "exit_code": self.code, **asdict(self)}
-        facts.pop("code")
+        facts = {"state": self.state, "exit_code": self.code,
+                 **{name: getattr(self, name) for name in self.FIELDS}}
         return json.dumps(facts, sort_keys=True)
 
 
-def _json_ok(response) -> bool:
-    try:
-        response.json()
-    except ValueError:
-        return False
-    return True
-
-
-def _describe_failure(path: str, response) -> str:
-    if response.status_code == 200:
+def _describe_failure(path: str, answer: Answer) -> str:
+    if answer.status == 200:
         return f"{path} 200 but not JSON"
-    return f"{path} {response.status_code}"
+    return f"{path} {answer.status}"
 
 
-def _check_endpoints(client, key: ApiKey) -> tuple[int, str, str | None, int | None]:
+def _check_endpoints(fetch, key: ApiKey) -> tuple[int, str, str | None, int | None]:
     """(code, message, endpoint, http status) without the latency thresholds."""
-    health = client.get("/health")
-    if health.status_code == 200 and _json_ok(health):
+    health = fetch("/health", {})
+    if health.status == 200 and health.json_ok():
         return OK, "/health 200", "/health", 200
     first = _describe_failure("/health", health)
-    models = client.get("/v1/models", headers=key.headers())
-    if models.status_code == 200 and _json_ok(models):
+    models = fetch("/v1/models", key.headers())
+    if models.status == 200 and models.json_ok():
         return OK, f"/v1/models 200 ({first})", "/v1/models", 200
-    if models.status_code == 401:
+    if models.status == 401:
         return (CRITICAL, f"{first}; /v1/models 401: the proxy rejected the key from {key.source} "
                 "(pass --api-key or set OPSCTL_API_KEY)", "/v1/models", 401)
     return CRITICAL, f"both endpoints failed: {first}; {_describe_failure('/v1/models', models)}", None, \
-        models.status_code
+        models.status
 
 
-def _connection_message(exc, url: str, timeout: float) -> str:
-    from ops.client import import_httpx
-
-    httpx = import_httpx()
-
-    if isinstance(exc, httpx.TimeoutException):
-        return f"no answer from {url} within {timeout:g}s ({type(exc).__name__})"
-    if isinstance(exc, httpx.ConnectError):
-        reason = str(exc) or "connection failed"
-        if "refused" in reason.lower():
-            return f"connection refused by {url} (is optillm-proxy running? systemctl status optillm-proxy)"
-        return f"cannot connect to {url}: {reason}"
-    return f"{type(exc).__name__} talking to {url}: {exc}"
+def _connection_message(exc: ProbeError, url: str, timeout: float) -> str:
+    if isinstance(exc, TimedOut):
+        return f"no answer from {url} within {timeout:g}s (timed out)"
+    if isinstance(exc, Refused):
+        return f"connection refused by {url} (is optillm-proxy running? systemctl status optillm-proxy)"
+    return f"cannot connect to {url}: {exc}"
 
 
 def probe_once(base_url: str, key: ApiKey, timeout: float, warning: float, critical: float,
-               transport=None, clock=time.monotonic) -> HealthResult:
-    """One probe, bounded by `timeout` seconds in total; never raises for network trouble."""
-    from ops.client import import_httpx, make_client
-
-    httpx = import_httpx()
-    # Built before the clock starts: its imports are opsctl's cost, not the proxy's latency.
-    client = make_client(base_url, timeout, transport)
+               fetch=None, clock=time.monotonic) -> HealthResult:
+    """One probe, bounded by `timeout` seconds in total; never raises for network trouble.
+    `fetch(path, headers) -> Answer` is the HTTP GET (tests give their own)."""
+    if fetch is None:
+        def fetch(path: str, headers: dict[str, str]) -> Answer:
+            return get(base_url, path, headers, timeout)
     start = clock()
     try:
-        code, message, endpoint, status = run_with_deadline(lambda: _check_endpoints(client, key), timeout)
+        code, message, endpoint, status = run_with_deadline(lambda: _check_endpoints(fetch, key), timeout)
     except ProbeDeadline:
         return HealthResult(CRITICAL, f"no answer from {base_url} within --timeout {timeout:g}s",
                             base_url, clock() - start, warning, critical)
-    except httpx.HTTPError as exc:
+    except ProbeError as exc:
         return HealthResult(CRITICAL, _connection_message(exc, base_url, timeout), base_url,
                             clock() - start, warning, critical)
-    finally:
-        client.close()  # a request still hanging in the worker fails there, unseen
     elapsed = clock() - start
     result = HealthResult(code, message, base_url, elapsed, warning, critical, endpoint, status)
     if code == OK:
@@ -130,17 +113,17 @@ def probe_once(base_url: str, key: ApiKey, timeout: float, warning: float, criti
 
 
 def probe(base_url: str, key: ApiKey, timeout: float, warning: float, critical: float,
-          wait: float = 0.0, transport=None, clock=time.monotonic, sleep=time.sleep) -> HealthResult:
+          wait: float = 0.0, fetch=None, clock=time.monotonic, sleep=time.sleep) -> HealthResult:
     """Probe once, or with `wait` > 0 keep probing until healthy (OK or WARNING) or `wait` s passed."""
     if wait <= 0:
-        return probe_once(base_url, key, timeout, warning, critical, transport, clock)
+        return probe_once(base_url, key, timeout, warning, critical, fetch, clock)
     start = clock()
     attempts = 0
     while True:
         attempts += 1
         remaining = wait - (clock() - start)
         result = probe_once(base_url, key, max(0.1, min(timeout, remaining)), warning, critical,
-                            transport, clock)
+                            fetch, clock)
         waited = clock() - start
         if result.code in (OK, WARNING) or waited + WAIT_INTERVAL_S > wait:
             break
@@ -169,3 +152,94 @@ def validate(timeout: float, warning: float, critical: float, wait: float) -> No
 
 def unknown(message: str, url: str, warning: float = 1.0, critical: float = 3.0) -> HealthResult:
     return HealthResult(UNKNOWN, message, url, 0.0, warning, critical)
+
+
+# --- the command: its options (click's wiring in ops/commands.py reads this table), the probe
+# run both ways, and the fast path opsctl takes for a plain invocation.
+
+
+class Option:
+    def __init__(self, flag: str, dest: str, kind: type, default: object, help: str) -> None:
+        self.flag, self.dest, self.help = flag, dest, help
+        self.kind, self.default = kind, default  # kind: float, str, or bool for a flag
+
+
+KEY_HELP = "Proxy key (prefer $OPSCTL_API_KEY or the key file: a command line is visible to all users)."
+
+
+def options() -> tuple[Option, ...]:
+    from ops.layout import PROXY_URL
+
+    return (
+        Option("--url", "url", str, PROXY_URL, "Proxy base URL."),
+        Option("--api-key", "api_key", str, None, KEY_HELP + " Only sent to /v1/models, when /health fails."),
+        Option("--timeout", "timeout", float, 10.0, "Bound on the whole probe, seconds."),
+        Option("--warning", "warning", float, 1.0, "WARNING when slower, seconds."),
+        Option("--critical", "critical", float, 3.0, "CRITICAL when slower, seconds."),
+        Option("--wait", "wait", float, 0.0, "Poll until healthy or this many seconds passed (0: probe once)."),
+        Option("--json", "as_json", bool, False, "Print one JSON object instead of the status line."),
+    )
+
+
+def run(url: str, api_key: str | None, timeout: float, warning: float, critical: float, wait: float,
+        as_json: bool) -> tuple[int, str]:
+    """(exit code, the one line to print): what `opsctl health` does once its options are parsed."""
+    from ops.client import UsageProblem, parse_base_url, resolve_api_key
+
+    try:
+        validate(timeout, warning, critical, wait)
+        base_url = parse_base_url(url)
+        key = resolve_api_key(api_key)
+        result = probe(base_url, key, timeout, warning, critical, wait)
+    except UsageProblem as exc:
+        result = unknown(str(exc), url, warning, critical)
+    except Exception as exc:  # a probe reports UNKNOWN, never a traceback
+        result = unknown(f"internal error: {type(exc).__name__}: {exc}", url, warning, critical)
+    return result.code, result.as_json() if as_json else result.status_line()
+
+
+def parse_plain(args: list[str]) -> dict | None:
+    """The options of a plain invocation (`--flag VALUE`, `--flag=VALUE`, `--json`), as click would
+    parse them; None for anything else (help, a typo, a bad number), which click then parses and
+    reports as it always does. Monitoring runs the plain form every minute; click's import alone
+    costs more than a curl of /health."""
+    table = {o.flag: o for o in options()}
+    values = {o.dest: o.default for o in table.values()}
+    i = 0
+    while i < len(args):
+        flag, eq, inline = args[i].partition("=")
+        option = table.get(flag)
+        if option is None:
+            return None
+        if option.kind is bool:
+            if eq:
+                return None
+            values[option.dest] = True
+            i += 1
+            continue
+        if eq:
+            raw, i = inline, i + 1
+        elif i + 1 < len(args):
+            raw, i = args[i + 1], i + 2
+        else:
+            return None
+        if raw.startswith("--"):  # a missing value, or one click would take differently
+            return None
+        if option.kind is float:
+            try:
+                values[option.dest] = float(raw)
+            except ValueError:
+                return None
+        else:
+            values[option.dest] = raw
+    return values
+
+
+def fast_main(args: list[str]) -> int | None:
+    """Run `opsctl health ARGS` without click; None when click must parse ARGS (see parse_plain)."""
+    values = parse_plain(args)
+    if values is None:
+        return None
+    code, line = run(**values)
+    print(line, flush=True)
+    return code

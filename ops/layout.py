@@ -6,7 +6,6 @@ install.sh carries the same values in its header (bash cannot import this module
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 SERVICE = "optillm-proxy"
@@ -28,11 +27,28 @@ DEFAULT_PROFILE = "lean"
 KEEP_RUNTIMES = 2
 
 
-@dataclass(frozen=True)
 class Layout:
-    """Deployed paths, optionally staged under a root (install.sh --root DIR)."""
+    """Deployed paths, optionally staged under a root (install.sh --root DIR).
 
-    root: Path = Path("/")
+    A plain class, not a dataclass: `opsctl health` imports this module on every run, and
+    `dataclasses` (through `inspect`) would be a real share of its start-up."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path = Path("/")) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Layout is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Layout(root={self.root!r})"
 
     def _p(self, absolute: str) -> Path:
         return self.root / absolute.lstrip("/")

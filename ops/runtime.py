@@ -7,7 +7,6 @@ written absolute by an older install are read the same way.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -46,16 +45,16 @@ class Runtime:
 
 
 def read_manifest(layout: Layout, runtime_dir: Path) -> dict:
+    from optillm_proxy_launcher import manifest
+
     path = layout.runtime_manifest(runtime_dir)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RuntimeProblem(f"{runtime_dir} is not a runtime: {path.name} is missing (build it with install.sh --upgrade)") from None
-    except (OSError, ValueError) as exc:
+        return manifest.read(path)
+    except manifest.ManifestProblem as exc:
+        if exc.missing:
+            raise RuntimeProblem(f"{runtime_dir} is not a runtime: {path.name} is missing (build it with "
+                                 "install.sh --upgrade)") from None
         raise RuntimeProblem(f"{path} is unreadable ({exc}): rebuild the runtime with install.sh --upgrade") from None
-    if not isinstance(data, dict):
-        raise RuntimeProblem(f"{path} is not a JSON object: rebuild the runtime with install.sh --upgrade")
-    return data
 
 
 def load(layout: Layout, runtime_dir: Path) -> Runtime:

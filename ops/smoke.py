@@ -48,18 +48,22 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from optillm_proxy_launcher import settings
+
 from ops.client import ApiKey
 from ops.layout import STRATEGY_PREFIXES
 
 PASSED, FAILED, UNREACHABLE = 0, 1, 2
 
-# 0.3.12's core approaches (server.py `known_approaches`) and bundled plugin slugs: a model named
-# `<one of these>-<base>` asks for that approach.
-CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
-                   "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
-PLUGIN_SLUGS = ("coc", "deep_research", "deepthink", "executecode", "genselect", "json",
-                "longcepo", "majority_voting", "mcp", "memory", "privacy", "proxy", "readurls",
-                "router", "spl", "web_search")
+# 0.3.12's core approaches (server.py `known_approaches`) and bundled plugin slugs, as the launcher
+# has them (settings.py, plugins.json): a model named `<one of these>-<base>` asks for that approach.
+CORE_APPROACHES = settings.CORE_APPROACHES
+
+
+def plugin_slugs() -> tuple[str, ...]:
+    from ops.plugins import table
+
+    return tuple(table())
 # Approaches whose answer is the upstream's own body by design: no shape test for them.
 PASS_THROUGH = ("none", "proxy")
 
@@ -116,27 +120,30 @@ class SmokeReport:
 def approach_of(model: str) -> str | None:
     """The approach a model name asks 0.3.12 for (`moa-jerry-xl` -> `moa`), None for a base model."""
     head = model.split("-", 1)[0]
-    if "-" in model and (head in CORE_APPROACHES or head in PLUGIN_SLUGS or head == "none"):
+    if "-" in model and (head in CORE_APPROACHES or head in plugin_slugs() or head == "none"):
         return head
     return None
 
 
 def plugin_slugs_from_env(env_file: Path) -> tuple[list[str], str | None]:
-    """Plugin slugs named by PROXY_PLUGINS in the env file, and a note when there is none to add."""
+    """Plugin slugs PROXY_PLUGINS enables in the env file, read as systemd reads the file and
+    parsed by the launcher's own parser; a note when there is none to add."""
+    from ops.lint.readers.envfile import parse_env_file
+
     try:
         text = env_file.read_text()
     except OSError as exc:
         return [], f"plugin prefixes not checked: cannot read {env_file} ({exc.strerror}); use --plugin SLUG"
-    value = None
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("PROXY_PLUGINS="):
-            value = line.split("=", 1)[1].strip().strip("'\"")
-    if value is None or value in ("", "none"):
-        return [], None
-    if value == "all":
+    value = parse_env_file(text).as_dict().get("PROXY_PLUGINS", "none")
+    try:
+        from ops.plugins import table
+
+        enabled = settings.parse_plugin_setting(value, table())
+    except settings.ConfigRefused as exc:
+        return [], f"plugin prefixes not checked: the launcher refuses this setting ({exc}); see opsctl lint"
+    if enabled == "all":
         return [], "PROXY_PLUGINS=all: plugin prefixes not checked one by one; name them with --plugin SLUG"
-    return [s.strip() for s in value.split(",") if s.strip()], None
+    return enabled, None
 
 
 def models_to_check(models: tuple[str, ...], all_models: bool, base_model: str,
@@ -160,10 +167,14 @@ def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tu
         raise UsageProblem("name at least one MODEL, or use --all / --plugin SLUG")
     if timeout <= 0:
         raise UsageProblem(f"--timeout must be > 0 seconds (got {timeout:g})")
-    unknown = [s for s in plugins if s not in PLUGIN_SLUGS]
+    try:
+        known = plugin_slugs()
+    except settings.ConfigRefused as exc:
+        raise UsageProblem(f"cannot check plugin slugs: {exc}") from None
+    unknown = [s for s in plugins if s not in known]
     if unknown:
         raise UsageProblem(f"unknown plugin slug(s) {', '.join(unknown)}; OptiLLM 0.3.12 bundles: "
-                           + " ".join(PLUGIN_SLUGS))
+                           + " ".join(known))
     notes: list[str] = []
     env_plugins: list[str] = []
     if all_models:

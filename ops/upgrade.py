@@ -22,8 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,11 +112,9 @@ class System:
         return "\n".join(own or systemd)
 
     def healthz(self, url: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=3) as resp:
-                return resp.status == 200 and json.load(resp).get("status") == "ok"
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+        from ops.http_probe import health_ok
+
+        return health_ok(url, timeout=3)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

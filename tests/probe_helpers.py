@@ -1,5 +1,5 @@
-"""What the health and smoke unit tests share: a hermetic key source, MockTransport routing and a
-CLI runner that fails on any traceback."""
+"""What the health and smoke unit tests share: a hermetic key source, MockTransport routing (smoke),
+a stand-in for health's GET, and a CLI runner that fails on any traceback."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def release():
 
 
 def raising(exc: Exception):
-    """A MockTransport handler that fails the way the network (or a bug) would."""
-    def handler(request: httpx.Request) -> httpx.Response:
+    """A MockTransport handler (or a use_fetch fetch) that fails the way the network (or a bug) would."""
+    def handler(*_request) -> httpx.Response:
         raise exc
     return handler
 
@@ -47,6 +47,21 @@ def use_transport(monkeypatch, handler) -> list[httpx.Request]:
     real = ops.client.make_client
     monkeypatch.setattr(ops.client, "make_client",
                         lambda url, timeout, transport=None: real(url, timeout, httpx.MockTransport(recording)))
+    return seen
+
+
+def use_fetch(monkeypatch, fetch) -> list[tuple[str, dict]]:
+    """Answer `opsctl health`'s GETs with `fetch(path, headers) -> Answer` (or its exception);
+    returns the (path, headers) it saw. The real GET is tested against real sockets."""
+    import ops.health
+
+    seen: list[tuple[str, dict]] = []
+
+    def get(base_url, path, headers=None, timeout=5.0):
+        seen.append((path, dict(headers or {})))
+        return fetch(path, headers or {})
+
+    monkeypatch.setattr(ops.health, "get", get)
     return seen
 
 

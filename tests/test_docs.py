@@ -185,11 +185,13 @@ def test_every_opsctl_command_install_summary_prints_runs_as_printed(monkeypatch
 
     import ops.client
     from ops.layout import Layout
-    from tests.probe_helpers import raising, run_cli, use_transport
+    from ops.http_probe import Refused
+    from tests.probe_helpers import raising, run_cli, use_fetch, use_transport
 
     monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
     monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
     use_transport(monkeypatch, raising(httpx.ConnectError("[Errno 111] Connection refused")))
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
     lines = _summary_command_lines(_install_summary(), "opsctl")
     assert {line.split()[0] for line in lines} >= {"health", "smoke", "lint"}, lines
     for line in lines:

@@ -1,12 +1,15 @@
-"""`opsctl health`: every exit path, with httpx.MockTransport and with real sockets where cheap."""
+"""`opsctl health`: every exit path, with a stand-in for its GET and with real sockets (a stub
+server, a closed port, a server that never answers), the fast path and click's path alike."""
 
 from __future__ import annotations
 
 import json
 import re
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
-import httpx
 import pytest
 
 from click.testing import CliRunner
@@ -14,48 +17,54 @@ from click.testing import CliRunner
 from ops.cli import cli
 from ops.client import ApiKey, UsageProblem, parse_base_url, resolve_api_key
 from ops.health import CRITICAL, OK, WARNING, probe
-from tests.probe_helpers import hermetic, raising, release, run_cli, use_transport  # noqa: F401, F811 (fixtures)
+from ops.http_probe import Answer, ProbeError, Refused, TimedOut
+from tests.probe_helpers import hermetic, raising, release, run_cli, use_fetch  # noqa: F401, F811 (fixtures)
 
 STATUS_LINE = re.compile(r"^OPTILLM-PROXY (OK|WARNING|CRITICAL|UNKNOWN) - .+ \| time=\d+\.\d{3}s;[\d.]+;[\d.]+;0$")
 KEY = ApiKey("opx-test-key", "test")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str, env: dict | None = None):
     return run_cli("health", *args, env=env)
 
 
+def answer(status: int, data=None, text: str | None = None) -> Answer:
+    return Answer(status, text.encode() if text is not None else json.dumps(data).encode())
+
+
 def routes(**by_path):
-    def handler(request: httpx.Request) -> httpx.Response:
-        answer = by_path.get(request.url.path.replace("/", "_").strip("_"))
-        if answer is None:
-            return httpx.Response(404, json={"error": "not found"})
-        return answer(request) if callable(answer) else answer
-    return handler
+    def fetch(path: str, headers: dict) -> Answer:
+        found = by_path.get(path.replace("/", "_").strip("_"))
+        if found is None:
+            return answer(404, {"error": "not found"})
+        return found(path, headers) if callable(found) else found
+    return fetch
 
 
 def test_health_200_is_ok_with_perfdata(monkeypatch):
-    seen = use_transport(monkeypatch, routes(health=httpx.Response(200, json={"status": "ok"})))
+    seen = use_fetch(monkeypatch, routes(health=answer(200, {"status": "ok"})))
     result = run()
     assert result.exit_code == 0
     line = result.output.strip()
     assert STATUS_LINE.match(line), line
     assert line.startswith("OPTILLM-PROXY OK - /health 200 in ")
     assert line.endswith(";1;3;0")
-    assert [r.url.path for r in seen] == ["/health"]
-    assert "authorization" not in seen[0].headers  # /health needs no key: none is sent
+    assert [path for path, _ in seen] == ["/health"]
+    assert "Authorization" not in seen[0][1]  # /health needs no key: none is sent
 
 
 def test_fallback_to_models_when_health_404(monkeypatch):
-    seen = use_transport(monkeypatch, routes(v1_models=httpx.Response(200, json={"object": "list", "data": []})))
+    seen = use_fetch(monkeypatch, routes(v1_models=answer(200, {"object": "list", "data": []})))
     result = run(env={"OPSCTL_API_KEY": "opx-from-env"})
     assert result.exit_code == 0, result.output
     assert "/v1/models 200 (/health 404)" in result.output
-    assert [r.url.path for r in seen] == ["/health", "/v1/models"]
-    assert seen[1].headers["authorization"] == "Bearer opx-from-env"
+    assert [path for path, _ in seen] == ["/health", "/v1/models"]
+    assert seen[1][1]["Authorization"] == "Bearer opx-from-env"
 
 
 def test_401_on_fallback_is_critical_and_names_the_key_source(monkeypatch):
-    use_transport(monkeypatch, routes(v1_models=httpx.Response(401, json={"error": "Invalid API key"})))
+    use_fetch(monkeypatch, routes(v1_models=answer(401, {"error": "Invalid API key"})))
     result = run("--api-key", "opx-wrong")
     assert result.exit_code == 2
     assert STATUS_LINE.match(result.output.strip())
@@ -64,21 +73,21 @@ def test_401_on_fallback_is_critical_and_names_the_key_source(monkeypatch):
 
 
 def test_500_on_both_is_critical(monkeypatch):
-    use_transport(monkeypatch, lambda r: httpx.Response(500, json={"error": "boom"}))
+    use_fetch(monkeypatch, lambda path, headers: answer(500, {"error": "boom"}))
     result = run()
     assert result.exit_code == 2
     assert "both endpoints failed: /health 500; /v1/models 500" in result.output
 
 
 def test_200_non_json_is_critical(monkeypatch):
-    use_transport(monkeypatch, lambda r: httpx.Response(200, text="<html>hello</html>"))
+    use_fetch(monkeypatch, lambda path, headers: answer(200, text="<html>hello</html>"))
     result = run()
     assert result.exit_code == 2
     assert "/health 200 but not JSON; /v1/models 200 but not JSON" in result.output
 
 
 def test_refused_is_critical(monkeypatch):
-    use_transport(monkeypatch, raising(httpx.ConnectError("[Errno 111] Connection refused")))
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
     result = run()
     assert result.exit_code == 2
     assert "connection refused by http://127.0.0.1:4020" in result.output
@@ -94,7 +103,7 @@ def test_refused_by_a_real_closed_port():
 
 
 def test_timeout_is_critical(monkeypatch):
-    use_transport(monkeypatch, raising(httpx.ReadTimeout("timed out")))
+    use_fetch(monkeypatch, raising(TimedOut("timed out")))
     result = run("--timeout", "2")
     assert result.exit_code == 2
     assert "no answer from http://127.0.0.1:4020 within 2s" in result.output
@@ -102,10 +111,10 @@ def test_timeout_is_critical(monkeypatch):
 
 def test_hang_past_timeout_is_bounded(monkeypatch, release):
     """A handler that never returns on its own: only the whole-probe deadline can end the probe."""
-    def hang(request):
+    def hang(path, headers):
         release.wait(60)
-        return httpx.Response(200, json={})
-    use_transport(monkeypatch, hang)
+        return answer(200, {})
+    use_fetch(monkeypatch, hang)
     result = run("--timeout", "0.3")
     assert result.exit_code == 2
     assert "within --timeout 0.3s" in result.output
@@ -136,19 +145,19 @@ class StepClock:
 def test_slow_answers_are_warning_then_critical(latency, expected, word):
     clock = StepClock()
 
-    def slow(request):
+    def slow(path, headers):
         clock.now += latency
-        return httpx.Response(200, json={"status": "ok"})
+        return answer(200, {"status": "ok"})
 
     result = probe("http://proxy", KEY, timeout=10, warning=1, critical=3,
-                   transport=httpx.MockTransport(slow), clock=clock)
+                   fetch=slow, clock=clock)
     assert result.code == expected
     assert result.status_line().startswith(f"OPTILLM-PROXY {word} - /health 200 in {latency:.3f}s")
     assert f"time={latency:.3f}s;1;3;0" in result.status_line()
 
 
 def test_json_output_has_the_same_facts(monkeypatch):
-    use_transport(monkeypatch, routes(v1_models=httpx.Response(200, json={"data": []})))
+    use_fetch(monkeypatch, routes(v1_models=answer(200, {"data": []})))
     result = run("--json", "--warning", "2", "--critical", "5")
     assert result.exit_code == 0
     facts = json.loads(result.output)
@@ -161,20 +170,20 @@ def test_json_output_has_the_same_facts(monkeypatch):
 def test_wait_polls_until_healthy(monkeypatch):
     calls = {"n": 0}
 
-    def flaky(request):
+    def flaky(path, headers):
         calls["n"] += 1
         if calls["n"] <= 2:
-            raise httpx.ConnectError("[Errno 111] Connection refused")
-        return httpx.Response(200, json={"status": "ok"})
+            raise Refused("connection refused")
+        return answer(200, {"status": "ok"})
 
-    use_transport(monkeypatch, flaky)
+    use_fetch(monkeypatch, flaky)
     result = run("--wait", "30", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["attempts"] == 3
 
 
 def test_wait_gives_up_with_the_last_failure(monkeypatch):
-    use_transport(monkeypatch, raising(httpx.ConnectError("Connection refused")))
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
     result = run("--wait", "1")
     assert result.exit_code == 2
     assert "still not healthy after --wait 1s" in result.output
@@ -207,7 +216,7 @@ def test_bad_arguments_with_json_stay_json():
 
 
 def test_internal_error_is_unknown_without_traceback(monkeypatch):
-    use_transport(monkeypatch, raising(RuntimeError("surprise")))
+    use_fetch(monkeypatch, raising(RuntimeError("surprise")))
     result = run()
     assert result.exit_code == 3
     assert result.output.startswith("OPTILLM-PROXY UNKNOWN - internal error: RuntimeError: surprise")
@@ -254,3 +263,113 @@ def test_unreadable_key_file_is_no_key(tmp_path):
     # monitoring user (tests run as root, so chmod would not stop the read).
     (tmp_path / "api-key").mkdir()
     assert resolve_api_key(None, {}, tmp_path / "api-key").value is None
+
+
+# --- the real GET (http.client) against real sockets ---------------------------------------------
+
+
+class Stub:
+    """A real HTTP server on a free loopback port: answers by path, records what it saw."""
+
+    def __init__(self, routes: dict[str, tuple[int, bytes]]) -> None:
+        import http.server
+        import threading
+
+        stub = self
+        self.routes, self.seen = routes, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                stub.seen.append((self.path, self.headers.get("Authorization")))
+                status, body = stub.routes.get(self.path, (404, b'{"error": "not found"}'))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub():
+    server = Stub({"/health": (200, b'{"status": "ok"}')})
+    yield server
+    server.close()
+
+
+def test_real_get_health_ok(stub):
+    result = run("--url", stub.url)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("OPTILLM-PROXY OK - /health 200 in ")
+    assert stub.seen == [("/health", None)]
+
+
+def test_real_get_falls_back_with_the_key(stub):
+    stub.routes = {"/health": (503, b"busy"), "/v1/models": (200, b'{"data": []}')}
+    result = run("--url", stub.url + "/v1", "--api-key", "opx-real")
+    assert result.exit_code == 0, result.output
+    assert "/v1/models 200 (/health 503)" in result.output
+    assert stub.seen == [("/health", None), ("/v1/models", "Bearer opx-real")]
+
+
+def opsctl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed entry point, as monitoring runs it: a new interpreter, `from ops.cli import main`."""
+    code = ("import sys; from ops.cli import main\n"
+            "try:\n    main()\nfinally:\n"
+            "    print('MODULES', *sorted(m for m in ('click', 'httpx', 'ops.commands') "
+            "if m in sys.modules), file=sys.stderr)")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **(env or {})})
+
+
+def test_plain_health_imports_neither_click_nor_httpx(stub):
+    done = opsctl("health", "--url", stub.url, "--timeout=5", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "OK"
+    assert done.stderr.strip().splitlines()[-1] == "MODULES", done.stderr
+
+
+def test_plain_http_builds_no_ssl_context(stub, monkeypatch):
+    """Loading the CA bundle is most of an https client's start-up; plain http needs none."""
+    import ssl
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an SSL context was built for a plain-http probe")
+
+    monkeypatch.setattr(ssl, "create_default_context", forbidden)
+    monkeypatch.setattr(ssl, "SSLContext", forbidden)
+    result = run("--url", stub.url)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args", [["--url", "http://127.0.0.1:1"], ["--help"], ["--timeout", "soon"],
+                                  ["--wiat", "3"], ["--url"], ["--timeout", "0"]])
+def test_fast_path_and_click_answer_alike(args):
+    """The fast path serves what it parses exactly as click's command does; anything else (help,
+    typos, a bad number) goes to click, whose messages and exit codes stay the contract."""
+    fast = opsctl("health", *args)
+    clicked = run(*args)
+    assert fast.returncode == clicked.exit_code, (fast, clicked.output)
+    strip = re.compile(r"time=\d+\.\d+s|in \d+\.\d+s|^Usage: \S+ ", re.M)
+    words = lambda text: strip.sub("", text).split()  # noqa: E731 - help wraps to the terminal
+    assert words(fast.stdout) == words(clicked.output)
+    went_to_click = "click" in fast.stderr.strip().splitlines()[-1]
+    assert went_to_click == (args in (["--help"], ["--timeout", "soon"], ["--wiat", "3"], ["--url"]))
+
+
+def test_probe_error_other_than_refused_or_timeout_is_critical(monkeypatch):
+    use_fetch(monkeypatch, raising(ProbeError("RemoteDisconnected: closed")))
+    result = run()
+    assert result.exit_code == 2
+    assert "cannot connect to http://127.0.0.1:4020: RemoteDisconnected: closed" in result.output

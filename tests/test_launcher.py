@@ -157,8 +157,8 @@ def lean_runtime_copy(root: Path) -> Path:
 
 
 REFUSALS = {
-    "no credentials directory": ({}, [], "CREDENTIALS_DIRECTORY is not set"),
-    "credential missing": ({"CREDENTIALS_DIRECTORY": "{empty_dir}"}, [], "api-key does not exist"),
+    "no credentials directory": ({}, [], "the credential api-key is not loaded"),
+    "credential missing": ({"CREDENTIALS_DIRECTORY": "{empty_dir}"}, [], "the credential api-key is not loaded"),
     "credential empty": ({"CREDENTIALS_DIRECTORY": "{creds:}"}, [], "is empty"),
     "sk- key": ({"CREDENTIALS_DIRECTORY": "{creds:sk-abcdef0123456789}"}, [], "starts with sk-"),
     "OPTILLM_API_KEY in env": ({"CREDENTIALS_DIRECTORY": "{creds}", "OPTILLM_API_KEY": "x"}, [],
@@ -259,7 +259,7 @@ def test_lean_runtime_accepts_its_own_plugins(tmp_path):
     lean, _ = lean_and_full_only()
     launcher = lean_runtime_copy(tmp_path / "rt")
     result = run_launcher(env={"PROXY_PLUGINS": ",".join(lean)}, launcher=launcher)
-    assert result.returncode == 78 and "CREDENTIALS_DIRECTORY is not set" in result.stderr
+    assert result.returncode == 78 and "the credential api-key is not loaded" in result.stderr
 
 
 def test_plugins_option_overrides_env_and_is_removed_from_optillm_argv():

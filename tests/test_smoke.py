@@ -226,6 +226,10 @@ def test_plugin_answer_passed_through_is_skipped(monkeypatch):
     ("PROXY_PLUGINS='json, memory'\n", ["json", "memory"], False),
     ("PROXY_PLUGINS=all\n", [], True),
     ("OPENAI_API_KEY=x\n", [], False),
+    # Parsed as the launcher parses it: a setting it refuses adds no prefixes, and says why.
+    ("PROXY_PLUGINS=json,nosuch\n", [], True),
+    # Read as systemd reads it: a backslash continues the line.
+    ("PROXY_PLUGINS=json,\\\nmemory\n", ["json", "memory"], False),
 ])
 def test_plugin_slugs_from_env(tmp_path, content, slugs, has_note):
     env_file = tmp_path / "env"

@@ -15,6 +15,7 @@ import pytest
 
 from ops.layout import (BASE_MODEL, DEFAULT, LISTEN_HOST, LISTEN_PORT, SERVICE, SERVICE_USER,
                         UPSTREAM_URL)
+from ops.lint.readers.unitfile import UnitFile, parse_unit_text
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / f"{SERVICE}.service"
@@ -36,20 +37,14 @@ def systemd_analyze() -> str:
 
 
 def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
-    """Sections -> [(key, value)] in order; systemd allows a key more than once."""
+    """Sections -> [(key, value)] in order, read by the one unit-file reader (lint's, which
+    opsctl runtime's transient unit uses too); a syntax problem fails here."""
+    unit = UnitFile()
+    parse_unit_text(text, str(UNIT), unit)
+    assert not unit.problems, unit.problems
     sections: dict[str, list[tuple[str, str]]] = {}
-    current = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", ";")):
-            continue
-        if stripped.startswith("[") and stripped.endswith("]"):
-            current = sections.setdefault(stripped[1:-1], [])
-            continue
-        assert current is not None, f"directive outside a section: {line!r}"
-        key, sep, value = stripped.partition("=")
-        assert sep, f"not a directive: {line!r}"
-        current.append((key.strip(), value.strip()))
+    for d in unit.directives:
+        sections.setdefault(d.section, []).append((d.key, d.value))
     return sections
 
 

@@ -91,12 +91,8 @@ def main() -> None:
     except ConfigRefused as exc:
         refuse(str(exc))
     args = prepared.argv
-    host = settings.option_value(args, "--host", "127.0.0.1")
     try:
-        port = int(settings.option_value(args, "--port", "8000"))
-    except ValueError:
-        refuse("--port must be a number")
-    try:
+        host, port = settings.listen_address(args)
         # Before the slow optillm import, so a wrong socket unit is refused at once.
         listen = serving.inherited_socket(os.environ, os.getpid(), host, port)
     except ConfigRefused as exc:

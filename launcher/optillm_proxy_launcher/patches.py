@@ -62,11 +62,18 @@ def differences(source: str) -> list[str]:
     return [name for name, digest in FINGERPRINTS.items() if found.get(name) != digest]
 
 
+HOW = "this launcher patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/"
+
+
+def check_version(version: str) -> None:
+    if version != OPTILLM_VERSION:
+        raise ConfigRefused(f"optillm {version} is installed, not {OPTILLM_VERSION}: {HOW}")
+
+
 def verify_source(server_file: Path, version: str) -> None:
     """Refuse unless `server_file` is 0.3.12's optillm/server.py as far as the patches rely on it."""
-    how = "this launcher patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/"
-    if version != OPTILLM_VERSION:
-        raise ConfigRefused(f"optillm {version} is installed, not {OPTILLM_VERSION}: {how}")
+    how = HOW
+    check_version(version)
     try:
         source = server_file.read_text(encoding="utf-8")
     except OSError as exc:

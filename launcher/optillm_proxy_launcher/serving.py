@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from optillm_proxy_launcher import settings
 from optillm_proxy_launcher.settings import ConfigRefused
 
 SD_LISTEN_FDS_START = 3
@@ -37,9 +38,7 @@ def inherited_socket(environ: dict, pid: int, host: str, port: int) -> socket.so
     environ.pop("LISTEN_FDNAMES", None)
     if fds is None or listen_pid != str(pid):
         return None  # not socket-activated, or the variables were meant for another process
-    if fds != "1":
-        raise ConfigRefused(f"systemd passed {fds} sockets (LISTEN_FDS): optillm-proxy.socket must have exactly "
-                            "one ListenStream=")
+    settings.check_socket_count(fds)
     fd = SD_LISTEN_FDS_START
     try:
         sock = socket.socket(fileno=os.dup(fd))  # family and type read from the fd itself
@@ -51,12 +50,11 @@ def inherited_socket(environ: dict, pid: int, host: str, port: int) -> socket.so
         sock.close()
         raise ConfigRefused("the socket systemd passed is not a listening TCP socket: optillm-proxy.socket needs "
                             "ListenStream=127.0.0.1:PORT")
-    bound_host, bound_port = sock.getsockname()[:2]
-    if (bound_host, bound_port) != (host, port):
+    try:
+        settings.check_socket_address(sock.getsockname()[:2], host, port)
+    except ConfigRefused:
         sock.close()
-        raise ConfigRefused(f"optillm-proxy.socket listens on {bound_host}:{bound_port} but ExecStart says --host "
-                            f"{host} --port {port}: make them the same address (an explicit IPv4 address in "
-                            "ListenStream=, not a bare port, which is IPv6 dual-stack)")
+        raise
     return sock
 
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from optillm_proxy_launcher import manifest
+
 EX_CONFIG = 78
 LIBEXEC = Path(__file__).resolve().parent.parent
 PLUGIN_TABLE = LIBEXEC / "plugins.json"
 # libexec/.. is the runtime root; install.sh writes the manifest there.
-RUNTIME_MANIFEST = LIBEXEC.parent / "optillm-proxy-runtime.json"
+RUNTIME_MANIFEST = manifest.path_of(LIBEXEC.parent)
 DEFAULT_PROFILE = "full"  # a runtime without a manifest is a stock venv: it can import everything
 CREDENTIAL_NAME = "api-key"
 KEY_FILE_HINT = "/etc/optillm-proxy/api-key"
@@ -34,6 +36,8 @@ ROUTED_STRATEGIES = ("moa", "bon", "plansearch", "self_consistency")
 # optillm 0.3.12 server.known_approaches ("none" is the pass-through); patches.py verifies it.
 CORE_APPROACHES = ("mcts", "bon", "moa", "rto", "z3", "self_consistency", "pvg", "rstar",
                    "cot_reflection", "plansearch", "leap", "re2", "cepo", "mars")
+# optillm 0.3.12's --host and --port defaults (server.py parse_args).
+OPTILLM_DEFAULT_HOST, OPTILLM_DEFAULT_PORT = "127.0.0.1", 8000
 # Provider keys that make stock get_config() pick another client; the launcher's upstream client
 # only speaks to LiteLLM with OPENAI_API_KEY, so one of these would be silently ignored.
 OTHER_PROVIDER_KEYS = ("CEREBRAS_API_KEY", "AZURE_OPENAI_API_KEY")
@@ -102,20 +106,62 @@ def option_value(argv: list[str], option: str, default: str, *aliases: str) -> s
     return values[-1] if values else default
 
 
-def check_command_line(argv: list[str]) -> None:
+def check_key_not_on_command_line(argv: list[str]) -> None:
     if option_values(argv, "--optillm-api-key"):
         raise ConfigRefused(
-            "--optillm-api-key is on the command line, where every local user can read it: remove it; "
-            f"the launcher reads the key from the systemd credential {CREDENTIAL_NAME} ({KEY_FILE_HINT})")
-    for value in option_values(argv, "--approach"):
-        if value in ("proxy", "auto"):
-            raise ConfigRefused(
-                f"--approach {value} is on the command line: remove it; "
-                + ("'proxy' makes optillm skip every prefix strategy (moa-, bon-, ...)" if value == "proxy"
-                   else "0.3.12 rejects 'auto'; prefix selection works only with --approach left out"))
+            "--optillm-api-key is on the command line, where every local user can read it: remove it and "
+            f"rotate the key; the launcher reads the key from the systemd credential {CREDENTIAL_NAME} "
+            f"({KEY_FILE_HINT})")
+
+
+def check_approach_value(value: str | None) -> None:
+    """One --approach value: 'proxy' and 'auto' are refused, any other is optillm's to judge."""
+    if value in ("proxy", "auto"):
+        raise ConfigRefused(
+            f"--approach {value} is on the command line: remove it; "
+            + ("'proxy' makes optillm skip every prefix strategy (moa-, bon-, ...)" if value == "proxy"
+               else "0.3.12 rejects 'auto'; prefix selection works only with --approach left out"))
+
+
+def check_base_url(argv: list[str]) -> None:
     if not base_url(argv):
         raise ConfigRefused("--base-url is missing or empty: the upstream client needs LiteLLM's URL, "
                             "e.g. --base-url http://127.0.0.1:4000/v1 in the unit's ExecStart")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """optillm's flags (ours taken out): each check is its own function, which `opsctl lint` calls."""
+    check_key_not_on_command_line(argv)
+    for value in option_values(argv, "--approach"):
+        check_approach_value(value)
+    check_base_url(argv)
+
+
+def listen_address(argv: list[str]) -> tuple[str, int]:
+    """--host and --port as optillm will bind them (its defaults when absent)."""
+    host = option_value(argv, "--host", OPTILLM_DEFAULT_HOST)
+    raw = option_value(argv, "--port", str(OPTILLM_DEFAULT_PORT))
+    try:
+        return host, int(raw)
+    except ValueError:
+        raise ConfigRefused(f"--port {raw!r} is not a number: give ExecStart the port optillm-proxy.socket "
+                            "listens on, e.g. --port 4020") from None
+
+
+def check_socket_count(fds: str) -> None:
+    """LISTEN_FDS as systemd passes it: one socket, optillm-proxy.socket's one ListenStream=."""
+    if fds != "1":
+        raise ConfigRefused(f"systemd passed {fds} sockets (LISTEN_FDS): optillm-proxy.socket must have exactly "
+                            "one ListenStream=")
+
+
+def check_socket_address(bound: tuple[str, int], host: str, port: int) -> None:
+    """The address the passed socket is bound to (getsockname) against --host/--port."""
+    bound_host, bound_port = bound
+    if (bound_host, bound_port) != (host, port):
+        raise ConfigRefused(f"optillm-proxy.socket listens on {bound_host}:{bound_port} but ExecStart says --host "
+                            f"{host} --port {port}: make them the same address (an explicit IPv4 address in "
+                            "ListenStream=, not a bare port, which is IPv6 dual-stack)")
 
 
 def base_url(argv: list[str]) -> str:
@@ -151,8 +197,16 @@ def load_credential_hint(name: str, hint: str) -> str:
     return f"give the unit LoadCredential={name}:{hint}"
 
 
+def credential_not_loaded(name: str, hint: str, what: str) -> ConfigRefused:
+    """No $CREDENTIALS_DIRECTORY/NAME: the unit has no LoadCredential= for it (a LoadCredential=
+    whose source file is missing fails the start in systemd itself, before the launcher runs)."""
+    return ConfigRefused(f"no {what}: the credential {name} is not loaded (no $CREDENTIALS_DIRECTORY/{name}); "
+                         f"{load_credential_hint(name, hint)}")
+
+
 def credential_missing(path: Path | str, name: str, hint: str, what: str) -> ConfigRefused:
-    """The refusal for a credential file `path` that does not exist (lint: the key file itself)."""
+    """What systemd's refusal (status 243/CREDENTIALS) means when the key file `path` itself is
+    missing: lint says it in the launcher's words."""
     return ConfigRefused(f"no {what}: {path} does not exist; write it to {hint} (one line, root 0600) "
                          f"and {load_credential_hint(name, hint)}")
 
@@ -175,12 +229,12 @@ def read_credential(environ: Mapping[str, str], name: str, hint: str, what: str)
     directory = environ.get("CREDENTIALS_DIRECTORY")
     how = load_credential_hint(name, hint)
     if not directory:
-        raise ConfigRefused(f"no {what}: CREDENTIALS_DIRECTORY is not set; {how}")
+        raise credential_not_loaded(name, hint, what)
     path = Path(directory) / name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise credential_missing(path, name, hint, what) from None
+        raise credential_not_loaded(name, hint, what) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigRefused(f"cannot read the {what} {path}: {exc.__class__.__name__}; {how}") from None
     return check_key_text(text, path, hint, what)
@@ -225,18 +279,24 @@ def load_json(path: Path, what: str) -> dict:
         raise ConfigRefused(f"{what} {path} is unreadable ({exc.__class__.__name__}): reinstall the runtime") from None
 
 
-def runtime_profile(manifest: Path = RUNTIME_MANIFEST) -> str:
-    if not manifest.exists():
-        return DEFAULT_PROFILE
-    profile = load_json(manifest, "runtime manifest").get("profile")
+def runtime_profile(path: Path = RUNTIME_MANIFEST) -> str:
+    try:
+        profile = manifest.read(path).get("profile")
+    except manifest.ManifestProblem as exc:
+        if exc.missing:
+            return DEFAULT_PROFILE
+        raise ConfigRefused(f"runtime manifest {path} is unreadable ({exc}): reinstall the runtime") from None
     if not isinstance(profile, str) or not profile:
-        raise ConfigRefused(f"runtime manifest {manifest} names no profile: reinstall the runtime")
+        raise ConfigRefused(f"runtime manifest {path} names no profile: reinstall the runtime")
     return profile
 
 
-def runtime_python(manifest: Path = RUNTIME_MANIFEST) -> str:
+def runtime_python(path: Path = RUNTIME_MANIFEST) -> str:
     """X.Y of the runtime's Python: the manifest's (install.sh records it), else this interpreter's."""
-    recorded = load_json(manifest, "runtime manifest").get("python") if manifest.exists() else None
+    try:
+        recorded = manifest.read(path).get("python")
+    except manifest.ManifestProblem:
+        recorded = None  # runtime_profile says why an unreadable manifest is refused
     return recorded if isinstance(recorded, str) and recorded else "%d.%d" % sys.version_info[:2]
 
 
@@ -440,7 +500,7 @@ class Prepared:
 
 
 def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = PLUGIN_TABLE,
-            manifest: Path = RUNTIME_MANIFEST) -> Prepared:
+            manifest_path: Path = RUNTIME_MANIFEST) -> Prepared:
     """Every check that needs no optillm import, so a refusal is fast and has no side effect."""
     check_only, argv = take_flag(argv, "--check")
     setting, argv = take_option(argv, "--plugins")
@@ -450,7 +510,8 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     check_command_line(argv)
     table = plugin_table(table_path)
     enabled = parse_plugin_setting(setting, table)
-    check_profile(enabled, table, runtime_profile(manifest), runtime_python(manifest), plugin_pythons(table_path))
+    check_profile(enabled, table, runtime_profile(manifest_path), runtime_python(manifest_path),
+                  plugin_pythons(table_path))
     request = request_settings(environ, enabled_slugs(enabled, table), table)
     key = read_api_key(environ)
     upstream = upstream_key(environ)

@@ -7,15 +7,15 @@ content simply have nothing to say.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
+from optillm_proxy_launcher import manifest, settings
+
 from ops.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, UPSTREAM_URL, Layout
-from ops.lint.optillm_facts import DEFAULT_PORT, PLUGIN_SLUGS
 from ops.lint.readers.envfile import EnvFile, parse_env_file
 from ops.lint.readers.execstart import OptillmCommand, parse_exec_start
 from ops.lint.readers.runtime import Dist, installed_dists, read_manifest
@@ -34,6 +34,7 @@ class Inputs:
     litellm_config: Path | None = None
     venv: Path | None = None
     venv_explicit: bool = False
+    socket: Path | None = None  # the socket unit; checked when given or installed
 
     @classmethod
     def defaults(cls, layout: Layout = DEFAULT, **given) -> "Inputs":
@@ -51,13 +52,14 @@ class Inputs:
             litellm_config=given.get("litellm_config"),
             venv=venv,
             venv_explicit=explicit,
+            socket=given.get("socket") or (layout.socket_file if layout.socket_file.exists() else None),
         )
 
 
 @dataclass(frozen=True)
 class LoadProblem:
     kind: str  # "missing" or "unreadable"
-    input: str  # which input: unit, env-file, key-file, upstream-key-file, proxy-config, litellm-config, venv
+    input: str  # which input: unit, socket, env-file, key-file, upstream-key-file, proxy-config, litellm-config, venv
     path: str
     line: int
     message: str
@@ -71,12 +73,21 @@ class Runtime:
     dists: dict[str, Dist]
     plugins_path: Path
     plugins: dict | None  # slug -> {"module", "profiles", "risk"}
-    pythons: dict = field(default_factory=dict)  # X.Y -> {"profiles", "full_unavailable"}
+    # What the launcher in this runtime refuses about the runtime itself (its plugin table, its
+    # manifest's profile), in its own words; None when it accepts them.
+    plugins_refused: str | None = None
+    profile_refused: str | None = None
+    pythons: dict = field(default_factory=dict)  # the table's X.Y -> {"profiles", "full_unavailable"}
 
     @property
     def profile(self) -> str | None:
-        p = (self.manifest or {}).get("profile")
-        return p if isinstance(p, str) else None
+        """The profile the launcher uses (settings.runtime_profile): None when it refuses."""
+        if self.profile_refused is not None:
+            return None
+        try:
+            return settings.runtime_profile(self.manifest_path)
+        except settings.ConfigRefused:
+            return None
 
     @property
     def python(self) -> str | None:
@@ -134,6 +145,17 @@ class Context:
         return unit if unit.files else None
 
     @cached_property
+    def socket_unit(self) -> UnitFile | None:
+        if self.inputs.socket is None:
+            return None
+        unit = read_unit(self.inputs.socket)
+        for path, why in unit.unreadable:
+            kind = "missing" if why in ("file not found", "no unit file or drop-ins found here") \
+                else "unreadable"
+            self._problem(kind, "socket", path, why)
+        return unit if unit.files else None
+
+    @cached_property
     def env(self) -> EnvFile | None:
         text = self._text("env-file", self.inputs.env_file)
         return None if text is None else parse_env_file(text)
@@ -168,31 +190,33 @@ class Context:
         if not venv.is_dir():
             self._problem("missing", "venv", venv, "runtime directory not found")
             return None
-        manifest_path = venv / "optillm-proxy-runtime.json"
+        manifest_path = manifest.path_of(venv)
         try:
-            manifest = read_manifest(manifest_path)
+            data = read_manifest(manifest_path)
         except Unreadable as exc:
-            manifest = None
-            self._problem("missing" if str(exc) == "file not found" else "unreadable",
-                          "venv", manifest_path, f"runtime manifest: {exc}")
+            data = None
+            if str(exc) == "file not found":  # unreadable: the launcher refuses it (profile_refused)
+                self._problem("missing", "venv", manifest_path, f"runtime manifest: {exc}")
         dists, problems = installed_dists(venv)
         for path, why in problems:
             self._problem("unreadable", "venv", path, why)
-        plugins_path = venv / "libexec" / "plugins.json"
-        plugins, pythons = None, {}
-        if plugins_path.exists():
-            text = self._text("venv", plugins_path)
-            try:
-                table = json.loads(text) if text is not None else None
-                plugins = table.get("plugins") if isinstance(table, dict) else None
-                pythons = table.get("pythons") if isinstance(table, dict) and isinstance(table.get("pythons"), dict) else {}
-                if not isinstance(plugins, dict):
-                    raise ValueError("no \"plugins\" object")
-            except ValueError as exc:
-                plugins = None
-                if text is not None:
-                    self._problem("unreadable", "venv", plugins_path, f"invalid plugin table: {exc}")
-        return Runtime(venv, manifest_path, manifest, dists, plugins_path, plugins, pythons)
+        # Read by the launcher's own functions: what they refuse is what it refuses.
+        plugins_path = venv / "libexec" / settings.PLUGIN_TABLE.name
+        plugins = plugins_refused = profile_refused = None
+        try:
+            plugins = settings.plugin_table(plugins_path)
+        except settings.ConfigRefused as exc:
+            plugins_refused = str(exc)
+        try:
+            settings.runtime_profile(manifest_path)
+        except settings.ConfigRefused as exc:
+            profile_refused = str(exc)
+        try:
+            pythons = settings.plugin_pythons(plugins_path)
+        except settings.ConfigRefused:
+            pythons = {}  # plugins_refused already says why
+        return Runtime(venv, manifest_path, data, dists, plugins_path, plugins, plugins_refused,
+                       profile_refused, pythons)
 
     # --- derived facts rules share --------------------------------------------------------
 
@@ -208,12 +232,13 @@ class Context:
 
     @property
     def proxy_port(self) -> int:
+        """The port optillm serves, as the launcher reads ExecStart (optillm's default when absent)."""
         es = self.exec_start
         if es is None:
             return LISTEN_PORT
         try:
-            return int(es.command.flags.get("--port") or DEFAULT_PORT)
-        except ValueError:
+            return settings.listen_address(es.command.args)[1]
+        except settings.ConfigRefused:
             return LISTEN_PORT
 
     @property
@@ -226,12 +251,20 @@ class Context:
         es = self.exec_start
         return (es.command.flags.get("--base-url") if es else None) or UPSTREAM_URL
 
-    @property
-    def plugin_slugs(self) -> tuple[str, ...]:
+    @cached_property
+    def plugin_table(self) -> dict[str, dict]:
+        """The runtime's plugin table when it has one the launcher accepts, else opsctl's own
+        (ops.plugins): the one list of plugin slugs."""
         rt = self.runtime
         if rt is not None and rt.plugins:
-            return tuple(rt.plugins)
-        return PLUGIN_SLUGS
+            return rt.plugins
+        from ops.plugins import table
+
+        return table()
+
+    @property
+    def plugin_slugs(self) -> tuple[str, ...]:
+        return tuple(self.plugin_table)
 
     @property
     def service_environment(self) -> dict[str, str]:
@@ -250,15 +283,26 @@ class Context:
         return (a.value, str(self.inputs.env_file), a.line) if a else \
             ("none", str(self.inputs.env_file), 0)
 
+    def plugins_refused(self) -> str | None:
+        """The launcher's refusal of the plugin setting (settings.parse_plugin_setting), if any."""
+        setting = self.plugin_setting()
+        if setting is None:
+            return None
+        try:
+            settings.parse_plugin_setting(setting[0], self.plugin_table)
+        except settings.ConfigRefused as exc:
+            return str(exc)
+        return None
+
     def enabled_plugins(self) -> tuple[str, set[str]] | None:
-        """(raw setting, enabled slugs or {'*'} for all) as the launcher reads it."""
+        """(raw setting, enabled slugs or {'*'} for all), parsed by the launcher's own parser;
+        None without a setting, or when the launcher refuses it (proxy-plugins-unknown says so)."""
         setting = self.plugin_setting()
         if setting is None:
             return None
         raw = setting[0]
-        text = raw.strip().lower()
-        if text in ("", "none"):
-            return raw, set()
-        if text == "all":
-            return raw, {"*"}
-        return raw, {s.strip() for s in text.split(",") if s.strip()}
+        try:
+            enabled = settings.parse_plugin_setting(raw, self.plugin_table)
+        except settings.ConfigRefused:
+            return None
+        return raw, {"*"} if enabled == "all" else set(enabled)

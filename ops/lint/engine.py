@@ -20,7 +20,9 @@ def summary(rule: ModuleType) -> str:
 
 
 def explain(rule: ModuleType) -> str:
-    return f"{rule.ID} ({rule.SEVERITY})\n\n{(rule.__doc__ or '').strip()}\n"
+    note = ("\n\nNot ignorable (--ignore, lint.yaml): every finding of this rule is a start the launcher "
+            "refuses." if getattr(rule, "REFUSES_START", False) else "")
+    return f"{rule.ID} ({rule.SEVERITY})\n\n{(rule.__doc__ or '').strip()}{note}\n"
 
 
 def _one_line(text: str) -> str:

@@ -35,3 +35,20 @@ def split_url(url: str) -> tuple[str, str | None, int | None]:
 def is_loopback_url(url: str) -> bool:
     scheme, host, _ = split_url(url)
     return scheme in ("http", "https") and is_loopback_host(host)
+
+
+def listen_stream_address(value: str) -> tuple[str, int] | None:
+    """The (host, port) a socket bound for `ListenStream=VALUE` reports (getsockname), as systemd
+    binds it: `ADDR:PORT`, `[ADDR6]:PORT`, or a bare port (IPv6 dual-stack, '::'); None for what
+    is not a TCP address (a path, `vsock:`, ...)."""
+    text = value.strip()
+    if text.isdigit():
+        return "::", int(text)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(host)), int(port)
+    except ValueError:
+        return None

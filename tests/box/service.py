@@ -6,26 +6,22 @@ measured here (reported, never asserted against a number: the machine is shared 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 
+from ops.http_probe import health_ok
+from ops.http_probe import wait_healthy as wait_healthy_url
 from ops.layout import LISTEN_PORT, SERVICE
 from tests.box.errors import BoxError
 from tests.box.machine import Box
 
-HEALTH_URL = f"http://127.0.0.1:{LISTEN_PORT}/health"
+PROXY_URL = f"http://127.0.0.1:{LISTEN_PORT}"
+HEALTH_URL = f"{PROXY_URL}/health"
 
 
 def healthy() -> bool:
-    try:
-        with urllib.request.urlopen(HEALTH_URL, timeout=2) as resp:
-            return resp.status == 200 and json.load(resp).get("status") == "ok"
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    return health_ok(PROXY_URL)
 
 
 def show(box: Box, *props: str, unit: str = SERVICE) -> dict[str, str]:
@@ -62,13 +58,13 @@ def _host_pid(box: Box, box_pid: int) -> int:
 def wait_healthy(box: Box, timeout: float = 180.0, *, not_pid: int = 0) -> float:
     """Seconds until /health answers and systemd has the unit active (READY=1 seen) with a main
     PID other than `not_pid`: serving, and known to be serving."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if healthy():
-            now = show(box, "MainPID", "ActiveState")
-            if now["ActiveState"] == "active" and int(now["MainPID"]) not in (0, not_pid):
-                return time.monotonic() - start
-        time.sleep(0.1)
+    def serving() -> bool:
+        now = show(box, "MainPID", "ActiveState")
+        return now["ActiveState"] == "active" and int(now["MainPID"]) not in (0, not_pid)
+
+    took = wait_healthy_url(PROXY_URL, timeout, ready=serving, interval=0.1)
+    if took is not None:
+        return took
     raise BoxError(f"{SERVICE} not healthy within {timeout}s:\n{journal(box, 40)}\n"
                    f"{box.run(f'systemctl status {SERVICE} --no-pager').stdout}")
 

@@ -50,6 +50,14 @@ def set_plugins(value: str) -> Callable[[Deployment], None]:
 
 
 CASES = [
+    # socket unit
+    Case("socket-bare-port", "socket-address",
+         lambda d: d.replace("socket", "ListenStream=127.0.0.1:4020", "ListenStream=4020"), line=6),
+    Case("socket-other-port", "socket-address",
+         lambda d: d.replace("socket", "ListenStream=127.0.0.1:4020", "ListenStream=127.0.0.1:4021"), line=6),
+    Case("socket-two-streams", "socket-address",
+         lambda d: d.append("socket", "[Socket]\nListenStream=127.0.0.1:4022\n")),
+    Case("socket-unit-deleted", "file-missing", lambda d: d.socket.unlink()),
     # inputs
     Case("env-file-deleted", "file-missing", lambda d: d.env_file.unlink()),
     Case("unit-deleted", "file-missing", lambda d: d.unit.unlink()),
@@ -60,7 +68,8 @@ CASES = [
     Case("litellm-config-is-a-list", "file-unreadable", lambda d: d.write("litellm", "- a\n- b\n"),
          line=1),
     Case("env-file-not-utf8", "file-unreadable", lambda d: d.env_file.write_bytes(b"A=\xff\xfe\n")),
-    Case("manifest-not-json", "file-unreadable", lambda d: d.write("manifest", "{profile: lean")),
+    # The launcher refuses an unreadable manifest: reported in its words, by the profile rule.
+    Case("manifest-not-json", "plugin-not-in-profile", lambda d: d.write("manifest", "{profile: lean"), line=1),
     # environment
     Case("optillm-api-key-in-shell", "process-optillm-api-key", lambda d: None,
          process_env={"OPTILLM_API_KEY": "opx-whatever"}),
@@ -145,7 +154,7 @@ CASES = [
     Case("execstart-reset-to-nothing", "exec-start",
          lambda d: d.dropin("30-reset.conf", "[Service]\nExecStart=\n")),
     Case("host-all-interfaces", "host-not-loopback", flags(EXEC.replace("127.0.0.1 --port", "0.0.0.0 --port")),
-         line=7),
+         line=7, also=("socket-address",)),
     Case("host-missing", "host-not-loopback", flags(EXEC.replace("--host 127.0.0.1 ", ""))),
     Case("base-url-remote", "base-url-not-loopback",
          flags(EXEC.replace("http://127.0.0.1:4000/v1", "https://api.openai.com/v1"))),

@@ -42,6 +42,7 @@ class Deployment:
     def __init__(self, root: Path):
         self.root = root
         self.unit = root / "systemd" / "optillm-proxy.service"
+        self.socket = root / "systemd" / "optillm-proxy.socket"
         self.env_file = root / "etc" / "env"
         self.key_file = root / "etc" / "api-key"
         self.upstream_key_file = root / "etc" / "upstream-key"
@@ -52,6 +53,7 @@ class Deployment:
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)
         shutil.copy(GOOD / "optillm-proxy.service", self.unit)
+        shutil.copy(GOOD / "optillm-proxy.socket", self.socket)
         shutil.copy(GOOD / "env", self.env_file)
         self.key_file.write_text(generated_key() + "\n")
         self.upstream_key_file.write_text(UPSTREAM_KEY + "\n")
@@ -88,7 +90,7 @@ class Deployment:
     # --- breaking things -----------------------------------------------------------------
 
     def path(self, kind: str) -> Path:
-        return {"unit": self.unit, "env": self.env_file, "key": self.key_file,
+        return {"unit": self.unit, "socket": self.socket, "env": self.env_file, "key": self.key_file,
                 "upstream": self.upstream_key_file,
                 "provider": self.proxy_config, "litellm": self.litellm_config,
                 "manifest": self.manifest}[kind]
@@ -126,13 +128,14 @@ class Deployment:
         return Inputs(unit=self.unit, env_file=self.env_file, key_file=self.key_file,
                       upstream_key_file=self.upstream_key_file, proxy_config=self.proxy_config,
                       litellm_config=self.litellm_config if with_litellm else None,
-                      venv=self.venv if with_venv else None, venv_explicit=with_venv)
+                      venv=self.venv if with_venv else None, venv_explicit=with_venv,
+                      socket=self.socket)
 
     def lint(self, process_env=None, **kw) -> list[Finding]:
         return engine.run(Context(self.inputs(**kw), process_env=process_env or {}))
 
     def cli_args(self) -> list[str]:
-        return ["lint", "--unit", str(self.unit), "--env-file", str(self.env_file),
+        return ["lint", "--unit", str(self.unit), "--socket", str(self.socket), "--env-file", str(self.env_file),
                 "--key-file", str(self.key_file), "--upstream-key-file", str(self.upstream_key_file),
                 "--proxy-config", str(self.proxy_config),
                 "--litellm-config", str(self.litellm_config), "--venv", str(self.venv)]

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.readers.unitfile import split_words
 
 _CEPO_FIELDS = (
@@ -55,6 +57,10 @@ class OptillmCommand:
     seen: list[tuple[str, str | None]] = field(default_factory=list)  # every (flag, value)
     error: str | None = None  # quoting broken
     launcher_plugins: str | None = None  # the launcher's own --plugins (overrides PROXY_PLUGINS)
+    # optillm's argv (in the launcher form as the launcher checks it: its own options taken out
+    # by its own code), and the launcher's refusal of its own options, if any.
+    args: list[str] = field(default_factory=list)
+    launcher_error: str | None = None
 
 
 def _resolve(option: str) -> str | None:
@@ -87,23 +93,6 @@ def parse_optillm_args(args: list[str], cmd: OptillmCommand) -> None:
         cmd.flags[flag] = value
 
 
-def _take_launcher_plugins(args: list[str]) -> tuple[str | None, list[str]]:
-    """The launcher removes its exact `--plugins` before optillm parses (else it would be read
-    as an abbreviation of --plugins-dir)."""
-    value, rest, i = None, [], 0
-    while i < len(args):
-        if args[i] == "--plugins":
-            value = args[i + 1] if i + 1 < len(args) else ""
-            i += 2
-            continue
-        if args[i].startswith("--plugins="):
-            value = args[i].split("=", 1)[1]
-        else:
-            rest.append(args[i])
-        i += 1
-    return value, rest
-
-
 def parse_exec_start(value: str) -> OptillmCommand:
     words = split_words(value)
     if words is None:
@@ -117,20 +106,23 @@ def parse_exec_start(value: str) -> OptillmCommand:
     name = PurePosixPath(program).name
     cmd = OptillmCommand(program=program, form="unknown")
     if name == "optillm":
-        cmd.form = "optillm"
-        parse_optillm_args(words[1:], cmd)
+        cmd.form, cmd.args = "optillm", words[1:]
+        parse_optillm_args(cmd.args, cmd)
     elif _PYTHON.match(name):
         i = 1
         while i < len(words) and words[i].startswith("-"):
             opt = words[i]
             if opt == "-m" and i + 1 < len(words):
                 if words[i + 1] == "optillm":
-                    cmd.form = "optillm-module"
-                    parse_optillm_args(words[i + 2:], cmd)
+                    cmd.form, cmd.args = "optillm-module", words[i + 2:]
+                    parse_optillm_args(cmd.args, cmd)
                 return cmd
             i += 2 if opt in _PY_OPTS_WITH_ARG else 1
         if i < len(words):
             cmd.form, cmd.script = "launcher", words[i]
-            cmd.launcher_plugins, rest = _take_launcher_plugins(words[i + 1:])
-            parse_optillm_args(rest, cmd)
+            try:
+                cmd.launcher_plugins, cmd.args = settings.take_option(words[i + 1:], "--plugins")
+            except settings.ConfigRefused as exc:
+                cmd.launcher_error, cmd.args = str(exc), [w for w in words[i + 1:] if w != "--plugins"]
+            parse_optillm_args(cmd.args, cmd)
     return cmd

@@ -6,10 +6,10 @@ should be installed comes from the hashed lock the runtime manifest names.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optillm_proxy_launcher import manifest
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -110,12 +110,9 @@ def parse_lock(text: str) -> Lock:
 
 
 def read_manifest(path: Path) -> dict:
-    """optillm-proxy-runtime.json; raises Unreadable with the reason."""
-    text = read_text(path)
+    """optillm-proxy-runtime.json through the one reader (optillm_proxy_launcher.manifest);
+    raises Unreadable with the reason."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise Unreadable(f"invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise Unreadable("expected a JSON object")
-    return data
+        return manifest.read(path)
+    except manifest.ManifestProblem as exc:
+        raise Unreadable(str(exc)) from None

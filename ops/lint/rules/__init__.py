@@ -39,6 +39,7 @@ from ops.lint.rules import (
     proxy_plugins_unknown,
     request_settings,
     secret_file_mode,
+    socket_address,
     unit_syntax,
     upstream_key_in_env_file,
 )
@@ -55,6 +56,8 @@ RULES = (
     unit_syntax, exec_start, host_not_loopback, base_url_not_loopback, base_url_self_loop,
     model_approach_prefix, approach_proxy, approach_auto, approach_fixed, log_debug,
     key_on_command_line, key_not_loaded, env_file_not_loaded,
+    # socket unit
+    socket_address,
     # key file
     key_too_short, key_sk_prefix,
     # provider file

@@ -13,16 +13,24 @@ Passes:
 Fix: remove --approach from ExecStart.
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
-from ops.lint.rules._command import optillm_command
+from ops.lint.rules._launcher import command_refusal
 
 ID = "approach-proxy"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
+
+
+def _check(argv: list[str]) -> None:
+    for value in settings.option_values(argv, "--approach"):
+        if value == "proxy":
+            settings.check_approach_value(value)
 
 
 def check(ctx):
-    es = optillm_command(ctx)
-    if es is not None and es.command.flags.get("--approach") == "proxy":
-        d = es.directive
-        yield Problem(d.path, d.line, "--approach proxy makes 0.3.12 skip every strategy "
-                                      "(moa-... runs as proxy only); remove --approach")
+    found = command_refusal(ctx, _check)
+    if found:
+        d, message = found
+        yield Problem(d.path, d.line, message)

@@ -13,9 +13,12 @@ Passes:
 Fix: `--base-url http://127.0.0.1:4000/v1` (the local LiteLLM).
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_host, split_url
 from ops.lint.rules._command import optillm_command
+from ops.lint.rules._launcher import command_refusal
 
 ID = "base-url-not-loopback"
 SEVERITY = ERROR
@@ -25,11 +28,11 @@ def check(ctx):
     es = optillm_command(ctx)
     if es is None:
         return
-    url = es.command.flags.get("--base-url")
+    url = settings.base_url(es.command.args)
     d = es.directive
-    if not url:
-        yield Problem(d.path, d.line, "ExecStart has no --base-url: optillm would call OpenAI's "
-                                      "public API; add --base-url http://127.0.0.1:4000/v1")
+    missing = command_refusal(ctx, settings.check_base_url)
+    if missing:  # without it stock optillm calls OpenAI's public API
+        yield Problem(d.path, d.line, missing[1])
         return
     scheme, host, _ = split_url(url)
     if scheme != "http" or not is_loopback_host(host):

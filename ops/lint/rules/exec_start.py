@@ -16,8 +16,11 @@ Passes:
 Fix: keep the shipped ExecStart; in a drop-in, write `ExecStart=` (empty) before the new one.
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
 from ops.lint.readers.execstart import parse_exec_start
+from ops.lint.rules._launcher import refusal
 
 ID = "exec-start"
 SEVERITY = ERROR
@@ -43,3 +46,7 @@ def check(ctx):
     elif cmd.form == "unknown":
         yield Problem(d.path, d.line, f"ExecStart runs {cmd.program!r}, neither <python> "
                                       "<launcher> nor optillm; lint cannot check its flags")
+    elif cmd.form == "launcher":
+        message = refusal(settings.listen_address, cmd.args)
+        if message:
+            yield Problem(d.path, d.line, message)

@@ -33,4 +33,4 @@ def check(ctx):
 def _touch_inputs(ctx):
     """Load every input so its load problems are known, whatever rule order is."""
     (ctx.unit, ctx.env, ctx.key_text, ctx.upstream_key_text, ctx.provider_config,
-     ctx.litellm_config, ctx.runtime)
+     ctx.litellm_config, ctx.runtime, ctx.socket_unit)

@@ -24,9 +24,11 @@ from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._command import optillm_command
+from ops.lint.rules._launcher import REFUSES
 
 ID = "key-not-loaded"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 _DIRECTIVES = ("LoadCredential", "LoadCredentialEncrypted", "SetCredential", "SetCredentialEncrypted")
 
 
@@ -37,13 +39,16 @@ def check(ctx):
     loaded = {d.value.split(":", 1)[0].strip()
               for key in _DIRECTIVES for d in ctx.unit.effective("Service", key)}
     d = es.directive
+    launcher = es.command.form == "launcher"
     # key-on-command-line covers a literal proxy key.
     if settings.CREDENTIAL_NAME not in loaded and "--optillm-api-key" not in es.command.flags:
-        yield Problem(d.path, d.line, f"no LoadCredential={settings.CREDENTIAL_NAME}:... in [Service]: "
-                                      "the proxy gets no key; add "
-                                      f"LoadCredential={settings.CREDENTIAL_NAME}:{settings.KEY_FILE_HINT}")
-    if settings.UPSTREAM_CREDENTIAL_NAME not in loaded:
-        name, hint = settings.UPSTREAM_CREDENTIAL_NAME, settings.UPSTREAM_KEY_FILE_HINT
-        yield Problem(d.path, d.line, f"no LoadCredential={name}:... in [Service]: the proxy has no "
-                                      "LiteLLM key and the launcher refuses to start; add "
-                                      f"LoadCredential={name}:{hint}")
+        if launcher:
+            yield Problem(d.path, d.line, REFUSES + str(settings.credential_not_loaded(
+                settings.CREDENTIAL_NAME, settings.KEY_FILE_HINT, settings.PROXY_KEY_WHAT)))
+        else:
+            yield Problem(d.path, d.line, f"no LoadCredential={settings.CREDENTIAL_NAME}:... in [Service]: "
+                                          "optillm gets no key and answers anyone; use the launcher with "
+                                          f"LoadCredential={settings.CREDENTIAL_NAME}:{settings.KEY_FILE_HINT}")
+    if settings.UPSTREAM_CREDENTIAL_NAME not in loaded and launcher:
+        yield Problem(d.path, d.line, REFUSES + str(settings.credential_not_loaded(
+            settings.UPSTREAM_CREDENTIAL_NAME, settings.UPSTREAM_KEY_FILE_HINT, settings.UPSTREAM_KEY_WHAT)))

@@ -14,19 +14,18 @@ Fix: remove --optillm-api-key from ExecStart, put the key in /etc/optillm-proxy/
 (0600), keep LoadCredential=, and rotate the key: it has been exposed.
 """
 
+from optillm_proxy_launcher import settings
+
 from ops.lint.finding import ERROR, Problem
-from ops.lint.rules._command import optillm_command
+from ops.lint.rules._launcher import command_refusal
 
 ID = "key-on-command-line"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
-    es = optillm_command(ctx)
-    if es is None:
-        return
-    if any(flag == "--optillm-api-key" for flag, _ in es.command.seen):
-        d = es.directive
-        yield Problem(d.path, d.line, "--optillm-api-key on ExecStart is readable by every "
-                                      "local user; use LoadCredential=api-key:... and rotate "
-                                      "the key")
+    found = command_refusal(ctx, settings.check_key_not_on_command_line)
+    if found:
+        d, message = found
+        yield Problem(d.path, d.line, message)

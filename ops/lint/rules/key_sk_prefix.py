@@ -19,10 +19,11 @@ update LiteLLM's api_key for the proxy entries, restart the service.
 from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "key-sk-prefix"
 SEVERITY = ERROR
-REFUSES = "the launcher refuses to start (exit 78)"
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
@@ -32,4 +33,4 @@ def check(ctx):
     try:
         settings.check_proxy_key(text.strip())
     except settings.ConfigRefused as exc:
-        yield Problem(str(ctx.inputs.key_file), 1, f"{REFUSES}: {exc}")
+        yield Problem(str(ctx.inputs.key_file), 1, REFUSES + str(exc))

@@ -20,11 +20,11 @@ Fix: generate a new key: `python3 -c 'import secrets; print("opx-" + secrets.tok
 from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "key-too-short"
 SEVERITY = ERROR
 MIN_LENGTH = 32
-REFUSES = "the launcher refuses to start (exit 78)"
 
 
 def check(ctx):
@@ -36,7 +36,7 @@ def check(ctx):
         key = settings.check_key_text(text, path, settings.KEY_FILE_HINT, settings.PROXY_KEY_WHAT)
     except settings.ConfigRefused as exc:
         line = 2 if "\n" in text.strip() else 1
-        yield Problem(str(path), line, f"{REFUSES}: {exc}")
+        yield Problem(str(path), line, REFUSES + str(exc))
         return
     if len(key) < MIN_LENGTH:
         yield Problem(str(path), 1, f"proxy key is {len(key)} characters, needs at least {MIN_LENGTH}; "

@@ -23,10 +23,11 @@ service once the key is there).
 from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "openai-key-missing"
 SEVERITY = ERROR
-REFUSES = "the launcher refuses to start (exit 78)"
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 INPUT = "upstream-key-file"
 
 
@@ -44,4 +45,4 @@ def check(ctx):
         settings.check_upstream_key(settings.check_key_text(text, path, hint, what))
     except settings.ConfigRefused as exc:
         line = 2 if "\n" in text.strip() else 1
-        yield Problem(str(path), line, f"{REFUSES}: {exc}")
+        yield Problem(str(path), line, REFUSES + str(exc))

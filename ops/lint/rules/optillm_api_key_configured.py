@@ -15,14 +15,13 @@ refuses to start (exit 78) while the variable is present.
 """
 
 from ops.lint.finding import ERROR, Problem
-from ops.lint.rules._environment import configured_variables
+from ops.lint.rules._environment import environment_refusals
 
 ID = "optillm-api-key-configured"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
-    for path, line, name in configured_variables(ctx):
-        if name == "OPTILLM_API_KEY":
-            yield Problem(path, line, "OPTILLM_API_KEY makes optillm 0.3.12 switch to local "
-                                      "inference; remove it and keep the key in the key file")
+    for path, line, message in environment_refusals(ctx, lambda name: name == "OPTILLM_API_KEY"):
+        yield Problem(path, line, message)

@@ -22,9 +22,11 @@ from pathlib import Path
 from optillm_proxy_launcher import patches, settings
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "optillm-internals"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
@@ -41,4 +43,4 @@ def check(ctx):
     try:
         patches.verify_source(server, dist.version)
     except settings.ConfigRefused as exc:
-        yield Problem(str(server), 0, f"the launcher refuses to start (exit 78): {exc}")
+        yield Problem(str(server), 0, REFUSES + str(exc))

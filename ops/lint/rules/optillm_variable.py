@@ -18,16 +18,14 @@ drop-in.
 """
 
 from ops.lint.finding import ERROR, Problem
-from ops.lint.rules._environment import configured_variables
+from ops.lint.rules._environment import environment_refusals
 
 ID = "optillm-variable"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
-    for path, line, name in configured_variables(ctx):
-        if name.startswith("OPTILLM_") and name != "OPTILLM_API_KEY":
-            flag = "--" + name[len("OPTILLM_"):].lower().replace("_", "-")
-            yield Problem(path, line, f"{name} silently changes optillm's default for a flag "
-                                      f"(like {flag}) and the launcher refuses to start with it; "
-                                      "remove it, or set the flag on ExecStart")
+    stray = lambda name: name.startswith("OPTILLM_") and name != "OPTILLM_API_KEY"  # noqa: E731
+    for path, line, message in environment_refusals(ctx, stray):
+        yield Problem(path, line, message)

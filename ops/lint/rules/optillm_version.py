@@ -14,8 +14,11 @@ Fix: rebuild the runtime from the lock: `sudo ./install.sh` (an upgrade is a new
 validated and switched atomically; `opsctl runtime rollback` returns to the previous one).
 """
 
+from optillm_proxy_launcher import patches
+
 from ops.layout import OPTILLM_VERSION
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import refusal
 
 ID = "optillm-version"
 SEVERITY = ERROR
@@ -29,9 +32,10 @@ def check(ctx):
     if dist is None:
         yield Problem(str(rt.path), 0, f"optillm is not installed in this runtime; rebuild it "
                                        f"with install.sh (optillm=={OPTILLM_VERSION})")
-    elif dist.version != OPTILLM_VERSION:
-        yield Problem(dist.metadata, 0, f"optillm {dist.version} installed, this deployment is "
-                                        f"built for exactly {OPTILLM_VERSION}; rebuild the runtime")
+    else:
+        message = refusal(patches.check_version, dist.version)  # the launcher's own check
+        if message:
+            yield Problem(dist.metadata, 0, message)
     declared = (rt.manifest or {}).get("optillm_version")
     if rt.manifest is not None and declared != OPTILLM_VERSION:
         yield Problem(str(rt.manifest_path), 1, f"manifest says optillm_version={declared!r}, "

@@ -20,19 +20,13 @@ then restart the service.
 from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
-from ops.lint.rules._environment import configured_variables
+from ops.lint.rules._environment import environment_refusals
 
 ID = "other-provider-key"
 SEVERITY = ERROR
-REFUSES = "the launcher refuses to start (exit 78)"
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
-    for path, line, name in configured_variables(ctx):
-        if name not in settings.OTHER_PROVIDER_KEYS:
-            continue
-        try:
-            # A stand-in value, never the real one: the launcher refuses any non-empty value.
-            settings.check_environment({name: "set"})
-        except settings.ConfigRefused as exc:
-            yield Problem(path, line, f"{REFUSES}: {exc}")
+    for path, line, message in environment_refusals(ctx, lambda name: name in settings.OTHER_PROVIDER_KEYS):
+        yield Problem(path, line, message)

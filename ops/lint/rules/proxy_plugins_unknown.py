@@ -16,24 +16,18 @@ libexec/plugins.json.
 """
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "proxy-plugins-unknown"
 SEVERITY = ERROR
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
+    es = ctx.exec_start
+    if es is not None and es.command.launcher_error:  # the launcher's own --plugins, without a value
+        yield Problem(es.directive.path, es.directive.line, REFUSES + es.command.launcher_error)
     setting = ctx.plugin_setting()
-    if setting is None:
-        return
-    raw, path, line = setting
-    text = raw.strip().lower()
-    if text in ("", "none", "all"):
-        return
-    known = set(ctx.plugin_slugs)
-    for slug in (s.strip() for s in text.split(",")):
-        if slug in ("none", "all"):
-            yield Problem(path, line, f"plugin setting {raw!r}: '{slug}' cannot be combined "
-                                      "with plugin names; the launcher refuses to start")
-        elif slug and slug not in known:
-            yield Problem(path, line, f"unknown plugin {slug!r} (the launcher refuses to start);"
-                                      f" known: {', '.join(sorted(known))}")
+    refused = ctx.plugins_refused()
+    if setting is not None and refused:
+        yield Problem(setting[1], setting[2], REFUSES + refused)

@@ -28,10 +28,11 @@ default; list in PROXY_APPROACHES only core approaches and plugins PROXY_PLUGINS
 from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
+from ops.lint.rules._launcher import REFUSES
 
 ID = "request-settings"
 SEVERITY = ERROR
-REFUSES = "the launcher refuses to start (exit 78)"
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
@@ -45,13 +46,13 @@ def check(ctx):
         try:
             bound.parse({bound.name: a.value})
         except settings.ConfigRefused as exc:
-            yield Problem(path, a.line, f"{REFUSES}: {exc}")
+            yield Problem(path, a.line, REFUSES + str(exc))
     a = ctx.env.get(settings.RECORDS_VARIABLE)
     if a is not None:
         try:
             settings.parse_records(a.value)
         except settings.ConfigRefused as exc:
-            yield Problem(path, a.line, f"{REFUSES}: {exc}")
+            yield Problem(path, a.line, REFUSES + str(exc))
     a = ctx.env.get(settings.APPROACHES_VARIABLE)
     enabled = ctx.enabled_plugins()
     if a is None or enabled is None:
@@ -63,4 +64,4 @@ def check(ctx):
     try:
         settings.parse_approaches(a.value, plugins, table)
     except settings.ConfigRefused as exc:
-        yield Problem(path, a.line, f"{REFUSES}: {exc}")
+        yield Problem(path, a.line, REFUSES + str(exc))

@@ -24,19 +24,14 @@ the service.
 from optillm_proxy_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
-from ops.lint.rules._environment import configured_variables
+from ops.lint.rules._environment import environment_refusals
 
 ID = "upstream-key-in-env-file"
 SEVERITY = ERROR
-REFUSES = "the launcher refuses to start (exit 78)"
+REFUSES_START = True  # every finding is a start the launcher refuses: not ignorable
 
 
 def check(ctx):
-    for path, line, name in configured_variables(ctx):
-        if name != settings.UPSTREAM_KEY_VARIABLE:
-            continue
-        try:
-            # The variable alone, never its value: the launcher refuses it being set at all.
-            settings.check_environment({name: ""})
-        except settings.ConfigRefused as exc:
-            yield Problem(path, line, f"{REFUSES}: {exc}")
+    # The launcher's message names the variable, never its value.
+    for path, line, message in environment_refusals(ctx, lambda name: name == settings.UPSTREAM_KEY_VARIABLE):
+        yield Problem(path, line, message)
