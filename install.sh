@@ -20,11 +20,10 @@ readonly EXIT_STEP_FAILED=1   # a step failed; the message names it and what to 
 readonly EXIT_USAGE=2         # bad flag or value
 readonly EXIT_NO_SYSTEMD=3    # installed everything, but systemd is not PID 1: service not started
 readonly EXIT_UNHEALTHY=4     # the service was (re)started but failed to become ready
-readonly EXIT_PREREQ=5        # prerequisite missing: not root, python3 is not 3.11, lock or unit absent, no LiteLLM key
+readonly EXIT_PREREQ=5        # prerequisite missing: not root, no lock for python3's version or the profile, unit absent, no LiteLLM key
 readonly EXIT_CONFIG_REFUSED=6 # the launcher would refuse the new configuration: nothing restarted
 
 readonly SYSTEM_PYTHON="/usr/bin/python3"
-readonly WANT_PYTHON="3.11"
 readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates systemd)
 # The directories systemd-tmpfiles makes and keeps (path mode owner; the owner's group is its own).
 readonly DIRECTORIES=(
@@ -79,8 +78,9 @@ Usage: sudo ./install.sh [--profile lean|full] [--root DIR] [--dry-run] [--no-st
        sudo ./install.sh --upgrade [LOCK] [--profile lean|full]
        sudo ./install.sh --rollback
 
-Installs OptiLLM ${OPTILLM_VERSION} from locks/<profile>.txt (hashes required, bytecode compiled)
-as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT}, upstream ${UPSTREAM_URL}.
+Installs OptiLLM ${OPTILLM_VERSION} from locks/py<X.Y>/<profile>.txt, X.Y being ${SYSTEM_PYTHON}'s version
+(hashes required, bytecode compiled), as the systemd service ${SERVICE} on ${LISTEN_HOST}:${LISTEN_PORT},
+upstream ${UPSTREAM_URL}.
 Re-running changes only what differs and restarts the service at most once (only if the unit,
 launcher, runtime, env, key, provider file or a drop-in changed, or it was not running).
 It never overwrites ${ENV_FILE} or ${KEY_FILE} (it only moves an OPENAI_API_KEY= line of the env
@@ -97,7 +97,7 @@ Options:
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
                   keeps ${CONF_DIR} and ${STATE_DIR}
   --purge         with --uninstall: also remove ${CONF_DIR}, ${STATE_DIR} and unit drop-ins
-  --upgrade [LOCK]  build a runtime from LOCK (default locks/<profile>.txt; profile: --profile,
+  --upgrade [LOCK]  build a runtime from LOCK (default locks/py<X.Y>/<profile>.txt; profile: --profile,
                   else the current runtime's) beside the running one, validate it on a spare
                   port under the unit's own settings (opsctl lint, opsctl smoke --all), then
                   switch to it with one restart; switches back by itself if it fails after.
@@ -119,8 +119,9 @@ Exit codes:
   2  usage error (unknown flag, bad value)
   3  installed, but systemd is not PID 1 here: the service was not started
   4  the service was (re)started but did not become healthy (failed to report ready)
-  5  prerequisite missing (not root, ${SYSTEM_PYTHON} is not Python ${WANT_PYTHON}, lock or unit file absent,
-     no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything else installed, the service not started)
+  5  prerequisite missing (not root, no lock for ${SYSTEM_PYTHON}'s version ($(supported_pythons)) or for
+     the profile on it, lock or unit file absent, no LiteLLM key in ${UPSTREAM_KEY_FILE}: everything
+     else installed, the service not started)
   6  the launcher would refuse the new configuration (opsctl runtime check): the running service
      was not restarted and keeps the previous configuration; the summary quotes the refusal
 With --upgrade/--rollback, once the runtime is built, the exit code is opsctl runtime's:
@@ -332,23 +333,13 @@ check_system() {
   if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
     die "${EXIT_PREREQ}" "must run as root: sudo ./install.sh (or stage without root: ./install.sh --root DIR)"
   fi
-  LOCK_FILE="${UPGRADE_LOCK:-${REPO}/locks/${PROFILE}.txt}"
-  LOCK_SHOWN="${LOCK_FILE#"${REPO}"/}"  # the lock actually used, as the operator named it
-  if [[ ! -f "${LOCK_FILE}" ]]; then
-    if [[ "${PROFILE}" == lean ]]; then
-      die "${EXIT_PREREQ}" "no lean lock (${LOCK_FILE}) in this checkout: install the stock runtime with --profile full, or update the checkout"
-    fi
-    die "${EXIT_PREREQ}" "lock file ${LOCK_FILE} is missing from this checkout"
-  fi
-  LOCK_SHA="$(sha256_of "${LOCK_FILE}")"
-  RUNTIME_NAME="${OPTILLM_VERSION}-${PROFILE}-${LOCK_SHA:0:12}"
   if [[ -z "${ROOT}" && -d /run/systemd/system ]]; then
     HAS_SYSTEMD=1
   fi
   local where="this host"
   [[ -n "${ROOT}" ]] && where="staging under ${ROOT} (no user, chown, apt or systemctl)"
   [[ -n "${DRY_RUN}" ]] && where="${where}; dry run: nothing is written"
-  report "profile ${PROFILE}, runtime ${RUNTIME_NAME}, ${where}"
+  report "profile ${PROFILE}, ${where}"
 }
 
 # On a running installation another profile is an upgrade (validated, reversible): refused here,
@@ -366,10 +357,10 @@ keep_current_runtime() {
   if [[ -n "${keep}" && "${keep}" != "${PROFILE}" ]]; then
     die "${EXIT_STEP_FAILED}" "this box runs the ${keep} profile (${installed}); --profile ${PROFILE} is a switch, which a plain run never makes. To switch (validated, reversible): sudo ./install.sh --upgrade --profile ${PROFILE}; to keep ${keep}: leave --profile out"
   fi
-  NOTES+=("kept the current runtime ${installed}; locks/${PROFILE}.txt would give ${RUNTIME_NAME}: switch deliberately with sudo ./install.sh --upgrade")
+  NOTES+=("kept the current runtime ${installed}; ${LOCK_SHOWN} would give ${RUNTIME_NAME}: switch deliberately with sudo ./install.sh --upgrade")
   RUNTIME_NAME="${installed}"
   KEPT_RUNTIME=1
-  report "keeping the current runtime ${installed} (locks/${PROFILE}.txt differs: --upgrade switches)"
+  report "keeping the current runtime ${installed} (${LOCK_SHOWN} differs: --upgrade switches)"
 }
 
 install_debian_packages() {
@@ -377,8 +368,8 @@ install_debian_packages() {
   local missing=() pkg
   if ! command -v dpkg-query >/dev/null; then
     [[ -x "${SYSTEM_PYTHON}" ]] ||
-      die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing and this is not a Debian/Ubuntu system: install Python ${WANT_PYTHON} with venv support"
-    report "not Debian/Ubuntu: skipped (needs ${SYSTEM_PYTHON} ${WANT_PYTHON} with venv, and systemd)"
+      die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing and this is not a Debian/Ubuntu system: install Python $(supported_pythons) with venv support"
+    report "not Debian/Ubuntu: skipped (needs ${SYSTEM_PYTHON} $(supported_pythons) with venv, and systemd)"
     return
   fi
   for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -398,15 +389,42 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# The Pythons this checkout has locks for: one directory locks/py<X.Y>/ each (tools/derive_locks.py).
+supported_pythons() {
+  local dir versions=()
+  for dir in "${REPO}"/locks/py[0-9]*.[0-9]*/; do
+    [[ -d "${dir}" ]] && versions+=("$(basename "${dir}")")
+  done
+  local IFS=, joined
+  joined="${versions[*]#py}"
+  echo "${joined//,/, }"
+}
+
+# Picks the lock from the host's python3 (locks/py<X.Y>/<profile>.txt), or --upgrade's LOCK.
+# Where a profile cannot be built for that Python, locks/py<X.Y>/<profile>.unavailable says why.
 check_python() {
-  step "check python" "install Python ${WANT_PYTHON} as ${SYSTEM_PYTHON} (Debian 12 ships it)"
-  [[ -x "${SYSTEM_PYTHON}" ]] || die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing: install python3 (${WANT_PYTHON})"
-  local version
+  step "check python" "install a supported Python ($(supported_pythons)) as ${SYSTEM_PYTHON}: Debian 12 and 13 ship one"
+  [[ -x "${SYSTEM_PYTHON}" ]] || die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing: install python3 ($(supported_pythons))"
+  local version dir
   version="$("${SYSTEM_PYTHON}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  if [[ "${version}" != "${WANT_PYTHON}" ]]; then
-    die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is Python ${version}; the locks target Python ${WANT_PYTHON}: use Debian 12 or another system whose python3 is ${WANT_PYTHON}"
+  dir="${REPO}/locks/py${version}"
+  if [[ -z "${UPGRADE_LOCK}" && ! -d "${dir}" ]]; then
+    die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is Python ${version}; locks exist for Python $(supported_pythons) (locks/py<X.Y>/): use Debian 12 (3.11), Debian 13 (3.13) or another system whose python3 is one of them"
   fi
-  report "${SYSTEM_PYTHON} is Python ${version}"
+  if [[ -z "${UPGRADE_LOCK}" && ! -f "${dir}/${PROFILE}.txt" && -f "${dir}/${PROFILE}.unavailable" ]]; then
+    die "${EXIT_PREREQ}" "no ${PROFILE} profile for Python ${version}: $(head -n1 "${dir}/${PROFILE}.unavailable")"
+  fi
+  LOCK_FILE="${UPGRADE_LOCK:-${dir}/${PROFILE}.txt}"
+  LOCK_SHOWN="${LOCK_FILE#"${REPO}"/}"  # the lock actually used, as the operator named it
+  if [[ ! -f "${LOCK_FILE}" ]]; then
+    if [[ "${PROFILE}" == lean ]]; then
+      die "${EXIT_PREREQ}" "no lean lock (${LOCK_FILE}) in this checkout: install the stock runtime with --profile full, or update the checkout"
+    fi
+    die "${EXIT_PREREQ}" "lock file ${LOCK_FILE} is missing from this checkout"
+  fi
+  LOCK_SHA="$(sha256_of "${LOCK_FILE}")"
+  RUNTIME_NAME="${OPTILLM_VERSION}-${PROFILE}-${LOCK_SHA:0:12}"
+  report "${SYSTEM_PYTHON} is Python ${version}: ${LOCK_SHOWN}, runtime ${RUNTIME_NAME}"
 }
 
 # The user comes from systemd-sysusers and the directories (mode, owner) from systemd-tmpfiles,
@@ -533,8 +551,50 @@ build_venv() {
   [[ "${got}" == "${OPTILLM_VERSION}" ]] ||
     die "${EXIT_STEP_FAILED}" "${LOCK_SHOWN} installed optillm ${got}, expected ${OPTILLM_VERSION}: fix the lock"
   install -D -m 0644 "${LOCK_FILE}" "${tmp}/libexec/${PROFILE}.txt"
-  printf '{"profile": "%s", "optillm_version": "%s", "lock_sha256": "%s", "lock_file": "libexec/%s.txt"}\n' \
-    "${PROFILE}" "${OPTILLM_VERSION}" "${LOCK_SHA}" "${PROFILE}" >"${tmp}/${MANIFEST_REL}"
+  link_site_packages "${tmp}"
+  write_manifest "${tmp}"
+}
+
+# The manifest's format: launcher/optillm_proxy_launcher/manifest.py, its one reader.
+write_manifest() {
+  local dir="$1" python
+  python="$("${dir}/bin/python" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  printf '{"profile": "%s", "optillm_version": "%s", "lock_sha256": "%s", "lock_file": "libexec/%s.txt", "lock_source": "%s", "python": "%s"}\n' \
+    "${PROFILE}" "${OPTILLM_VERSION}" "${LOCK_SHA}" "${PROFILE}" "${LOCK_SHOWN}" "${python}" >"${dir}/${MANIFEST_REL}"
+}
+
+# <runtime>/site-packages -> lib/python3.X/site-packages: the unit names paths inside the runtime
+# (spl's data, BindPaths=) without naming the Python version.
+link_site_packages() {
+  local runtime="$1" found
+  found="$(cd "${runtime}" && compgen -G 'lib/python3.*/site-packages' | head -n1)" || return 0
+  [[ -n "${found}" ]] || return 0
+  link_differs "${found}" "${runtime}/${SITE_PACKAGES_REL}" || return 0
+  ln -sfn "${found}" "${runtime}/${SITE_PACKAGES_REL}"
+}
+
+# Runtimes built by an earlier install.sh lack the link; current, previous or a rollback target
+# must have it before the unit that names it starts.
+link_runtimes_site_packages() {
+  step "runtime links" "check ${RUNTIMES_DIR} by hand, then re-run"
+  local runtime found missing=()
+  for runtime in "$(R "${RUNTIMES_DIR}")"/*/; do
+    runtime="${runtime%/}"
+    [[ -f "${runtime}/${MANIFEST_REL}" ]] || continue
+    found="$(cd "${runtime}" && compgen -G 'lib/python3.*/site-packages' | head -n1)" || continue
+    link_differs "${found}" "${runtime}/${SITE_PACKAGES_REL}" && missing+=("${runtime}")
+  done
+  if ((${#missing[@]})); then
+    apply "link ${SITE_PACKAGES_REL} in ${missing[*]##*/}" "linked ${SITE_PACKAGES_REL} in ${missing[*]##*/}" \
+      link_each_site_packages "${missing[@]}"
+  else
+    report "unchanged"
+  fi
+}
+
+link_each_site_packages() {
+  local runtime
+  for runtime in "$@"; do link_site_packages "${runtime}"; done
 }
 
 # The repo's launcher/ files, as install.sh and opsctl ship them (entry script, plugin table,
@@ -1200,6 +1260,7 @@ upgrade_main() {
   bootstrap_uv
   build_runtime
   install_launcher
+  link_runtimes_site_packages
   install_opsctl
   run_opsctl_runtime upgrade "${RUNTIME_NAME}"
 }
@@ -1219,14 +1280,15 @@ main() {
   fi
   choose_profile
   check_system
-  keep_current_runtime
   install_debian_packages
   check_python
+  keep_current_runtime
   create_service_user
   create_directories
   bootstrap_uv
   build_runtime
   install_launcher
+  link_runtimes_site_packages
   switch_current
   install_opsctl
   write_provider_file

@@ -3,7 +3,7 @@
 #
 #   sudo bench/box_restart.sh [--profile lean|full] [--rounds N]
 #
-# Boots the test box (tests/box: cached Debian bookworm base, real systemd under systemd-nspawn),
+# Boots the test box (tests/box: cached Debian base of OPTILLM_PROXY_BOX_RELEASE, default bookworm, real systemd under systemd-nspawn),
 # runs the real install.sh in it with the profile, and measures for the default plugin set
 # (PROXY_PLUGINS=none) and, on the full profile, PROXY_PLUGINS=all:
 #   - kill -9 of the main process -> systemd restarts it -> active and /health 200 (N rounds)
@@ -158,7 +158,7 @@ measure_memory() {
 measure_runtime() {
   local runtime
   runtime="$(in_box "readlink -f ${CURRENT_LINK}")"
-  echo "runtime ${runtime##*/}: $(in_box "du -sm ${runtime} | cut -f1") MB on disk, $(in_box "ls ${runtime}/lib/python3.11/site-packages | grep -c '[.]dist-info\$'") packages"
+  echo "runtime ${runtime##*/}: $(in_box "du -sm ${runtime} | cut -f1") MB on disk, $(in_box "ls ${runtime}/${SITE_PACKAGES_REL}/ | grep -c '[.]dist-info\$'") packages"
 }
 
 use_plugins() {

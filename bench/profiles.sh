@@ -3,7 +3,7 @@
 #
 #   bench/profiles.sh [PROFILE...]      (default: lean full; needs uv, python3, curl; ~10 GB free)
 #
-# Per profile, from locks/<profile>.txt, as install.sh builds a runtime
+# Per profile, from locks/py<X.Y>/<profile>.txt, as install.sh builds a runtime
 # (`uv pip sync --require-hashes --compile-bytecode` into a new venv):
 #   cold install: empty uv cache (everything downloaded from the registry uv is configured for),
 #   warm install: a second new venv with that cache now filled (a profile switch on a box),
@@ -17,6 +17,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=launcher/optillm_proxy_launcher/layout.env
 source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
+# The locks install.sh picks on this host: locks/py<X.Y>/ for /usr/bin/python3's version.
+LOCKS="${REPO}/locks/py$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+readonly LOCKS
 WORK=""
 UPSTREAM_PID=""
 FAKE_PORT=""
@@ -53,7 +56,7 @@ require_tools() {
 check_profiles() {
   local profile
   for profile in "$@"; do
-    [[ -f "${REPO}/locks/${profile}.txt" ]] || { echo "profiles.sh: no lock locks/${profile}.txt (profiles: lean, full)" >&2; usage; }
+    [[ -f "${LOCKS}/${profile}.txt" ]] || { echo "profiles.sh: no lock ${LOCKS#"${REPO}"/}/${profile}.txt (profiles: lean, full)" >&2; usage; }
   done
 }
 
@@ -134,7 +137,7 @@ resident_mb() {
 }
 
 measure_profile() {
-  local profile="$1" lock="${REPO}/locks/$1.txt" cache="${WORK}/uv-cache" cold warm packages size rss
+  local profile="$1" lock="${LOCKS}/$1.txt" cache="${WORK}/uv-cache" cold warm packages size rss
   echo "== ${profile}: cold install (empty uv cache)" >&2
   cold="$(install_runtime "${lock}" "${WORK}/${profile}-cold" "${cache}")"
   echo "== ${profile}: warm install (cache filled)" >&2

@@ -17,6 +17,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 # shellcheck source=launcher/optillm_proxy_launcher/layout.env
 source "${REPO}/launcher/optillm_proxy_launcher/layout.env"
+# The locks install.sh picks on this host: locks/py<X.Y>/ for /usr/bin/python3's version.
+LOCKS="${REPO}/locks/py$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+readonly LOCKS
 readonly HEALTH_URL="http://${LISTEN_HOST}:${LISTEN_PORT}/health"
 readonly POLL_SECONDS="0.05"
 WORK=""
@@ -45,7 +48,7 @@ current_profile() {
 make_variant_lock() {
   local profile="$1"
   # A fixed comment: the same variant hash every run, so the runtime is built only once.
-  { cat "${REPO}/locks/${profile}.txt"; echo "# bench/upgrade_downtime.sh variant"; } >"${WORK}/${profile}-variant.txt"
+  { cat "${LOCKS}/${profile}.txt"; echo "# bench/upgrade_downtime.sh variant"; } >"${WORK}/${profile}-variant.txt"
   echo "${WORK}/${profile}-variant.txt"
 }
 

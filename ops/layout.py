@@ -134,8 +134,12 @@ class Layout:
         return (runtime or self.current) / LAUNCHER_REL
 
     def runtime_manifest(self, runtime: Path | None = None) -> Path:
-        """JSON written by install.sh: profile, optillm version, lock sha256."""
+        """JSON written by install.sh: profile, optillm version, lock sha256, lock source, Python."""
         return (runtime or self.current) / MANIFEST_REL
+
+    def site_packages(self, runtime: Path | None = None) -> Path:
+        """install.sh's link to lib/python3.X/site-packages: the unit's paths name no Python version."""
+        return (runtime or self.current) / FACTS["SITE_PACKAGES_REL"]
 
 
 DEFAULT = Layout()

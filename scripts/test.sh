@@ -64,6 +64,15 @@ run_full_profile_box_tests() {
       tests/test_box_printed_commands.py::test_every_box_command_of_this_profile_ran)
 }
 
+# The box suite on Debian 13 (trixie: Python 3.13, systemd 257), lean profile (the full profile
+# cannot be built for 3.13: locks/py3.13/full.unavailable); every printed command runs there too.
+run_trixie_box_tests() {
+  log "running the box suite again on Debian 13 (trixie), lean profile"
+  (cd "${REPO}" && OPTILLM_PROXY_BOX_RELEASE=trixie \
+    uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py tests/test_box_faults.py \
+      tests/test_box_upgrade.py tests/test_box_printed_commands.py)
+}
+
 # The fast tier promises developers no root and no network: shown by running it so.
 run_fast_tier_unprivileged() {
   log "running the fast tier again as nobody, without network"
@@ -83,6 +92,7 @@ main() {
     run_tests
     run_fast_tier_unprivileged
     run_full_profile_box_tests
+    run_trixie_box_tests
   fi
 }
 

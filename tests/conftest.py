@@ -19,7 +19,7 @@ pytest_plugins = [
     "tests.fixtures.fleet",
 ]
 
-# Fixtures that build (or reuse) an optillm runtime venv from locks/*.txt: the 8.7 GB full
+# Fixtures that build (or reuse) an optillm runtime venv from locks/py<X.Y>/*.txt: the 8.7 GB full
 # profile or the lean one, via uv from its cache or PyPI. `staged` runs install.sh --root, which
 # builds one (tests/test_install.py, tests/lint/test_shipped.py).
 RUNTIME_FIXTURES = frozenset({"full_runtime", "lean_runtime", "staged"})

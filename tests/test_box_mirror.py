@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.box.mirror import MirrorNotFound, host_mirror
+from tests.box.mirror import RELEASE_VARIABLE, MirrorNotFound, UnknownRelease, box_release, host_mirror
 
 DEB822 = """\
 Types: deb-src
@@ -51,8 +51,22 @@ def test_one_line_sources_list_with_options(tmp_path):
 
 def test_no_source_for_the_suite_says_what_to_do(tmp_path):
     with pytest.raises(MirrorNotFound, match="add the host's Debian bookworm mirror"):
-        host_mirror(apt_dir(tmp_path, one_line="deb http://x.example.invalid/debian bullseye main\n"))
+        host_mirror(apt_dir(tmp_path, one_line="deb http://x.example.invalid/debian bullseye main\n"),
+                    suite="bookworm")
 
 
-def test_this_host_has_one():
-    assert host_mirror().startswith(("http://", "https://"))
+def test_another_release_comes_from_the_hosts_main_archive(tmp_path):
+    # A Debian 12 host lists only bookworm: its main archive (not -security) serves trixie too.
+    assert host_mirror(apt_dir(tmp_path, sources=DEB822), suite="trixie") == "http://mirror.example.invalid/debian"
+
+
+def test_the_release_is_a_parameter():
+    assert box_release({}) == "bookworm"
+    assert box_release({RELEASE_VARIABLE: "trixie"}) == "trixie"
+    with pytest.raises(UnknownRelease, match="use one of bookworm, trixie"):
+        box_release({RELEASE_VARIABLE: "sid"})
+
+
+@pytest.mark.parametrize("release", ["bookworm", "trixie"])
+def test_this_host_has_one(release):
+    assert host_mirror(suite=release).startswith(("http://", "https://"))

@@ -17,6 +17,7 @@ import pytest
 
 from ops.layout import BASE_MODEL, DEFAULT as LAYOUT, LISTEN_PORT, SERVICE, SERVICE_USER, STRATEGY_PREFIXES
 from tests.box import service
+from tests.box.mirror import RELEASE_PYTHON, box_release
 from tests.fixtures.box import record
 
 pytestmark = pytest.mark.box
@@ -104,6 +105,19 @@ def test_runs_as_service_user(box):
     assert box.check(f"ps -o user= -p {pid}").strip() == SERVICE_USER
 
 
+def test_spl_bind_path_lands_in_the_runtime_of_the_boxs_python(box):
+    """The unit names current/site-packages/... (no Python version); systemd follows both links and
+    mounts the service's spl state on lib/python3.X/... of the current runtime, whatever X is."""
+    pid = service.main_pid(box)
+    python = box.check("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").strip()
+    assert python == RELEASE_PYTHON[box_release()], "tests/box/mirror.py's RELEASE_PYTHON is wrong"
+    runtime = box.check(f"readlink -f {LAYOUT.current}").strip()
+    want = f"{runtime}/lib/python{python}/site-packages/optillm/plugins/spl/data"
+    mounts = [line.split()[4] for line in box.check(f"cat /proc/{pid}/mountinfo").splitlines()]
+    assert want in mounts, f"{want} is not a mount point of the service: {[m for m in mounts if 'optillm' in m]}"
+    record(f"spl BindPaths= resolved in the box (Python {python})", want.removeprefix(runtime + "/"))
+
+
 def test_no_key_in_proc_cmdline_or_environ(box, box_upstream):
     key = proxy_key(box)
     assert key and not key.startswith("sk-")
@@ -121,6 +135,8 @@ def test_no_key_in_proc_cmdline_or_environ(box, box_upstream):
 def test_exposure_measured_in_box(box):
     online = exposure(box.check(f"systemd-analyze security {SERVICE} --no-pager"))
     offline = exposure(box.check(f"systemd-analyze security --offline=yes --no-pager {LAYOUT.unit_file}"))
+    record("box systemd", box.check("systemctl --version").splitlines()[0])
+    record("box python3", box.check("python3 --version").strip())
     record("exposure in the box (running unit)", online)
     record("exposure in the box (--offline=yes, unit file)", offline)
     assert online <= MAX_EXPOSURE

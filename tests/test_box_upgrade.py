@@ -159,9 +159,11 @@ def original(box):
 
 
 def profile_lock_text(box) -> tuple[str, str]:
-    """The profile the box runs and the repo's lock for it (the box may be installed lean or full)."""
-    profile = manifest(box, link_name(box, L.current))["profile"]
-    return profile, (REPO / "locks" / f"{profile}.txt").read_text()
+    """The profile the box runs and the repo's lock it was built from (lean or full, for the box's
+    Python: its manifest names the lock install.sh picked)."""
+    recorded = manifest(box, link_name(box, L.current))
+    assert recorded["lock_source"] == f"locks/py{recorded['python']}/{recorded['profile']}.txt", recorded
+    return recorded["profile"], (REPO / recorded["lock_source"]).read_text()
 
 
 def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, original):
@@ -221,7 +223,7 @@ def test_a_plain_rerun_after_an_upgrade_applies_env_changes_on_the_current_runti
 def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(box, original):
     current = link_name(box, L.current)
     # From the lean lock whatever the box runs (a full one would cost 8 GB to be refused).
-    lean = (REPO / "locks" / "lean.txt").read_text()
+    lean = (REPO / "locks" / f"py{manifest(box, current)['python']}" / "lean.txt").read_text()
     broken = put_lock(box, "no-math-verify.txt", without_requirement(lean, "math-verify"))
     assert "math-verify==" not in box_path(box, broken).read_text()
     pid_before = main_pid(box)
@@ -291,13 +293,19 @@ def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, origina
     other = "full" if manifest(box, current)["profile"] == "lean" else "lean"
     runtimes_before = sorted(p.name for p in box_path(box, str(L.runtimes)).iterdir())
     pid_before = main_pid(box)
+    # Where the box's Python has no such profile (full on 3.13), the refusal comes first and says why.
+    python = manifest(box, current)["python"]
+    unavailable = REPO / "locks" / f"py{python}" / f"{other}.unavailable"
+    code, words = ((5, f"install.sh: no {other} profile for Python {python}: {unavailable.read_text().strip()}")
+                   if unavailable.exists() else (1, "is a switch, which a plain run never makes"))
     result = install_sh(box, "--profile", other, timeout=300)
-    assert result.rc == 1, f"expected exit 1, got {result.rc}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-    assert f"sudo ./install.sh --upgrade --profile {other}" in result.stderr
-    assert "is a switch, which a plain run never makes" in result.stderr
+    assert result.rc == code, f"expected exit {code}, got {result.rc}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    assert words in result.stderr
+    if code == 1:
+        assert f"sudo ./install.sh --upgrade --profile {other}" in result.stderr
     # The dry run predicts the same refusal (it used to promise a switch the real run refused).
     dry = install_sh(box, "--profile", other, "--dry-run", timeout=300)
-    assert dry.rc == 1 and "is a switch, which a plain run never makes" in dry.stderr, dry.stdout + dry.stderr
+    assert dry.rc == code and words in dry.stderr, dry.stdout + dry.stderr
     assert (link_name(box, L.current), link_name(box, L.previous)) == (current, previous)
     assert sorted(p.name for p in box_path(box, str(L.runtimes)).iterdir()) == runtimes_before
     assert main_pid(box) == pid_before

@@ -276,3 +276,17 @@ def test_ci_runs_the_fast_tier_as_nobody_offline_and_the_scripts_are_shellcheck_
     proc = subprocess.run(["shellcheck", *map(str, sorted((REPO / "scripts").glob("*.sh")))],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_readme_supported_systems_table_says_what_the_locks_hold():
+    """One row per supported Python; its lean/full columns are what locks/py<X.Y>/ holds."""
+    from tools import derive_locks
+
+    section = (REPO / "README.md").read_text().split("## Supported systems", 1)[1].split("\n## ", 1)[0]
+    rows = {cells[2]: cells for cells in ([c.strip() for c in line.split("|")] for line in section.splitlines()
+                                          if line.startswith("| ") and not line.startswith("| system"))}
+    table = derive_locks.pythons_table(derive_locks.existing_files())
+    assert set(rows) == set(table), "a row per Python in locks/py*/"
+    for python, entry in table.items():
+        for column, profile in ((4, "lean"), (5, "full")):
+            assert rows[python][column] == ("yes" if profile in entry["profiles"] else "no"), (python, profile)

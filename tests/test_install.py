@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from ops.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
-from tests.fixtures.runtime import launcher_credentials
+from tests.fixtures.runtime import launcher_credentials, python_version
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
@@ -102,8 +102,13 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return result
 
 
+def lock_path(profile: str) -> Path:
+    """The lock install.sh picks on this host (its python3's locks/py<X.Y>/), in the snapshot."""
+    return REPO / "locks" / f"py{python_version()}" / f"{profile}.txt"
+
+
 def lock_sha() -> str:
-    return hashlib.sha256((REPO / "locks" / f"{PROFILE}.txt").read_bytes()).hexdigest()
+    return hashlib.sha256(lock_path(PROFILE).read_bytes()).hexdigest()
 
 
 def runtime_name() -> str:
@@ -213,10 +218,14 @@ def test_staged_files_come_from_the_repo(staged):
         assert (runtime / "libexec" / rel).read_bytes() == src.read_bytes(), rel
     # Compiled at install: the service cannot write the root-owned runtime.
     assert list((runtime / "libexec" / "optillm_proxy_launcher" / "__pycache__").glob("main.*.pyc"))
-    assert (runtime / "libexec" / f"{PROFILE}.txt").read_bytes() == (REPO / "locks" / f"{PROFILE}.txt").read_bytes()
+    assert (runtime / "libexec" / f"{PROFILE}.txt").read_bytes() == lock_path(PROFILE).read_bytes()
     assert json.loads(lay.runtime_manifest().read_text()) == {
         "profile": PROFILE, "optillm_version": OPTILLM_VERSION, "lock_sha256": lock_sha(),
-        "lock_file": f"libexec/{PROFILE}.txt"}
+        "lock_file": f"libexec/{PROFILE}.txt", "lock_source": str(lock_path(PROFILE).relative_to(REPO)),
+        "python": python_version()}
+    # The unit's paths go through this link, whatever the host's Python (spl's BindPaths=).
+    assert (lay.site_packages(runtime) / "optillm" / "plugins" / "spl").is_dir()
+    assert not os.readlink(lay.site_packages(runtime)).startswith("/"), "relative: the runtime stays relocatable"
     assert lay.env_file.read_bytes() == (REPO / "etc" / "optillm-proxy" / "env.example").read_bytes()
     assert lay.unit_file.read_bytes() == (REPO / "systemd" / "optillm-proxy.service").read_bytes()
     providers = yaml.safe_load(lay.provider_file.read_text())["providers"]
@@ -577,26 +586,64 @@ def test_staged_full_runtime_starts_with_all_plugins_and_no_error(staged, upstre
 
 
 def test_default_profile_is_lean(tmp_path):
-    if not (REPO / "locks" / "lean.txt").exists():
-        pytest.fail("locks/lean.txt is missing from the checkout (issue 10 delivers it)")
-    sha = hashlib.sha256((REPO / "locks" / "lean.txt").read_bytes()).hexdigest()
+    lock = lock_path("lean")
+    if not lock.exists():
+        pytest.fail(f"{lock.relative_to(REPO)} is missing from the checkout: regenerate with tools/derive_locks.py")
+    sha = hashlib.sha256(lock.read_bytes()).hexdigest()
     run = run_install("--root", str(tmp_path), "--dry-run")
     assert run.returncode == 0, run.output
-    assert f"==> check system: profile lean, runtime {OPTILLM_VERSION}-lean-{sha[:12]}," in run.output
+    assert f"==> check python: /usr/bin/python3 is Python {python_version()}: {lock.relative_to(REPO)}, " \
+           f"runtime {OPTILLM_VERSION}-lean-{sha[:12]}" in run.output
     assert f"profile:   lean (runtime {OPTILLM_VERSION}-lean-{sha[:12]}" in run.output
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_missing_lean_lock_names_the_full_profile(tmp_path):
+def checkout_copy(tmp_path: Path) -> Path:
     checkout = tmp_path / "checkout"
-    shutil.copytree(REPO, checkout)
-    (checkout / "locks" / "lean.txt").unlink(missing_ok=True)
-    proc = subprocess.run([str(checkout / "install.sh"), "--root", str(tmp_path / "root"), "--dry-run"],
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".*_cache"))
+    return checkout
+
+
+def install_in(checkout: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(checkout / "install.sh"), "--root", str(tmp_path / "root"), "--dry-run", *args],
                           capture_output=True, text=True)
+
+
+def test_a_missing_lean_lock_names_the_full_profile(tmp_path):
+    checkout = checkout_copy(tmp_path)
+    lock = checkout / lock_path("lean").relative_to(REPO)
+    lock.unlink()
+    proc = install_in(checkout, tmp_path)
     assert proc.returncode == 5
     assert proc.stderr.strip().splitlines() == [
-        f"install.sh: no lean lock ({checkout}/locks/lean.txt) in this checkout: install the stock runtime "
+        f"install.sh: no lean lock ({lock}) in this checkout: install the stock runtime "
         "with --profile full, or update the checkout"]
+
+
+def test_a_python_without_locks_is_refused_in_one_line(tmp_path):
+    """The host's python3 picks locks/py<X.Y>/; a version with no directory is refused (exit 5)."""
+    checkout = checkout_copy(tmp_path)
+    host = python_version()
+    shutil.rmtree(checkout / "locks" / f"py{host}")
+    others = sorted(p.name[2:] for p in (checkout / "locks").glob("py*") if p.is_dir())
+    proc = install_in(checkout, tmp_path)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"install.sh: /usr/bin/python3 is Python {host}; locks exist for Python {', '.join(others)} "
+        "(locks/py<X.Y>/): use Debian 12 (3.11), Debian 13 (3.13) or another system whose python3 is one of them"]
+
+
+def test_a_profile_unavailable_on_this_python_says_why(tmp_path):
+    """Where tools/derive_locks.py found a profile unbuildable (full on 3.13), install.sh quotes why."""
+    reason = (REPO / "locks" / "py3.13" / "full.unavailable").read_text().strip()
+    checkout = checkout_copy(tmp_path)
+    host_dir = checkout / "locks" / f"py{python_version()}"
+    (host_dir / "full.txt").unlink(missing_ok=True)
+    shutil.copy(REPO / "locks" / "py3.13" / "full.unavailable", host_dir / "full.unavailable")
+    proc = install_in(checkout, tmp_path, "--profile", "full")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"install.sh: no full profile for Python {python_version()}: {reason}"]
 
 
 # --- a real install where systemd is not PID 1 ---------------------------------------------------

@@ -1,6 +1,7 @@
 """The lean runtime profile: derived from the full lock by measurement, and enough for every core approach.
 
-Real parts: venvs built from locks/lean.txt and locks/full.txt (build_runtime), a real optillm
+Real parts: venvs built from locks/py<X.Y>/lean.txt for every supported Python and from
+locks/py3.11/full.txt (build_runtime), a real optillm
 0.3.12 started from the lean venv through our launcher with PROXY_PLUGINS=none, and the
 recording upstream.
 """
@@ -13,8 +14,17 @@ import sys
 import httpx
 import pytest
 
-from tests.fixtures.runtime import LOCKS, REPO, launcher_credentials, start_optillm
-from tools import derive_lean_lock, measure_plugins
+from tests.fixtures.runtime import REPO, build_runtime, launcher_credentials, start_optillm
+from tools import derive_lean_lock, derive_locks, measure_plugins
+
+LOCKS = REPO / "locks" / f"py{derive_locks.MEASURED_PYTHON}"
+
+
+@pytest.fixture(scope="module", params=derive_locks.PYTHONS)
+def lean_runtime(request):
+    """The lean runtime of each host Python with locks (3.12 and 3.13 from pyenv's interpreters):
+    every test below that serves or imports runs on each."""
+    return build_runtime("lean", request.param)
 
 # Upstream chat-completion calls per core approach for one "What is 2+2?" (max_tokens 50)
 # against the recording upstream, measured with tools/lean_probe.py in the full venv and
@@ -39,7 +49,7 @@ def run_in(venv, code: str) -> subprocess.CompletedProcess:
 def test_lean_lock_is_a_verbatim_subset_of_the_full_lock():
     full = {e.name: e for e in derive_lean_lock.parse_lock(LOCKS / "full.txt")}
     lean = derive_lean_lock.parse_lock(LOCKS / "lean.txt")
-    assert lean, "locks/lean.txt has no entries"
+    assert lean, "locks/py3.11/lean.txt has no entries"
     for entry in lean:
         assert entry.name in full, f"{entry.name} is in the lean lock but not in the full lock"
         assert entry.text == full[entry.name].text, f"{entry.name}: pin, hashes or notes differ from the full lock"
@@ -54,7 +64,7 @@ def test_lean_lock_is_a_verbatim_subset_of_the_full_lock():
 def test_lean_lock_names_the_full_lock_it_was_derived_from():
     head = (LOCKS / "lean.txt").read_text().split("\n", 8)[:8]
     assert any(derive_lean_lock.sha256(LOCKS / "full.txt") in line for line in head), \
-        "locks/lean.txt is stale: regenerate with `uv run python tools/derive_lean_lock.py`"
+        "locks/py3.11/lean.txt is stale: regenerate with `uv run python tools/derive_locks.py`"
 
 
 class _Dist:

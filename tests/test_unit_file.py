@@ -23,8 +23,9 @@ SOCKET = REPO / "systemd" / f"{SERVICE}.socket"
 MAX_EXPOSURE = 1.5
 CONTRACT_EXECSTART = (f"{DEFAULT.current}/bin/python -I {DEFAULT.launcher()} --host {LISTEN_HOST} "
                       f"--port {LISTEN_PORT} --base-url {UPSTREAM_URL} --model {BASE_MODEL}")
-# Where spl keeps its data inside the runtime (relative to the venv) and mcp its logs (HOME).
-SPL_DATA_IN_RUNTIME = "lib/python3.11/site-packages/optillm/plugins/spl/data"
+# Where spl keeps its data inside the runtime (through install.sh's version-free site-packages
+# link, relative to the venv) and mcp its logs (HOME).
+SPL_DATA_IN_RUNTIME = str((DEFAULT.site_packages(Path("/")) / "optillm/plugins/spl/data").relative_to("/"))
 MCP_LOGS = DEFAULT.state_dir / ".optillm" / "logs"
 
 
@@ -195,9 +196,15 @@ def test_identity_and_state():
             f"{source} must be created by StateDirectory= (owned by the service user)"
 
 
-def test_spl_bind_path_matches_the_runtime_python(full_runtime):
-    """The spl destination names a Python version; the locked runtime must have that layout."""
-    assert (full_runtime / SPL_DATA_IN_RUNTIME).parent.is_dir()
+def test_no_path_in_the_unit_names_a_python_version():
+    """One unit for every supported host Python: paths go through the runtime's site-packages link."""
+    assert not re.search(r"python3\.\d+", UNIT_TEXT), "use <runtime>/site-packages, not lib/python3.X/..."
+
+
+def test_spl_bind_path_matches_the_runtime_layout(full_runtime):
+    """spl's package is where the link install.sh makes (lib/python3.X/site-packages) points."""
+    (found,) = full_runtime.glob("lib/python3.*/site-packages")
+    assert (found / Path(SPL_DATA_IN_RUNTIME).relative_to(DEFAULT.site_packages(Path("/")).name)).parent.is_dir()
 
 
 HARDENING = {

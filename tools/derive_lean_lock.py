@@ -1,11 +1,13 @@
-"""Derive locks/lean.txt from locks/full.txt by measurement, or check that it is up to date.
+"""Derive locks/py3.11/lean.txt from locks/py3.11/full.txt by measurement, or check that it is up to date.
 
-    uv run python tools/derive_lean_lock.py [--full-venv DIR]          # rewrite locks/lean.txt
+    uv run python tools/derive_lean_lock.py [--full-venv DIR]          # rewrite locks/py3.11/lean.txt
     uv run python tools/derive_lean_lock.py --check [--full-venv DIR]  # exit 1 if it is stale
+
+tools/derive_locks.py runs this for Python 3.11 and re-pins the measured set for the other Pythons.
 
 The lean set is:
   1. every distribution that owns a module core optillm imported while serving every core
-     approach for real (tools/lean_probe.py, run inside a venv built from locks/full.txt), and
+     approach for real (tools/lean_probe.py, run inside a venv built from locks/py3.11/full.txt), and
      the launcher's own requirements (launcher/requirements.in, which locks/full.in includes), plus
   2. the closure of their declared requirements (Requires-Dist, markers evaluated for the
      runtime's interpreter, extras followed), EXCEPT optillm's own requirement list: it declares
@@ -15,7 +17,7 @@ lean.txt holds the full lock's entries for that set, verbatim (same pins, hashes
 the full lock's order. Because it omits part of optillm's declared requirements, it must be
 installed with `uv pip sync --require-hashes` (installs exactly the listed set, no resolution).
 
-Without --full-venv a temporary venv is built from locks/full.txt with uv (uses uv's cache).
+Without --full-venv a temporary venv is built from locks/py3.11/full.txt with uv (uses uv's cache).
 
 Exit codes: 0 written / up to date, 1 --check found lean.txt stale, 2 bad input (missing lock,
 venv not built from the full lock, uv missing), 3 the measurement failed (an approach did not
@@ -41,8 +43,8 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-FULL_LOCK = REPO / "locks" / "full.txt"
-LEAN_LOCK = REPO / "locks" / "lean.txt"
+FULL_LOCK = REPO / "locks" / "py3.11" / "full.txt"
+LEAN_LOCK = REPO / "locks" / "py3.11" / "lean.txt"
 PROBE = REPO / "tools" / "lean_probe.py"
 LAUNCHER_REQUIREMENTS = REPO / "launcher" / "requirements.in"
 FAKE_UPSTREAM = REPO / "ops" / "fake_upstream.py"
@@ -132,7 +134,7 @@ def require_venv_matches_lock(dists: dict, lock: list[LockEntry], venv: Path) ->
     if have != pinned:
         differ = sorted(set(have.items()) ^ set(pinned.items()))[:5]
         raise DerivationError(f"{venv} was not built from {FULL_LOCK} (differs in e.g. {differ}): "
-                              "rebuild it with `uv pip sync --require-hashes locks/full.txt` or omit "
+                              "rebuild it with `uv pip sync --require-hashes locks/py3.11/full.txt` or omit "
                               "--full-venv", EXIT_BAD_INPUT)
 
 
@@ -175,7 +177,7 @@ def requirement_closure(seeds: list[str], dists: dict, environment: dict,
             continue
         if name not in dists:
             raise DerivationError(f"{name} is required but not installed in the full venv: "
-                                  "locks/full.txt is inconsistent, regenerate it", EXIT_BAD_INPUT)
+                                  "locks/py3.11/full.txt is inconsistent, regenerate it", EXIT_BAD_INPUT)
         wanted_extras = extras_of[name] | {""}
         for line in dists[name].requires or ():
             req = Requirement(line)
@@ -198,14 +200,15 @@ def _marker_true(marker: Marker, environment: dict, extra: str) -> bool:
 
 def render(lock: list[LockEntry], members: set[str]) -> str:
     header = (
-        '# Runtime profile "lean": every core optillm approach, without what only plugins and local\n'
-        "# inference import (no torch, transformers, spacy). DERIVED, do not edit: generated from\n"
-        f"# locks/full.txt (sha256 {sha256(FULL_LOCK)}) by measurement:\n"
-        "#    uv run python tools/derive_lean_lock.py            (rewrite)\n"
-        "#    uv run python tools/derive_lean_lock.py --check    (exit 1 if stale)\n"
-        "# Entries are copied verbatim from locks/full.txt (same pins, hashes, '# via' notes of the\n"
-        "# full resolution). Install ONLY with `uv pip sync --require-hashes locks/lean.txt`: the set\n"
-        "# omits optillm's plugin-only requirements on purpose and must not be resolved again.\n"
+        '# Runtime profile "lean", for a host whose python3 is 3.11: every core optillm approach, without\n'
+        "# what only plugins and local inference import (no torch, transformers, spacy). DERIVED, do not\n"
+        f"# edit: generated from locks/py3.11/full.txt (sha256 {sha256(FULL_LOCK)}) by measurement:\n"
+        "#    uv run python tools/derive_locks.py            (every lock; runs this measurement)\n"
+        "#    uv run python tools/derive_lean_lock.py --check    (this one; exit 1 if stale)\n"
+        "# Entries are copied verbatim from locks/py3.11/full.txt (same pins, hashes, '# via' notes).\n"
+        "# Install ONLY with `uv pip sync --require-hashes`: the set omits optillm's plugin-only\n"
+        "# requirements on purpose and must not be resolved again.\n"
+        "# Target: CPython 3.11\n"
     )
     return header + "".join(e.text for e in lock if e.name in members)
 
@@ -229,8 +232,8 @@ def derive(full_venv: Path | None) -> tuple[str, dict, dict]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if locks/lean.txt is stale")
-    parser.add_argument("--full-venv", type=Path, help="a venv built from locks/full.txt (else one is built)")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if locks/py3.11/lean.txt is stale")
+    parser.add_argument("--full-venv", type=Path, help="a venv built from locks/py3.11/full.txt (else one is built)")
     parser.add_argument("--lean-lock", type=Path, default=LEAN_LOCK, help="the lean lock to write or check")
     parser.add_argument("--explain", action="store_true", help="print why each package is in the lean set")
     parser.add_argument("--report", type=Path, help="also write the probe's measurements (JSON) here")
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             old = {e.name for e in parse_lock_text(current)}
             new = {e.name for e in parse_lock_text(text)}
             print(f"derive_lean_lock: {args.lean_lock} is stale (would add {sorted(new - old)}, "
-                  f"remove {sorted(old - new)}); regenerate: uv run python tools/derive_lean_lock.py",
+                  f"remove {sorted(old - new)}); regenerate: uv run python tools/derive_locks.py",
                   file=sys.stderr)
             return EXIT_STALE
         print(f"{args.lean_lock} is up to date ({count} packages)")

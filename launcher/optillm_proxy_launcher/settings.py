@@ -7,6 +7,7 @@ one implementation. Each check raises ConfigRefused; str() is the one line the o
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -290,6 +291,22 @@ def runtime_profile(path: Path = RUNTIME_MANIFEST) -> str:
     return profile
 
 
+def runtime_python(path: Path = RUNTIME_MANIFEST) -> str:
+    """X.Y of the runtime's Python: the manifest's (install.sh records it), else this interpreter's."""
+    try:
+        recorded = manifest.read(path).get("python")
+    except manifest.ManifestProblem:
+        recorded = None  # runtime_profile says why an unreadable manifest is refused
+    return recorded if isinstance(recorded, str) and recorded else "%d.%d" % sys.version_info[:2]
+
+
+def plugin_pythons(path: Path = PLUGIN_TABLE) -> dict[str, dict]:
+    """The plugin table's "pythons" section (tools/derive_locks.py): profiles per Python, and why
+    one cannot be built there."""
+    pythons = load_json(path, "plugin table").get("pythons")
+    return pythons if isinstance(pythons, dict) else {}
+
+
 def plugin_table(path: Path = PLUGIN_TABLE) -> dict[str, dict]:
     table = load_json(path, "plugin table").get("plugins")
     if not isinstance(table, dict) or not table:
@@ -321,14 +338,20 @@ def enabled_slugs(enabled: str | list[str], table: Mapping[str, dict]) -> list[s
     return sorted(table) if enabled == "all" else list(enabled)
 
 
-def check_profile(enabled: str | list[str], table: Mapping[str, dict], profile: str) -> None:
+def check_profile(enabled: str | list[str], table: Mapping[str, dict], profile: str,
+                  python: str | None = None, pythons: Mapping[str, dict] | None = None) -> None:
+    """Refuse plugins the runtime's profile cannot import; where the full profile cannot be built
+    for the runtime's Python (`pythons`, from the plugin table), say so instead of suggesting it."""
     missing = [s for s in enabled_slugs(enabled, table) if profile not in table[s].get("profiles", [])]
     if not missing:
         return
     loadable = sorted(s for s in table if profile in table[s].get("profiles", []))
+    subset = f"set PROXY_PLUGINS to a subset of: {', '.join(loadable) or 'none'}"
+    no_full = ((pythons or {}).get(python) or {}).get("full_unavailable") if python else None
+    remedy = (f"there is no full profile for Python {python} ({no_full}); {subset}" if no_full
+              else f"install the full profile or {subset}")
     raise ConfigRefused(
-        f"plugin(s) {', '.join(missing)} cannot be imported by this runtime's '{profile}' profile: "
-        f"install the full profile or set PROXY_PLUGINS to a subset of: {', '.join(loadable) or 'none'}")
+        f"plugin(s) {', '.join(missing)} cannot be imported by this runtime's '{profile}' profile: {remedy}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +510,8 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     check_command_line(argv)
     table = plugin_table(table_path)
     enabled = parse_plugin_setting(setting, table)
-    check_profile(enabled, table, runtime_profile(manifest_path))
+    check_profile(enabled, table, runtime_profile(manifest_path), runtime_python(manifest_path),
+                  plugin_pythons(table_path))
     request = request_settings(environ, enabled_slugs(enabled, table), table)
     key = read_api_key(environ)
     upstream = upstream_key(environ)

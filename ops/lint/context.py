@@ -77,6 +77,7 @@ class Runtime:
     # manifest's profile), in its own words; None when it accepts them.
     plugins_refused: str | None = None
     profile_refused: str | None = None
+    pythons: dict = field(default_factory=dict)  # the table's X.Y -> {"profiles", "full_unavailable"}
 
     @property
     def profile(self) -> str | None:
@@ -87,6 +88,12 @@ class Runtime:
             return settings.runtime_profile(self.manifest_path)
         except settings.ConfigRefused:
             return None
+
+    @property
+    def python(self) -> str | None:
+        """X.Y of the runtime's interpreter: its lib/python3.X directory (what really runs)."""
+        found = sorted(self.path.glob("lib/python3.*/site-packages"))
+        return found[0].parent.name.removeprefix("python") if found else None
 
 
 @dataclass
@@ -204,8 +211,12 @@ class Context:
             settings.runtime_profile(manifest_path)
         except settings.ConfigRefused as exc:
             profile_refused = str(exc)
+        try:
+            pythons = settings.plugin_pythons(plugins_path)
+        except settings.ConfigRefused:
+            pythons = {}  # plugins_refused already says why
         return Runtime(venv, manifest_path, data, dists, plugins_path, plugins, plugins_refused,
-                       profile_refused)
+                       profile_refused, pythons)
 
     # --- derived facts rules share --------------------------------------------------------
 

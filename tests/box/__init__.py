@@ -1,4 +1,4 @@
-"""The booted-systemd test box: Debian bookworm with a real systemd, under systemd-nspawn.
+"""The booted-systemd test box: Debian 12 or 13 (OPTILLM_PROXY_BOX_RELEASE) with a real systemd, under nspawn.
 
 - mirror.py   the Debian mirror, parsed from the host's apt configuration at run time
 - base.py     debootstrap of the base rootfs, cached under $OPTILLM_PROXY_TEST_CACHE/box-base-<hash>/

@@ -1,8 +1,10 @@
-"""The box's base root filesystem: Debian bookworm minbase with a real systemd, bootstrapped once.
+"""The box's base root filesystem: Debian minbase with a real systemd, bootstrapped once per release.
 
-Cached as $OPTILLM_PROXY_TEST_CACHE/box-base-<recipe hash>/ and reused by every session; a new
-recipe (package list, host CA certificates, this file's RECIPE_VERSION) builds a new base and
-removes the old ones. Each session boots a copy (see machine.py), never the base itself.
+The release is $OPTILLM_PROXY_BOX_RELEASE (bookworm or trixie, see mirror.py). Cached as
+$OPTILLM_PROXY_TEST_CACHE/box-base-<recipe hash>/ (the hash covers the release) and reused by
+every session; a new recipe (release, package list, host CA certificates, RECIPE_VERSION) builds a
+new base and removes the older bases of the same release only, so each release keeps its own.
+Each session boots a copy (see machine.py), never the base itself.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from tests.box.cache import cache_dir
 from tests.box.errors import BoxError
-from tests.box.mirror import SUITE, host_mirror
+from tests.box.mirror import box_release, host_mirror
 
 RECIPE_VERSION = "1"
 # systemd and friends to boot; python3-venv for install.sh's uv bootstrap; curl/iproute2/procps
@@ -33,9 +35,9 @@ def host_ca_certs() -> list[Path]:
     return sorted(HOST_CA_DIR.glob("*.crt")) if HOST_CA_DIR.is_dir() else []
 
 
-def recipe_hash() -> str:
+def recipe_hash(release: str) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{RECIPE_VERSION}|{SUITE}|minbase|{','.join(PACKAGES)}|{','.join(MASKED_UNITS)}".encode())
+    digest.update(f"{RECIPE_VERSION}|{release}|minbase|{','.join(PACKAGES)}|{','.join(MASKED_UNITS)}".encode())
     for cert in host_ca_certs():
         digest.update(cert.name.encode() + cert.read_bytes())
     return digest.hexdigest()[:12]
@@ -51,9 +53,21 @@ def _run(cmd: list[str], log: Path, what: str) -> None:
         raise BoxError(f"{what} failed (exit {proc.returncode}); full log {log}:\n{tail}")
 
 
-def _bootstrap(root: Path, log: Path) -> None:
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root),
-          host_mirror()], log, "debootstrap")
+def _bootstrap(root: Path, log: Path, release: str) -> None:
+    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", release, str(root),
+          host_mirror(suite=release)], log, "debootstrap")
+
+
+def base_release(base: Path) -> str:
+    """The codename a built base rootfs is (its /etc/os-release), '' if unreadable."""
+    try:
+        text = (base / "etc/os-release").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return ""
 
 
 def _trust_host_cas(root: Path, log: Path) -> None:
@@ -79,19 +93,33 @@ def _slim(root: Path) -> None:
     (root / "etc/hostname").write_text("optillm-box\n")
 
 
-def _build(root: Path, log: Path) -> None:
+def _build(root: Path, log: Path, release: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    _bootstrap(root, log)
+    _bootstrap(root, log, release)
     _trust_host_cas(root, log)
     _quiet_background_jobs(root)
     _slim(root)
 
 
-def base_rootfs() -> tuple[Path, float]:
-    """Path of the cached base rootfs, building it if needed; and seconds spent building (0 if reused)."""
+def _remove_older_bases(cache: Path, name: str, release: str) -> None:
+    """Other recipes' bases of the same release, and logs whose base is gone (other releases stay)."""
+    for old in cache.glob("box-base-*"):
+        if old.name.startswith(name) or not old.is_dir():
+            continue
+        if base_release(old) in (release, ""):
+            shutil.rmtree(old, ignore_errors=True)
+    for log in cache.glob("box-base-*.log"):
+        if not log.name.startswith(name) and not log.with_suffix("").is_dir():
+            log.unlink(missing_ok=True)
+
+
+def base_rootfs(release: str | None = None) -> tuple[Path, float]:
+    """Path of the cached base rootfs of `release` (default: box_release()), building it if needed;
+    and seconds spent building (0 if reused)."""
+    release = release or box_release()
     cache = cache_dir()
-    name = f"box-base-{recipe_hash()}"
+    name = f"box-base-{recipe_hash(release)}"
     base = cache / name
     with open(cache / ".box-base.lock", "w") as lockfile:
         fcntl.flock(lockfile, fcntl.LOCK_EX)
@@ -101,14 +129,8 @@ def base_rootfs() -> tuple[Path, float]:
         building = cache / f"{name}.building"
         log = cache / f"{name}.log"
         log.write_text("")
-        _build(building, log)
-        for old in cache.glob("box-base-*"):
-            if old.name.startswith(name):  # this recipe's dir being built and its log
-                continue
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
+        _build(building, log, release)
+        _remove_older_bases(cache, name, release)
         building.rename(base)
-        (base / ".complete").write_text(recipe_hash() + "\n")
+        (base / ".complete").write_text(recipe_hash(release) + "\n")
         return base, time.monotonic() - start

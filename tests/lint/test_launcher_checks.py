@@ -14,6 +14,7 @@ from ops.lint.context import Context
 from ops.lint.readers.envfile import parse_env_file
 from ops.lint.rules import optillm_internals
 from tests.lint.corpus import EXEC
+from tests.lint.deployment import LOCK
 
 REFUSES = "the launcher refuses to start (exit 78): "
 
@@ -270,3 +271,44 @@ def test_proxy_key_refused_by_the_launcher(deployment, text, rule, line):
     assert (finding.rule, finding.path, finding.line) == (rule, str(deployment.key_file), line), \
         render(findings)
     assert finding.message == REFUSES + launcher_refusal(deployment, settings.read_api_key)
+
+
+# --- per-Python knowledge: the runtime's Python and the lock it was built from --------------------
+
+
+def on_python(deployment, python: str) -> None:
+    """The stub runtime as if built by a host whose python3 is `python` (its lib/pythonX.Y)."""
+    sp = deployment.site_packages
+    sp.parent.rename(sp.parent.with_name(f"python{python}"))
+
+
+def test_a_full_only_plugin_on_python_3_13_says_there_is_no_full_profile_there(deployment):
+    """The launcher's refusal (its check_profile) names the reason from plugins.json, not
+    "install the full profile", which install.sh would refuse on 3.13; lint says the same."""
+    on_python(deployment, "3.13")
+    deployment.replace("env", "PROXY_PLUGINS=majority_voting", "PROXY_PLUGINS=majority_voting,json")
+    (finding,) = of(deployment.lint(), "plugin-not-in-profile")
+    assert "plugin(s) json cannot be imported by this runtime's 'lean' profile: there is no full profile " \
+           "for Python 3.13 (optillm 0.3.12 requires spacy<3.8" in finding.message
+    assert "install the full profile" not in finding.message
+    table = settings.plugin_table()
+    with pytest.raises(settings.ConfigRefused) as refused:
+        settings.check_profile(["json"], table, "lean", "3.13", settings.plugin_pythons())
+    assert finding.message.endswith(str(refused.value))
+    with pytest.raises(settings.ConfigRefused, match="install the full profile or set PROXY_PLUGINS"):
+        settings.check_profile(["json"], table, "lean", "3.11", settings.plugin_pythons())
+
+
+def test_the_launcher_takes_the_python_from_the_manifest(tmp_path):
+    manifest = tmp_path / "optillm-proxy-runtime.json"
+    manifest.write_text('{"profile": "lean", "python": "3.13"}')
+    assert settings.runtime_python(manifest) == "3.13"
+    assert settings.runtime_python(tmp_path / "absent.json").count(".") == 1  # this interpreter's
+
+
+def test_a_lock_resolved_for_another_python_is_flagged(deployment):
+    """lock-unsatisfied compares the lock's `# Target: CPython X.Y` with the runtime's Python."""
+    deployment.build_runtime(lock="# Target: CPython 3.13\n" + LOCK)
+    (finding,) = of(deployment.lint(), "lock-unsatisfied")
+    assert finding.message.startswith("the lock targets Python 3.13, the runtime runs 3.11")
+    assert "locks/py3.11/" in finding.message

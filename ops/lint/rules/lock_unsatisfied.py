@@ -8,6 +8,7 @@ without math_verify. A lock file edited after install no longer describes the ru
 Fails:
     lock: numpy==1.26.4     installed: numpy 2.2.1
     manifest lock_file: libexec/lean.txt    (file missing)
+    lock "# Target: CPython 3.11"    runtime: lib/python3.13 (a lock for another Python)
 
 Passes:
     every locked package installed at its locked version; the lock's sha256 matches the
@@ -17,14 +18,22 @@ Fix: rebuild the runtime with `sudo ./install.sh` (never pip-install into it by 
 """
 
 import hashlib
+import re
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.readers.runtime import parse_lock
 from ops.lint.readers.text import Unreadable, read_text
 
 ID = "lock-unsatisfied"
+TARGET = re.compile(r"^# Target: CPython (\d+\.\d+)\s*$", re.MULTILINE)
 SEVERITY = ERROR
 MAX_LISTED = 20
+
+
+def lock_target(text: str) -> str | None:
+    """The Python a lock was resolved for (tools/derive_locks.py writes `# Target: CPython X.Y`)."""
+    match = TARGET.search(text)
+    return match.group(1) if match else None
 
 
 def check(ctx):
@@ -48,6 +57,12 @@ def check(ctx):
         yield Problem(str(lock_path), 0, f"lock sha256 {got_sha[:12]} differs from the manifest's "
                                          f"{want_sha[:12]}: the lock changed after install; "
                                          "rebuild the runtime")
+    target = lock_target(text)
+    if target and rt.python and target != rt.python:
+        yield Problem(str(lock_path), 0, f"the lock targets Python {target}, the runtime runs {rt.python} "
+                                         f"(lock built from {rt.manifest.get('lock_source', '?')}): rebuild the "
+                                         f"runtime with `sudo ./install.sh --upgrade`, which picks "
+                                         f"locks/py{rt.python}/")
     lock = parse_lock(text)
     for line, message in lock.problems:
         yield Problem(str(lock_path), line, message)

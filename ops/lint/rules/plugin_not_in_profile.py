@@ -4,9 +4,11 @@ plugin table or manifest, which say so, cannot be read).
 Why: the lean profile leaves out torch, transformers, spacy and the other packages only
 plugins need. The launcher checks the runtime's libexec/plugins.json and refuses to start
 (exit 78) when PROXY_PLUGINS names a plugin the profile cannot import, so the service
-would fail at its next restart. `all` needs the full profile. It refuses as well when the
-plugin table is missing or empty, or the manifest (optillm-proxy-runtime.json) is unreadable or
-names no profile. Lint reads both with the launcher's own functions, so the message is its own.
+would fail at its next restart. `all` needs the full profile, which some host Pythons cannot
+have (the table's "pythons" section says why: none on 3.13), and the message says so there. It
+refuses as well when the plugin table is missing or empty, or the manifest
+(optillm-proxy-runtime.json) is unreadable or names no profile. Lint reads both with the
+launcher's own functions, so the message is its own.
 
 Fails:
     profile lean, PROXY_PLUGINS=readurls,executecode
@@ -14,9 +16,9 @@ Fails:
 Passes:
     profile lean, PROXY_PLUGINS=majority_voting (lean-capable), or profile full
 
-Fix: set PROXY_PLUGINS to plugins of the installed profile (the message lists them), or
-install the full profile: `sudo ./install.sh --profile full`; for an unreadable table or
-manifest, rebuild the runtime (`sudo ./install.sh`).
+Fix: set PROXY_PLUGINS to plugins of the installed profile (the message lists them), or,
+where the host's Python has one, install the full profile: `sudo ./install.sh --profile full`;
+for an unreadable table or manifest, rebuild the runtime (`sudo ./install.sh`).
 """
 
 from optillm_proxy_launcher import settings
@@ -43,6 +45,6 @@ def check(ctx):
         return
     raw, path, line = ctx.plugin_setting()
     parsed = settings.parse_plugin_setting(raw, rt.plugins)  # in the setting's order, as the launcher has it
-    message = refusal(settings.check_profile, parsed, rt.plugins, rt.profile)
+    message = refusal(settings.check_profile, parsed, rt.plugins, rt.profile, rt.python, rt.pythons)
     if message:
         yield Problem(path, line, message)
