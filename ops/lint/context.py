@@ -135,25 +135,23 @@ class Context:
 
     # --- the inputs -----------------------------------------------------------------------
 
-    @cached_property
-    def unit(self) -> UnitFile | None:
-        unit = read_unit(self.inputs.unit)
-        for path, why in unit.unreadable:
+    def _read_unit(self, path: Path, what: str) -> UnitFile | None:
+        unit = read_unit(path)
+        for problem_path, why in unit.unreadable:
             kind = "missing" if why in ("file not found", "no unit file or drop-ins found here") \
                 else "unreadable"
-            self._problem(kind, "unit", path, why)
+            self._problem(kind, what, problem_path, why)
         return unit if unit.files else None
+
+    @cached_property
+    def unit(self) -> UnitFile | None:
+        return self._read_unit(self.inputs.unit, "unit")
 
     @cached_property
     def socket_unit(self) -> UnitFile | None:
         if self.inputs.socket is None:
             return None
-        unit = read_unit(self.inputs.socket)
-        for path, why in unit.unreadable:
-            kind = "missing" if why in ("file not found", "no unit file or drop-ins found here") \
-                else "unreadable"
-            self._problem(kind, "socket", path, why)
-        return unit if unit.files else None
+        return self._read_unit(self.inputs.socket, "socket")
 
     @cached_property
     def env(self) -> EnvFile | None:
