@@ -70,4 +70,5 @@ fi
 cd "${repo}"
 # The ansible:// backend runs ansible-inventory: the venv's (ansible-core is in the dev group).
 export PATH="${VENV}/bin:${PATH}"
-PYTHONPATH="${repo}" exec "${VENV}/bin/python" -m pytest -p no:cacheprovider tests/testinfra "$@"
+# ops reads the layout and the launcher's checks from launcher/optillm_proxy_launcher (no project install).
+PYTHONPATH="${repo}:${repo}/launcher" exec "${VENV}/bin/python" -m pytest -p no:cacheprovider tests/testinfra "$@"
