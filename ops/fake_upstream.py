@@ -264,8 +264,9 @@ def make_server(host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     return _Server((host, port), handler)
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, simulation: Simulation | None = None) -> None:
     server = make_server(host, port)
+    server.RequestHandlerClass.state.simulation = simulation
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -287,7 +288,7 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--wrong-values", type=int, default=4)
     args = parser.parse_args(argv)
-    server = make_server("127.0.0.1", args.port)
+    simulation = None
     if args.simulate:
         tasks = []
         with open(args.simulate, encoding="utf-8") as stream:
@@ -296,13 +297,8 @@ def _main(argv: list[str]) -> None:
                     tasks.append(json.loads(line))
                 except ValueError:
                     continue
-        server.RequestHandlerClass.state.simulation = Simulation(args.p, args.seed, args.wrong_values, tasks)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        simulation = Simulation(args.p, args.seed, args.wrong_values, tasks)
+    serve("127.0.0.1", args.port, simulation)
 
 
 if __name__ == "__main__":
