@@ -683,13 +683,26 @@ build_opsctl() {
   # lint calls the launcher's own configuration checks; ops.layout reads its layout.env.
   (cd "${REPO}/launcher" && launcher_files | grep '^optillm_proxy_launcher/' | xargs cp --parents -t "${site}")
   "${tmp}/bin/python" -I -m compileall -q "${site}/ops" "${site}/optillm_proxy_launcher" >/dev/null
-  cat >"${tmp}/bin/opsctl" <<'EOF'
-#!/bin/sh
-# opsctl, installed by install.sh: runs ops.cli in this venv (isolated from the caller's environment).
-exec "$(dirname -- "$(realpath -- "$0")")/python" -I -c 'import sys; sys.argv[0] = "opsctl"; from ops.cli import main; main()' "$@"
-EOF
-  chmod 0755 "${tmp}/bin/opsctl"
+  write_opsctl_script "${tmp}/bin/opsctl" "$(R "${TOOLS_DIR}")/opsctl" "${site#"${tmp}"/}"
   opsctl_build_id >"${tmp}/.build-id"
+}
+
+# A python script, not a shell wrapper: monitoring runs `opsctl health` every minute, and a
+# wrapper's sh, realpath and dirname cost more than the probe itself. -I ignores the caller's
+# environment; -S skips the site module, so the venv's packages are named here (none of the
+# locked ones needs a .pth file). Paths are the venv's final ones (it is built under another name).
+write_opsctl_script() {
+  local dest="$1" venv="$2" site_rel="$3"
+  cat >"${dest}" <<EOF
+#!${venv}/bin/python -IS
+# opsctl, installed by install.sh: ops.cli with this venv's packages only.
+import sys
+sys.path.append("${venv}/${site_rel}")
+sys.argv[0] = "opsctl"
+from ops.cli import main
+main()
+EOF
+  chmod 0755 "${dest}"
 }
 
 # The provider file lives in the service user's home (see DIRECTORIES). Written only if absent.
