@@ -36,5 +36,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if RUNTIME_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.real)
+        if item.get_closest_marker("fleet"):
+            item.add_marker(pytest.mark.box)  # two booted boxes are boxes: `-m "not box"` leaves them out
         if not any(item.get_closest_marker(name) for name in slow):
             item.add_marker(pytest.mark.fast)
+        elif not (item.get_closest_marker("box") or item.get_closest_marker("real")):
+            # `-m "not box and not real"` is the fast tier by construction: every slower test needs
+            # a box or a runtime (a chain test without one reads only files, and belongs in fast).
+            raise pytest.UsageError(f"{item.nodeid}: marked {[m.name for m in item.iter_markers()]} but needs "
+                                    "neither a box nor a runtime: drop the marker (it is a fast test)")

@@ -1,9 +1,11 @@
-"""What the health and smoke unit tests share: a hermetic key source, MockTransport routing (smoke),
-a stand-in for health's GET, and a CLI runner that fails on any traceback."""
+"""What the probe tests share: a hermetic key source, MockTransport routing (smoke), a stand-in for
+health's GET, a CLI runner that fails on any traceback, and the dev venv's opsctl for subprocess runs."""
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,3 +72,11 @@ def run_cli(command: str, *args: str, env: dict | None = None):
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
+
+
+def opsctl_bin() -> str:
+    """The checkout's opsctl console script (uv installs it into the dev venv), run as a subprocess."""
+    path = Path(sys.executable).parent / "opsctl"
+    if not path.exists():
+        pytest.fail(f"{path} missing: run the tests with `uv run pytest` from the checkout (uv installs opsctl)")
+    return str(path)

@@ -9,25 +9,21 @@ optillm and the model's own key to the model.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ops.layout import BASE_MODEL
 from tests.fixtures.litellm import (
-    CONFIG,
     DEFAULT_MASTER_KEY,
     DEFAULT_PROXY_KEY,
     DEFAULT_UPSTREAM_KEY,
-    render_config,
     start_litellm,
 )
 from tests.fixtures.runtime import free_port, launcher_credentials, start_optillm
+from tests.probe_helpers import opsctl_bin
 
 pytestmark = pytest.mark.chain
 
@@ -137,12 +133,6 @@ def test_a_litellm_client_that_picks_the_approach_in_band_is_told_why(chain):
     print(f"\nwhat LiteLLM's client reads: {r.text[:400]}")
 
 
-def _opsctl() -> str:
-    opsctl = Path(sys.executable).parent / "opsctl"
-    if not opsctl.exists():
-        pytest.fail(f"opsctl is not installed in {opsctl.parent}: run the tests with `uv run pytest` "
-                    "(uv installs the project's console script)")
-    return str(opsctl)
 
 
 def test_opsctl_smoke_all_passes_against_the_proxy(chain, tmp_path):
@@ -152,50 +142,10 @@ def test_opsctl_smoke_all_passes_against_the_proxy(chain, tmp_path):
     # The key reaches opsctl through its environment, never its command line.
     env = dict(os.environ, OPSCTL_API_KEY=DEFAULT_PROXY_KEY)
     chain.upstream.reset()
-    proc = subprocess.run([_opsctl(), "smoke", "--all", "--url", chain.optillm.url, "--env-file", str(env_file)],
+    proc = subprocess.run([opsctl_bin(), "smoke", "--all", "--url", chain.optillm.url, "--env-file", str(env_file)],
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for model in FAN_OUT:
         assert model in proc.stdout
     assert {c["model"] for c in chain.upstream.calls()} == {BASE_MODEL}
     assert len(chain.upstream.calls()) == sum(FAN_OUT.values())
-
-
-def _litellm_findings(config: Path) -> list[dict]:
-    """Findings of `opsctl lint --litellm-config` that concern the LiteLLM config, linted against the
-    shipped unit (which gives the proxy's port and LiteLLM's address)."""
-    proc = subprocess.run([_opsctl(), "lint", "--litellm-config", str(config),
-                           "--unit", str(REPO / "systemd" / "optillm-proxy.service"), "--json"],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode in (0, 1), f"lint usage error or crash ({proc.returncode}):\n{proc.stderr}"
-    findings = json.loads(proc.stdout)
-    return [f for f in findings if f["path"] == str(config) or f["rule"].startswith("litellm")]
-
-
-def test_shipped_litellm_config_lints_clean():
-    assert _litellm_findings(CONFIG) == []
-
-
-def test_lint_catches_a_base_model_routed_back_to_the_proxy(tmp_path):
-    """Proves the test above can fail: the same config with `jerry-xl` sent to the proxy is a loop."""
-    config = yaml.safe_load(CONFIG.read_text())
-    base = next(e for e in config["model_list"] if e["model_name"] == BASE_MODEL)
-    base["litellm_params"]["api_base"] = "http://127.0.0.1:4020/v1"
-    broken = tmp_path / "litellm-config.yaml"
-    broken.write_text(yaml.safe_dump(config, sort_keys=False))
-    findings = _litellm_findings(broken)
-    assert any(f["severity"] == "error" for f in findings), findings
-
-
-def test_shipped_config_holds_no_key():
-    config = yaml.safe_load(CONFIG.read_text())
-    keys = [e["litellm_params"]["api_key"] for e in config["model_list"]]
-    keys.append(config["general_settings"]["master_key"])
-    assert all(str(k).startswith("os.environ/") for k in keys), keys
-
-
-def test_render_config_moves_every_entry_off_the_real_ports():
-    rendered = yaml.safe_load(render_config("http://127.0.0.1:1111/v1", "http://127.0.0.1:2222/v1"))
-    bases = {e["model_name"]: e["litellm_params"]["api_base"] for e in rendered["model_list"]}
-    assert bases == {name: "http://127.0.0.1:1111/v1" if name == BASE_MODEL else "http://127.0.0.1:2222/v1"
-                     for name in FAN_OUT}

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.runtime import start_optillm
 from tests.fixtures.upstream import start_upstream
+from tests.probe_helpers import opsctl_bin
 
 pytestmark = pytest.mark.real
 
@@ -27,11 +27,6 @@ STRATEGIES = [m for m in FAN_OUT if m != BASE]
 UPSTREAM_KEY = "Bearer upstream-key-for-tests"  # OPENAI_API_KEY given to optillm by the fixture
 
 
-def opsctl_bin() -> str:
-    path = Path(sys.executable).parent / "opsctl"
-    if not path.exists():
-        pytest.fail(f"{path} missing: run the tests with `uv run pytest` from the checkout (uv installs opsctl)")
-    return str(path)
 
 
 def opsctl(*args: str, key: str | None, timeout: float = 300) -> subprocess.CompletedProcess:
