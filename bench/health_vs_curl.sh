@@ -8,8 +8,7 @@
 #           a free loopback port for the run (it answers /health like optillm does).
 #   --box   boot a box (python -m tests.box serve; root, the box lock, ports 4000/4020), install
 #           the checkout with install.sh and time the box's own curl and /usr/local/bin/opsctl
-#           against its optillm-proxy, inside the box; a third row times the same opsctl started
-#           by a python script (shebang to its venv's python) instead of install.sh's sh wrapper.
+#           against its optillm-proxy, inside the box.
 #   OPSCTL  the opsctl to time outside the box (default: the checkout's .venv/bin/opsctl).
 # Timed with bytecode cached, as a deployed opsctl runs (install compiles its venv): the runs ignore
 # PYTHONDONTWRITEBYTECODE and a warm-up run writes the .pyc files.
@@ -153,16 +152,6 @@ median_ms() {
     sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f", m / 1000 }'
 }
 
-# In the box: the installed opsctl's python started directly, as a script whose shebang names it
-# (no sh, realpath and dirname before python), to show what the launcher script costs.
-direct_script() {
-    # shellcheck disable=SC2016 # expanded in the box, by the box's shell
-    here 'venv="$(dirname "$(readlink -f '"${OPSCTL_LINK}"')")"
-          printf "#!%s -I\nimport sys; sys.argv[0] = \"opsctl\"; from ops.cli import main; main()\n" "$venv/python" >/tmp/opsctl-direct
-          chmod 0755 /tmp/opsctl-direct'
-    echo /tmp/opsctl-direct
-}
-
 main() {
     parse_args "$@"
     check_tools
@@ -177,14 +166,6 @@ main() {
     echo "endpoint $URL/health $where, median of $RUNS runs each (nproc $(nproc), load $(cut -d' ' -f1 /proc/loadavg))"
     printf '%-32s %8s ms\n' "curl -sf" "$curl_ms" "opsctl health" "$opsctl_ms"
     awk -v c="$curl_ms" -v o="$opsctl_ms" 'BEGIN { printf "ratio opsctl/curl: %.1fx\n", o / c }'
-    if ((BOX)); then
-        local direct direct_ms
-        direct="$(direct_script)"
-        here "$direct health --url $URL >/dev/null" || die "$direct health failed"
-        direct_ms="$(measure "$direct health --url $URL" | median_ms)"
-        printf '%-32s %8s ms\n' "opsctl health, no sh wrapper" "$direct_ms"
-        awk -v c="$curl_ms" -v o="$direct_ms" 'BEGIN { printf "ratio without the wrapper: %.1fx\n", o / c }'
-    fi
 }
 
 main "$@"
