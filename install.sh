@@ -757,10 +757,14 @@ tighten_mode() {
   [[ "$(stat -c '%a' "${path}")" == 600 ]] || apply "set the mode of ${shown} to 0600" "mode of ${shown} set to 0600" chmod 0600 "${path}"
 }
 
+# ops/keys.py writes both key files (opsctl key rotate writes the proxy key the same way), from
+# opsctl's venv, installed by the step before these.
+keys_tool() { "$(R "${TOOLS_DIR}")/opsctl/bin/python" -I -m ops.keys "$@"; }
+
 # The LiteLLM key is a credential of its own (LoadCredential=upstream-key), never in the env file.
 # An env file from an earlier install that still holds OPENAI_API_KEY= is migrated: the value goes
-# into the key file and each such line becomes a comment. Python does it, so the value never
-# passes argv, the environment or this script's output.
+# into the key file and each such line becomes a comment (ops/keys.py: the value never passes argv,
+# the environment or this script's output).
 write_upstream_key_file() {
   step "upstream key" "check ${UPSTREAM_KEY_FILE} and the OPENAI_API_KEY lines of ${ENV_FILE} by hand, then re-run"
   local dest env outcome=""
@@ -775,7 +779,7 @@ write_upstream_key_file() {
     fi
     return
   fi
-  outcome="$(migrate_upstream_key "${env}" "${dest}")"
+  [[ ! -f "${env}" ]] || outcome="$(keys_tool migrate "${env}" "${dest}" "${UPSTREAM_KEY_FILE}")"
   case "${outcome}" in
     moved) CHANGES+=("moved OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE} (the env file holds no secret now)") ;;
     dropped) CHANGES+=("removed the OPENAI_API_KEY lines from ${ENV_FILE} (${UPSTREAM_KEY_FILE} is the key)") ;;
@@ -799,67 +803,12 @@ write_upstream_key_file() {
   fi
 }
 
-# Prints `moved` (the env file's value filled the absent or empty key file), `dropped` (the env
-# lines were removed: the key file already held the same key, or the value was empty or the old
-# placeholder), `conflict` (the key file holds another key: nothing touched) or nothing.
-migrate_upstream_key() {
-  [[ -f "$1" ]] || return 0
-  (
-    umask 077
-    "${SYSTEM_PYTHON}" -I - "$1" "$2" "${UPSTREAM_KEY_FILE}" <<'PY'
-import os, re, sys
-env_path, key_path, key_shown = sys.argv[1], sys.argv[2], sys.argv[3]
-pattern = re.compile(r"^\s*OPENAI_API_KEY=(.*)$")
-lines = open(env_path, encoding="utf-8").read().splitlines(keepends=True)
-values = [pattern.match(line).group(1).strip().strip("'\"") for line in lines if pattern.match(line)]
-if not values:
-    sys.exit(0)
-value = values[-1]  # systemd applies the last assignment
-outcome = "dropped"
-existing = open(key_path, encoding="utf-8").read().strip() if os.path.exists(key_path) else ""
-if value and value != "replace-with-the-litellm-key":
-    if existing and existing != value:
-        print("conflict")  # two different keys: keep both where they are, the operator decides
-        sys.exit(0)
-    if not existing:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(value + "\n")
-        outcome = "moved"
-note = f"# OPENAI_API_KEY: moved to {key_shown} by install.sh (a credential, not a variable)\n"
-kept = [note if pattern.match(line) else line for line in lines]
-tmp = env_path + ".install-tmp"
-fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-with os.fdopen(fd, "w") as out:
-    out.write("".join(kept))
-os.replace(tmp, env_path)
-print(outcome)
-PY
-  )
-}
-
-# The key never passes through argv or the environment: Python writes it straight into a 0600
-# file it creates exclusively.
-generate_key_file() {
-  local dest="$1"
-  (
-    umask 077
-    "${SYSTEM_PYTHON}" -I -c '
-import os, secrets, sys
-key = "opx-" + secrets.token_urlsafe(32)
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-with os.fdopen(fd, "w") as out:
-    out.write(key + "\n")
-' "${dest}"
-  )
-}
-
 write_key_file() {
   step "key file" "check ${KEY_FILE} by hand (remove a broken one to regenerate), then re-run"
   local dest
   dest="$(R "${KEY_FILE}")"
   if [[ ! -e "${dest}" ]]; then
-    apply "generate the proxy key into ${KEY_FILE}" "generated the proxy key into ${KEY_FILE}" generate_key_file "${dest}"
+    apply "generate the proxy key into ${KEY_FILE}" "generated the proxy key into ${KEY_FILE}" keys_tool generate "${dest}"
     if real_install; then chown root:root "${dest}"; fi
     return
   fi

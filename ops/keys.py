@@ -5,16 +5,23 @@ key is written beside the old one (0600, created exclusively, never on a command
 output), the launcher's own check (`opsctl runtime check`) must accept it, then one restart (the
 launcher drains, the socket queues), then the old key must get 401 and the new one must not. On any
 failure before the restart the old key file is put back and the service is left alone.
+
+install.sh writes the key files through this module too (`python -m ops.keys`, from opsctl's venv):
+a first proxy key, and the move of an earlier install's OPENAI_API_KEY= line into the upstream key
+file. Keys go straight from Python into 0600 files: never argv, the environment or any output.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ops.layout import PROXY_URL, SERVICE, Layout
+from optillm_proxy_launcher.settings import UPSTREAM_KEY_PLACEHOLDER
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KEY_PREFIX = "opx-"
@@ -83,3 +90,60 @@ def rotate(layout: Layout, system, check, url: str = PROXY_URL) -> Rotation:
         f"one (HTTP {new_status}). LiteLLM's requests get 401 until you give it the new key: put the content "
         f"of {key_file} (sudo cat {key_file}) into LiteLLM's environment as OPTILLM_PROXY_KEY and restart it, "
         "then: sudo opsctl smoke --all")
+
+
+# --- the key files install.sh writes ------------------------------------------------------------
+
+ENV_KEY_LINE = re.compile(r"^\s*OPENAI_API_KEY=(.*)$")
+
+
+def migrate_upstream_key(env_file: Path, key_file: Path, key_shown: str) -> str:
+    """An env file from an earlier install may still hold OPENAI_API_KEY=, which is a credential now
+    (LoadCredential=upstream-key). Returns `moved` (its value filled the absent or empty key file),
+    `dropped` (the lines went: the key file already held that key, or the value was empty or the old
+    placeholder), `conflict` (the key file holds another key: nothing touched, the operator decides)
+    or "" (no such line). Each moved or dropped line becomes a comment."""
+    lines = env_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    values = [m.group(1).strip().strip("'\"") for m in map(ENV_KEY_LINE.match, lines) if m]
+    if not values:
+        return ""
+    value = values[-1]  # systemd applies the last assignment
+    existing = key_file.read_text(encoding="utf-8").strip() if key_file.exists() else ""
+    outcome = "dropped"
+    if value and value != UPSTREAM_KEY_PLACEHOLDER:
+        if existing and existing != value:
+            return "conflict"
+        if not existing:
+            key_file.unlink(missing_ok=True)
+            write_exclusive(key_file, value + "\n")
+            outcome = "moved"
+    note = f"# OPENAI_API_KEY: moved to {key_shown} by install.sh (a credential, not a variable)\n"
+    staged = env_file.with_name(env_file.name + ".install-tmp")
+    staged.unlink(missing_ok=True)
+    write_exclusive(staged, "".join(note if ENV_KEY_LINE.match(line) else line for line in lines))
+    os.replace(staged, env_file)
+    return outcome
+
+
+USAGE = "usage: python -m ops.keys generate KEY_FILE | migrate ENV_FILE UPSTREAM_KEY_FILE SHOWN_NAME"
+
+
+def main(argv: list[str]) -> int:
+    """install.sh's entry: `generate KEY_FILE` writes a new proxy key into a file that must not exist;
+    `migrate ...` prints migrate_upstream_key's outcome. Exit 0, 1 on a file error, 2 on usage."""
+    try:
+        if argv[:1] == ["generate"] and len(argv) == 2:
+            write_exclusive(Path(argv[1]), new_key() + "\n")
+        elif argv[:1] == ["migrate"] and len(argv) == 4:
+            print(migrate_upstream_key(Path(argv[1]), Path(argv[2]), argv[3]))
+        else:
+            print(USAGE, file=sys.stderr)
+            return EXIT_USAGE
+    except OSError as exc:
+        print(f"ops.keys: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

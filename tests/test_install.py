@@ -19,6 +19,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -448,28 +449,34 @@ def test_staged_key_is_well_formed(staged):
     assert_good_key(staged.layout.key_file.read_text())
 
 
-def test_generated_keys_are_random_0600_and_never_on_a_command_line(tmp_path):
-    # xtrace prints every command bash runs with its arguments: the key must appear in none.
-    script = (f"source {INSTALL_SH}; set -x; "
-              f"for i in $(seq 20); do generate_key_file {tmp_path}/key-$i; done")
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+def keys_tool(*args: str) -> subprocess.CompletedProcess:
+    """What install.sh's keys_tool runs (`python -I -m ops.keys`), from the dev venv."""
+    return subprocess.run([sys.executable, "-I", "-m", "ops.keys", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_generated_keys_are_random_0600_and_never_in_any_output(tmp_path):
+    runs = [keys_tool("generate", str(tmp_path / f"key-{i}")) for i in range(20)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
     keys = []
     for path in sorted(tmp_path.glob("key-*")):
         assert mode(path) == 0o600
         assert_good_key(path.read_text())
         keys.append(path.read_text().strip())
     assert len(keys) == 20 and len(set(keys)) == 20
-    assert not any(k in proc.stderr + proc.stdout for k in keys)
+    assert not any(k in run.stdout + run.stderr for k in keys for run in runs)
 
 
 def test_an_existing_key_file_is_never_regenerated(tmp_path):
     path = tmp_path / "key"
     path.write_text("keep-me\n")
-    proc = subprocess.run(["bash", "-c", f"source {INSTALL_SH}; generate_key_file {path}"],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0
+    proc = keys_tool("generate", str(path))
+    assert proc.returncode == 1 and proc.stderr.strip() == f"ops.keys: {path}: File exists", proc.stderr
     assert path.read_text() == "keep-me\n"
+
+
+def test_keys_tool_usage_is_one_line_and_exit_2():
+    proc = keys_tool("generate")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage:" in proc.stderr
 
 
 # --- uninstall ---------------------------------------------------------------------------------
