@@ -12,7 +12,7 @@ A generated region is delimited in the Markdown by
 and everything between the two lines is replaced by what REGIONS[NAME] renders; nothing outside
 a region is touched. To change a region's text, change the code it comes from (a lint rule's
 docstring, a click option's help, launcher/optillm_proxy_launcher/policy.RULES or
-settings.BOUNDS, install.sh's usage, pyproject.toml's markers), then run this.
+settings.BOUNDS, install.sh's usage and steps, pyproject.toml's markers), then run this.
 tests/test_docs.py runs --check's logic in the fast tier, so CI fails on drift.
 
 Exit codes: 0 up to date (or rewritten), 1 --check found drift, 2 a document names an unknown
@@ -108,6 +108,38 @@ def install_help() -> str:
     return "```text\n" + proc.stdout.rstrip("\n") + "\n```\n"
 
 
+def cell(text: str) -> str:
+    """text inside a Markdown table cell: a `|` would end the cell."""
+    return text.replace("|", r"\|")
+
+
+# Sourcing install.sh defines its values and runs nothing; each hint is then expanded as the
+# double-quoted string it is in the script.
+EXPAND_HINTS = r"""source "$1"; while IFS= read -r raw; do eval "printf '%s\n' \"${raw}\""; done"""
+
+
+def install_steps() -> str:
+    """The steps a plain `./install.sh` runs, in main()'s order: each function's `step NAME HINT`,
+    the hint expanded by bash from install.sh's own values, as on-error prints it."""
+    text = (REPO / "install.sh").read_text()
+    bodies = dict(re.findall(r"^([a-z_]+)\(\) \{\n(.*?)^\}", text, re.S | re.M))
+    calls = re.findall(r"^  ([a-z_]+)$", bodies["main"], re.M)  # main's own level: not the branches
+    steps = []
+    for function in (c for c in calls if c in bodies):
+        found = re.search(r'^\s*step "([^"]+)" "([^"]*)"$', bodies[function], re.M)
+        if found:
+            steps.append((function, found.group(1), found.group(2)))
+    proc = subprocess.run(["bash", "-c", EXPAND_HINTS, "gen_docs", str(REPO / "install.sh")], input="".join(f"{hint}\n" for _, _, hint in steps),
+                          capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    hints = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(hints) != len(steps):
+        raise DocProblem(f"install.sh's step hints did not expand: {proc.stderr.strip()[:200]}")
+    rows = [f"| {n} | `{name}` | `{function}` | {cell(hint)} |"
+            for n, ((function, name, _), hint) in enumerate(zip(steps, hints), start=1)]
+    return "\n".join(["| # | step | function | if it fails, what to do |", "|---|---|---|---|", *rows]) + "\n"
+
+
 def pytest_markers() -> str:
     markers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     rows = []
@@ -123,6 +155,7 @@ REGIONS: dict[str, Callable[[], str]] = {
     "request-bounds": request_bounds,
     "opsctl-help": opsctl_help,
     "install-help": install_help,
+    "install-steps": install_steps,
     "test-markers": pytest_markers,
 }
 
