@@ -719,21 +719,12 @@ write_provider_file() {
   apply "write ${PROVIDER_FILE} (LiteLLM on loopback only)" "wrote ${PROVIDER_FILE}" write_provider "${dest}"
 }
 
+# etc/optillm-proxy/proxy_config.yaml.in with this install's values (the tests render the same file).
 write_provider() {
   local tmp
   tmp="$(mktemp)"
-  cat >"${tmp}" <<EOF
-# Written by install.sh. optillm ${OPTILLM_VERSION}'s proxy plugin reads this file; without it the plugin
-# falls back to a packaged example listing public cloud providers. Loopback LiteLLM only.
-providers:
-  - name: litellm
-    base_url: ${UPSTREAM_URL}
-    api_key: \${OPENAI_API_KEY}
-routing:
-  strategy: failover
-  health_check:
-    enabled: false
-EOF
+  sed -e "s|@OPTILLM_VERSION@|${OPTILLM_VERSION}|g" -e "s|@UPSTREAM_URL@|${UPSTREAM_URL}|g" \
+    "${REPO}/etc/optillm-proxy/proxy_config.yaml.in" >"${tmp}"
   put_file "${tmp}" "$1" 0644
   rm -f "${tmp}"
 }

@@ -70,18 +70,17 @@ start_upstream() {
   exit 1
 }
 
+# The provider file install.sh staged, pointed at the recording upstream instead of LiteLLM, and
+# a key in the staged upstream-key credential (install.sh leaves it empty for the operator).
 write_home() {
+  printf 'bench-upstream-key\n' >"${WORK}/root${UPSTREAM_KEY_FILE}"
   mkdir -p "${WORK}/home/.optillm"
-  cat >"${WORK}/home/.optillm/proxy_config.yaml" <<EOF
-providers:
-  - name: litellm
-    base_url: http://127.0.0.1:${FAKE_PORT}/v1
-    api_key: \${OPENAI_API_KEY}
-routing:
-  strategy: failover
-  health_check:
-    enabled: false
-EOF
+  sed "s|base_url: ${UPSTREAM_URL}\$|base_url: http://127.0.0.1:${FAKE_PORT}/v1|" "${WORK}/root${PROVIDER_FILE}" \
+    >"${WORK}/home/.optillm/proxy_config.yaml"
+  grep -q "base_url: http://127.0.0.1:${FAKE_PORT}/v1" "${WORK}/home/.optillm/proxy_config.yaml" || {
+    echo "bench/install.sh: ${PROVIDER_FILE} as install.sh staged it names no base_url ${UPSTREAM_URL}" >&2
+    exit 1
+  }
 }
 
 timed_install() {
@@ -102,7 +101,7 @@ start_to_healthy() {
   port="$(free_port)"
   runtime="${WORK}/root${CURRENT_LINK}"
   start="$(now)"
-  env -i PATH=/usr/bin:/bin HOME="${WORK}/home" LANG=C.UTF-8 OPENAI_API_KEY=bench-upstream-key \
+  env -i PATH=/usr/bin:/bin HOME="${WORK}/home" LANG=C.UTF-8 \
     PROXY_PLUGINS="${PLUGINS}" CREDENTIALS_DIRECTORY="${WORK}/root${CONF_DIR}" \
     "${runtime}/bin/python" -I "$@" "${runtime}/${LAUNCHER_REL}" \
     --host 127.0.0.1 --port "${port}" --base-url "http://127.0.0.1:${FAKE_PORT}/v1" --model "${BASE_MODEL}" \

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from optillm_proxy_launcher import settings
 
-from ops.layout import Layout
+from ops.layout import UPSTREAM_URL, Layout
 from ops.lint import engine
 from ops.lint.context import Context, Inputs
 from tests.fixtures.litellm import CONFIG as LITELLM_CONFIG
+from tests.fixtures.runtime import write_provider_file
 from tests.lint.deployment import REPO, UPSTREAM_KEY, generated_key
 
 SHIPPED_UNIT = REPO / "systemd" / "optillm-proxy.service"
@@ -61,10 +62,7 @@ def test_shipped_unit_and_env_example_lint_clean(tmp_path):
     key = tmp_path / "api-key"
     key.write_text(generated_key() + "\n")
     home = tmp_path / "home" / ".optillm"
-    home.mkdir(parents=True)
-    (home / "proxy_config.yaml").write_text(
-        "providers:\n  - name: litellm\n    base_url: http://127.0.0.1:4000/v1\n"
-        "    api_key: ${OPENAI_API_KEY}\n")
+    write_provider_file(tmp_path / "home", UPSTREAM_URL)
     for secret in (env, key):
         secret.chmod(0o600)
     inputs = Inputs(unit=SHIPPED_UNIT, env_file=env, key_file=key,
