@@ -106,20 +106,39 @@ plugins_for() {
   if [[ "$1" == "lean" ]]; then echo none; else echo all; fi
 }
 
+# The unit's $CREDENTIALS_DIRECTORY: the proxy key (throwaway) and the LiteLLM key (the recording
+# upstream checks none), each in a 0600 file in a 0700 dir: never on a command line or in the env.
+write_credentials() {
+  local dir="$1"
+  (
+    umask 077
+    mkdir -p "${dir}"
+    python3 -c 'import secrets; print("opx-" + secrets.token_urlsafe(32))' >"${dir}/api-key"
+    printf 'bench-upstream-key\n' >"${dir}/upstream-key"
+  )
+}
+
+# The provider file install.sh writes (PROVIDER_FILE, from the same template), pointed at the
+# recording upstream: the proxy plugin (PROXY_PLUGINS=all) reads it from ~/.optillm/, and without
+# it falls back to a packaged list of public cloud providers.
+write_provider_file() {
+  local file="$1/${PROVIDER_FILE#"${STATE_DIR}"/}"
+  mkdir -p "$(dirname "${file}")"
+  sed -e "s|@OPTILLM_VERSION@|${OPTILLM_VERSION}|g" -e "s|@UPSTREAM_URL@|http://127.0.0.1:${FAKE_PORT}/v1|g" \
+    "${REPO}/etc/optillm-proxy/proxy_config.yaml.in" >"${file}"
+}
+
 # Starts the server in the background; sets SERVER_PID and HEALTHY_SECONDS (to the first 200).
 start_server() {
   local profile="$1" venv="$2" port home start
   port="$(free_port)"
   home="${WORK}/home-${profile}"
-  mkdir -p "${home}/credentials" "${home}/cwd"
-  chmod 0700 "${home}/credentials"
-  # A throwaway key, written to a 0600 file in a 0700 dir: never on a command line.
-  python3 -c 'import secrets; print("opx-" + secrets.token_urlsafe(32))' > "${home}/credentials/api-key"
-  chmod 0600 "${home}/credentials/api-key"
+  mkdir -p "${home}/cwd"
+  write_credentials "${home}/credentials"
+  write_provider_file "${home}"
   start="$(now)"
   (cd "${home}/cwd" && exec env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="${home}" \
-      OPENAI_API_KEY=bench-upstream-key CREDENTIALS_DIRECTORY="${home}/credentials" \
-      PROXY_PLUGINS="$(plugins_for "${profile}")" \
+      CREDENTIALS_DIRECTORY="${home}/credentials" PROXY_PLUGINS="$(plugins_for "${profile}")" \
       "${venv}/bin/python" -I "${REPO}/launcher/optillm-proxy-launcher.py" --host 127.0.0.1 \
       --port "${port}" --base-url "http://127.0.0.1:${FAKE_PORT}/v1" --model "${BASE_MODEL}" \
       >"${home}/server.log" 2>&1) &
