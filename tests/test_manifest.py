@@ -38,7 +38,10 @@ def test_problems_say_why(tmp_path, text, reason, missing):
 
 
 def shell(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
+    # -S as well: without site-packages this python, like a runtime's, cannot import the package
+    # (a runtime carries it in libexec/, not in site-packages), so the script finds it itself.
+    return subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=30)
 
 
 def test_shell_prints_one_field(tmp_path):

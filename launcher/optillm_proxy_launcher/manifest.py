@@ -21,8 +21,11 @@ from pathlib import Path
 
 try:
     from optillm_proxy_launcher import layout as _layout
-except ImportError:  # run as a script (`python3 -I manifest.py`): its own directory is sys.path[0]
-    import layout as _layout  # type: ignore[no-redef]
+except ImportError:
+    # Run as a script by a python without the package (a runtime's: it lives in libexec/): -I
+    # leaves the script's own directory off sys.path, so name the package's parent.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from optillm_proxy_launcher import layout as _layout
 
 FILE_NAME = _layout.MANIFEST_REL
 FIELDS = ("profile", "optillm_version", "lock_sha256", "lock_file")
