@@ -36,7 +36,7 @@ parse_args() {
             -n) RUNS="$2"; shift 2 ;;
             --url) URL="$2"; shift 2 ;;
             --box) BOX=1; shift ;;
-            -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+            -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
             *) echo "unknown argument: $1 (see $0 --help)" >&2; exit 2 ;;
         esac
     done
