@@ -23,6 +23,9 @@ pytest_plugins = [
 # profile or the lean one, via uv from its cache or PyPI. `staged` runs install.sh --root, which
 # builds one (tests/test_install.py, tests/lint/test_shipped.py).
 RUNTIME_FIXTURES = frozenset({"full_runtime", "lean_runtime", "staged"})
+# Fixtures that build (or reuse) LiteLLM's venv from locks/litellm.txt (bench/litellm_start.py's
+# test needs it and no runtime).
+LITELLM_FIXTURES = frozenset({"litellm_venv", "litellm_factory"})
 
 
 def needs(config) -> set[str]:
@@ -36,12 +39,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if RUNTIME_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.real)
+        if LITELLM_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.chain)
         if item.get_closest_marker("fleet"):
             item.add_marker(pytest.mark.box)  # two booted boxes are boxes: `-m "not box"` leaves them out
         if not any(item.get_closest_marker(name) for name in slow):
             item.add_marker(pytest.mark.fast)
-        elif not (item.get_closest_marker("box") or item.get_closest_marker("real")):
-            # `-m "not box and not real"` is the fast tier by construction: every slower test needs
-            # a box or a runtime (a chain test without one reads only files, and belongs in fast).
+        elif not (item.get_closest_marker("box") or item.get_closest_marker("real")
+                  or LITELLM_FIXTURES & set(item.fixturenames)):
+            # `-m "not box and not real and not chain"` is the fast tier by construction: every
+            # slower test needs a box, a runtime or LiteLLM (a chain test with none of them reads
+            # only files, and belongs in fast).
             raise pytest.UsageError(f"{item.nodeid}: marked {[m.name for m in item.iter_markers()]} but needs "
-                                    "neither a box nor a runtime: drop the marker (it is a fast test)")
+                                    "neither a box, a runtime nor LiteLLM: drop the marker (it is a fast test)")
