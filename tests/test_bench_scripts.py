@@ -3,8 +3,9 @@ with their date). Here their argument handling is checked (--help answers on std
 a bad argument is one line on stderr with exit 2), and each one that needs no box runs end to end
 with its smallest settings, so a change elsewhere (the launcher's checks, a fixture, a layout
 value) cannot leave it broken unnoticed: exit 0 and the lines it promises. Nothing is measured
-against a number. The box benches (box_restart.sh, upgrade_downtime.sh, health_vs_curl.sh --box)
-are not run here: each boots its own box on the fixed ports 4000/4020, which the session's box
+against a number. upgrade_downtime.sh needs an installed host: it runs in the session's box, in
+tests/test_box_upgrade.py (which puts the box back). box_restart.sh and health_vs_curl.sh --box
+are not run: each boots a box of its own on the fixed ports 4000/4020, which the session's box
 fixtures hold from the first box test to the end of the session."""
 
 from __future__ import annotations

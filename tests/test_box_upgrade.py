@@ -169,8 +169,8 @@ def profile_lock_text(box) -> tuple[str, str]:
 def test_upgrade_to_a_second_valid_lock_switches_and_serves(box, box_upstream, original):
     profile, lock = profile_lock_text(box)
     # Any file name but <profile>.txt: install.sh then keeps the profile the box runs. The same
-    # comment line as bench/upgrade_downtime.sh's variant, so the bench run by hand on this box
-    # reuses this runtime (the bench is a script; tests/test_bench_scripts.py checks its arguments).
+    # comment line as bench/upgrade_downtime.sh's variant, so the bench's run on this box (below)
+    # reuses this runtime.
     variant = put_lock(box, "variant.txt", lock + BENCH_VARIANT_COMMENT)
     pid_before = main_pid(box)
     with HealthPoller() as poller:
@@ -285,6 +285,22 @@ def test_rollback_returns_to_the_previous_runtime_in_one_restart(box, original):
     assert poller.refused == 0 and poller.outages() == [], (poller.refused, poller.outages())
     record("rollback: longest /health answer during the switch s (polled every 50 ms, none refused)",
            round(poller.longest_answer, 2))
+
+
+def test_bench_upgrade_downtime_runs_and_ends_where_it_started(box, original):
+    """bench/upgrade_downtime.sh (a script, figures quoted in the RUNBOOK) on this box, one round,
+    so it cannot rot unseen: its variant lock is the first test's (same comment line), so the
+    runtime exists and the round costs an upgrade and a rollback. Exit 0, its two lines, and the
+    box where it started; the figures themselves are not judged."""
+    current, previous = link_name(box, L.current), link_name(box, L.previous)
+    result = box.run("bash /repo/bench/upgrade_downtime.sh 1", env=INSTALL_ENV, timeout=900)
+    assert result.ok, f"upgrade_downtime.sh exited {result.rc}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    number = r"[0-9]+(?:\.[0-9]+)?"
+    lines = [re.sub(r" +", " ", line) for line in result.stdout.splitlines()]
+    assert len(lines) == 2 and all(re.fullmatch(rf"{what} \(round 1\) wall {number} s downtime {number} s", line)
+                                   for what, line in zip(("upgrade", "rollback"), lines)), result.stdout
+    assert (link_name(box, L.current), link_name(box, L.previous)) == (current, previous)
+    wait_healthy(box, timeout=120)
 
 
 def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, original):
