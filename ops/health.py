@@ -181,6 +181,18 @@ def options() -> tuple[Option, ...]:
     )
 
 
+def _local_unit_clause(base_url: str) -> str:
+    """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does."""
+    from ops.layout import PROXY_URL
+
+    if base_url != PROXY_URL:
+        return ""
+    from ops import unit_state
+
+    clause = unit_state.describe(unit_state.read())
+    return f"; {clause}" if clause else ""
+
+
 def run(url: str, api_key: str | None, timeout: float, warning: float, critical: float, wait: float,
         as_json: bool) -> tuple[int, str]:
     """(exit code, the one line to print): what `opsctl health` does once its options are parsed."""
@@ -191,6 +203,8 @@ def run(url: str, api_key: str | None, timeout: float, warning: float, critical:
         base_url = parse_base_url(url)
         key = resolve_api_key(api_key)
         result = probe(base_url, key, timeout, warning, critical, wait)
+        if result.code == CRITICAL and result.http_status is None:
+            result.message += _local_unit_clause(base_url)
     except UsageProblem as exc:
         result = unknown(str(exc), url, warning, critical)
     except Exception as exc:  # a probe reports UNKNOWN, never a traceback
