@@ -3,7 +3,8 @@
 Rule (the spec's): GET /health; when that is not 200 with valid JSON, GET /v1/models with the
 proxy key. 200 with valid JSON from either is healthy, and the status line says which one
 answered. /health never touches the upstream, so a stopped LiteLLM leaves health OK (that is
-`opsctl smoke`'s job to catch).
+`opsctl smoke`'s job to catch). When this host's own proxy gives no HTTP answer, the line also
+names a failed unit and its Result (ops/unit_state.py): a start-limit-hit does not heal by itself.
 
 Exit codes: 0 OK, 1 WARNING (healthy but slower than --warning), 2 CRITICAL (refused, timed out,
 both endpoints failed, 401 on the fallback, non-JSON 200, slower than --critical), 3 UNKNOWN
