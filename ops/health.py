@@ -3,7 +3,8 @@
 Rule (the spec's): GET /health; when that is not 200 with valid JSON, GET /v1/models with the
 proxy key. 200 with valid JSON from either is healthy, and the status line says which one
 answered. /health never touches the upstream, so a stopped LiteLLM leaves health OK (that is
-`opsctl smoke`'s job to catch).
+`opsctl smoke`'s job to catch). When this host's own proxy gives no HTTP answer, the line also
+names a failed unit and its Result (ops/unit_state.py): a start-limit-hit does not heal by itself.
 
 Exit codes: 0 OK, 1 WARNING (healthy but slower than --warning), 2 CRITICAL (refused, timed out,
 both endpoints failed, 401 on the fallback, non-JSON 200, slower than --critical), 3 UNKNOWN
@@ -181,6 +182,18 @@ def options() -> tuple[Option, ...]:
     )
 
 
+def _local_unit_clause(base_url: str) -> str:
+    """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does."""
+    from ops.layout import PROXY_URL
+
+    if base_url != PROXY_URL:
+        return ""
+    from ops import unit_state
+
+    clause = unit_state.describe(unit_state.read())
+    return f"; {clause}" if clause else ""
+
+
 def run(url: str, api_key: str | None, timeout: float, warning: float, critical: float, wait: float,
         as_json: bool) -> tuple[int, str]:
     """(exit code, the one line to print): what `opsctl health` does once its options are parsed."""
@@ -191,6 +204,8 @@ def run(url: str, api_key: str | None, timeout: float, warning: float, critical:
         base_url = parse_base_url(url)
         key = resolve_api_key(api_key)
         result = probe(base_url, key, timeout, warning, critical, wait)
+        if result.code == CRITICAL and result.http_status is None:
+            result.message += _local_unit_clause(base_url)
     except UsageProblem as exc:
         result = unknown(str(exc), url, warning, critical)
     except Exception as exc:  # a probe reports UNKNOWN, never a traceback

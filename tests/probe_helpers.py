@@ -12,15 +12,17 @@ import pytest
 from click.testing import CliRunner
 
 import ops.client
+import ops.unit_state
 from ops.cli import cli
 from ops.layout import Layout
 
 
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch, tmp_path):
-    """Never read the host's key file, env file or environment."""
+    """Never read the host's key file, env file, environment or systemd units."""
     monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
     monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
+    monkeypatch.setattr(ops.unit_state, "_run", raising(OSError("no systemd in a unit test")))
 
 
 @pytest.fixture

@@ -231,7 +231,8 @@ def test_ten_operator_restarts_in_a_minute_leave_the_service_running(box, restor
 
 def test_install_sh_names_and_clears_a_start_limit_hit_after_a_crash_loop(box, restore):
     """A crash loop ends in start-limit-hit, which then refuses the operator's own `systemctl
-    start`; install.sh must say so and bring the service back, not exit 4 on the limit."""
+    start`; opsctl health must name it, and install.sh must say so and bring the service back, not
+    exit 4 on the limit."""
     # The runtime's interpreter made unusable: every start fails (203/EXEC, which Restart= retries)
     # until StartLimitBurst. Nothing in the unit changes, so no daemon-reload (which, on systemd
     # 252, would forget the start counter) stands between the loop and the operator's start.
@@ -248,6 +249,10 @@ def test_install_sh_names_and_clears_a_start_limit_hit_after_a_crash_loop(box, r
         box.check(f"mv {python}.away {python}")
     refused = box.run(f"systemctl start {SERVICE}", timeout=60)
     assert not refused.ok, "systemd no longer refuses a start after start-limit-hit: the test proves nothing"
+    # The probe monitoring runs says why the service is down and will stay down (as any user).
+    probe = box.run("runuser -u nobody -- opsctl health --timeout 5", timeout=60)
+    assert probe.rc == 2 and "start-limit-hit" in probe.stdout and "reset-failed" in probe.stdout, \
+        f"opsctl health exited {probe.rc}: {probe.stdout}{probe.stderr}"
     result = box.run("cd /repo && bash ./install.sh", env=INSTALL_ENV, timeout=900)
     output = result.stdout + result.stderr
     assert result.ok, f"install.sh exited {result.rc} after a start-limit-hit:\n{output[-3000:]}"

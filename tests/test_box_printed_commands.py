@@ -20,7 +20,6 @@ import time
 import pytest
 
 from ops.layout import DEFAULT as LAYOUT
-from ops.layout import SERVICE
 from tests.box import service
 from tests.box.machine import INSTALL_ENV
 from tests.fixtures.box import INSTALL_ARGS, record

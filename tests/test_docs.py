@@ -17,6 +17,7 @@ import pytest
 from ops.cli import cli
 from ops.lint.rules import RULES
 from tools import gen_docs
+from tests.prerequisites import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "RUNBOOK.md"]
@@ -266,14 +267,10 @@ def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
 
 def test_ci_runs_the_fast_tier_as_nobody_offline_and_the_scripts_are_shellcheck_clean():
     """README promises the fast tier needs no root and no network: scripts/test.sh (CI) runs it so."""
-    import shutil
-
     test_sh = (REPO / "scripts" / "test.sh").read_text()
     main = test_sh[test_sh.index("\nmain() {"):]
     assert '"${REPO}/scripts/test-fast-unprivileged.sh"' in test_sh and "    run_fast_tier_unprivileged\n" in main
-    if not shutil.which("shellcheck"):
-        pytest.fail("shellcheck is missing: apt-get install shellcheck (scripts/test.sh installs it)")
-    proc = subprocess.run(["shellcheck", *map(str, sorted((REPO / "scripts").glob("*.sh")))],
+    proc = subprocess.run([require_tool("shellcheck", "shellcheck"), *map(str, sorted((REPO / "scripts").glob("*.sh")))],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 

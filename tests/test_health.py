@@ -93,6 +93,71 @@ def test_refused_is_critical(monkeypatch):
     assert "connection refused by http://127.0.0.1:4020" in result.output
 
 
+# --- why the local unit is down (ops/unit_state.py), on a probe that got no HTTP answer --------
+
+LIMIT_HIT = [{"Id": "optillm-proxy.service", "ActiveState": "failed", "Result": "exit-code"},
+             {"Id": "optillm-proxy.socket", "ActiveState": "failed", "Result": "service-start-limit-hit"}]
+
+
+def test_refused_names_a_start_limit_hit_of_the_local_units(monkeypatch):
+    import ops.unit_state
+
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
+    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None: LIMIT_HIT)
+    result = run()
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert ("connection refused by http://127.0.0.1:4020 (is optillm-proxy running? systemctl status optillm-proxy); "
+            "optillm-proxy.service failed (exit-code), optillm-proxy.socket failed (service-start-limit-hit): "
+            "systemd refuses further starts after a crash loop") in result.output
+    assert "sudo systemctl reset-failed optillm-proxy optillm-proxy.socket" in result.output
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.9:4020", "http://127.0.0.1:4021"])
+def test_another_hosts_proxy_is_never_explained_by_this_hosts_units(monkeypatch, url):
+    import ops.unit_state
+
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
+    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None: pytest.fail("systemd asked for another host"))
+    result = run("--url", url)
+    assert result.exit_code == 2 and "failed (" not in result.output
+
+
+def test_a_healthy_or_answering_proxy_never_asks_systemd(monkeypatch):
+    import ops.unit_state
+
+    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None: pytest.fail("systemd asked on an answer"))
+    use_fetch(monkeypatch, lambda path, headers: answer(503, text="down"))
+    assert run().exit_code == 2
+    use_fetch(monkeypatch, lambda path, headers: answer(200, {"status": "ok"}))
+    assert run().exit_code == 0
+
+
+def test_unit_state_reads_systemctl_show_and_says_nothing_without_systemd():
+    from ops import unit_state
+
+    shown = ("Id=optillm-proxy.service\nActiveState=failed\nResult=exit-code\n\n"
+             "Id=optillm-proxy.socket\nActiveState=active\nResult=success\n")
+    seen = []
+
+    def runner(argv):
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0, shown, "")
+
+    units = unit_state.read(runner)
+    assert seen[0][:2] == ["systemctl", "show"] and seen[0][-2:] == ["optillm-proxy.service", "optillm-proxy.socket"]
+    assert units == [{"Id": "optillm-proxy.service", "ActiveState": "failed", "Result": "exit-code"},
+                     {"Id": "optillm-proxy.socket", "ActiveState": "active", "Result": "success"}]
+    assert unit_state.describe(units) == ("optillm-proxy.service failed (exit-code): "
+                                          "see journalctl -u optillm-proxy -b")
+
+    def missing(argv):
+        raise FileNotFoundError(2, "No such file or directory", "systemctl")
+
+    assert unit_state.read(missing) == []
+    assert unit_state.read(lambda argv: subprocess.CompletedProcess(argv, 1, "", "Failed to connect to bus")) == []
+    assert unit_state.describe([]) == "" and unit_state.describe(units[1:]) == ""
+
+
 def test_refused_by_a_real_closed_port():
     with socket.socket() as s:  # a port nobody listens on once closed
         s.bind(("127.0.0.1", 0))

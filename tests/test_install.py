@@ -30,6 +30,7 @@ import yaml
 
 from ops.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
 from tests.fixtures.runtime import launcher_credentials, python_version
+from tests.prerequisites import require_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
@@ -544,8 +545,7 @@ def test_a_failing_step_names_itself_and_what_to_do(tmp_path):
 
 
 def test_shellcheck_is_clean():
-    if not shutil.which("shellcheck"):
-        pytest.fail("shellcheck is missing: apt-get install shellcheck (scripts/test.sh installs it)")
+    require_tool("shellcheck", "shellcheck")
     scripts = [str(CHECKOUT / "install.sh")] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
     proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
@@ -661,7 +661,7 @@ def test_real_install_without_systemd_installs_everything_and_exits_3(tmp_path):
     """As root in a container whose PID 1 is not systemd (systemd-nspawn without --boot): the user,
     ownership and files are real; the service cannot start, which install.sh says, with exit 3."""
     from tests.box.base import base_rootfs
-    from tests.box.cache import cache_dir
+    from tests.cache import cache_dir
     from tests.box.machine import BOX_UV_CACHE, INSTALL_ENV, host_uv_cache
 
     if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):

@@ -14,7 +14,6 @@ import io
 import json
 import math
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -30,6 +29,7 @@ from ops import fake_upstream
 from tests.fixtures.runtime import REPO, free_port
 from tests.fixtures.upstream import Upstream
 from tests.test_request_path import KEY, chat, launch, post
+from tests.prerequisites import require_tool
 
 pytestmark = pytest.mark.real
 
@@ -51,11 +51,7 @@ POLL_SECONDS = 0.25
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        pytest.fail(f"{name} is not on PATH: apt-get install prometheus (Debian's package brings prometheus "
-                    "and promtool; scripts/test.sh installs it)")
-    return path
+    return require_tool(name, "prometheus")  # Debian's package brings prometheus and promtool
 
 
 def promtool(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ systemd are in tests/test_box_no_request_lost.py.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 from optillm_proxy_launcher import serving
 from optillm_proxy_launcher.settings import ConfigRefused
 from tests.fixtures.runtime import REPO, free_port, launcher_credentials
+from tests.prerequisites import require_tool
 
 pytestmark = pytest.mark.real
 
@@ -30,10 +30,7 @@ KEY = "opx-serving-test-key-0123456789abcdef"
 
 
 def socket_activate() -> str:
-    found = shutil.which("systemd-socket-activate")
-    if not found:
-        pytest.fail("systemd-socket-activate is missing: apt-get install systemd (scripts/test.sh installs it)")
-    return found
+    return require_tool("systemd-socket-activate", "systemd")
 
 
 class Activated:

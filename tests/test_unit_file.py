@@ -16,6 +16,7 @@ import pytest
 from ops.layout import (BASE_MODEL, DEFAULT, LISTEN_HOST, LISTEN_PORT, SERVICE, SERVICE_USER,
                         UPSTREAM_URL)
 from ops.lint.readers.unitfile import UnitFile, parse_unit_text
+from tests.prerequisites import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / f"{SERVICE}.service"
@@ -30,10 +31,7 @@ MCP_LOGS = DEFAULT.state_dir / ".optillm" / "logs"
 
 
 def systemd_analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    if not tool:
-        pytest.fail("systemd-analyze is missing: apt-get install systemd (scripts/test.sh installs it)")
-    return tool
+    return require_tool("systemd-analyze", "systemd")
 
 
 def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:

@@ -9,16 +9,14 @@ Each session boots a copy (see machine.py), never the base itself.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from tests.box.cache import cache_dir
 from tests.box.errors import BoxError
 from tests.box.mirror import box_release, host_mirror
+from tests.cache import build_once, cache_dir
 
 RECIPE_VERSION = "1"
 # systemd and friends to boot; python3-venv for install.sh's uv bootstrap; curl/iproute2/procps
@@ -120,17 +118,11 @@ def base_rootfs(release: str | None = None) -> tuple[Path, float]:
     release = release or box_release()
     cache = cache_dir()
     name = f"box-base-{recipe_hash(release)}"
-    base = cache / name
-    with open(cache / ".box-base.lock", "w") as lockfile:
-        fcntl.flock(lockfile, fcntl.LOCK_EX)
-        if (base / ".complete").exists():
-            return base, 0.0
-        start = time.monotonic()
-        building = cache / f"{name}.building"
-        log = cache / f"{name}.log"
+    log = cache / f"{name}.log"
+
+    def build(root: Path) -> None:
         log.write_text("")
-        _build(building, log, release)
-        _remove_older_bases(cache, name, release)
-        building.rename(base)
-        (base / ".complete").write_text(recipe_hash(release) + "\n")
-        return base, time.monotonic() - start
+        _build(root, log, release)
+
+    return build_once(cache / name, build, lock=".box-base.lock",
+                      prune=lambda: _remove_older_bases(cache, name, release))

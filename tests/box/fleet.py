@@ -19,7 +19,6 @@ operator with a local mirror would; INSTALL_ENV is that environment, handed to t
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -30,10 +29,10 @@ from pathlib import Path
 
 from tests.box.base import _run as run_logged
 from tests.box.base import base_rootfs
-from tests.box.cache import cache_dir
 from tests.box.errors import BoxError
 from tests.box.machine import INSTALL_ENV as BOX_INSTALL_ENV
 from tests.box.machine import Box
+from tests.cache import COMPLETE, build_once, cache_dir
 
 FLEET_RECIPE_VERSION = "2"
 FLEET_PACKAGES = ("openssh-server",)
@@ -90,29 +89,24 @@ def fleet_rootfs() -> tuple[Path, float]:
     base, _ = base_rootfs()
     cache = cache_dir()
     name = f"box-fleet-{_layer_hash(base)}"
-    layer = cache / name
-    with open(cache / ".box-fleet.lock", "w") as lockfile:
-        fcntl.flock(lockfile, fcntl.LOCK_EX)
-        if (layer / ".complete").exists():
-            return layer, 0.0
-        start = time.monotonic()
-        building = cache / f"{name}.building"
-        log = cache / f"{name}.log"
+    log = cache / f"{name}.log"
+
+    def build(layer: Path) -> None:
         log.write_text("")
-        shutil.rmtree(building, ignore_errors=True)
-        run_logged(["cp", "-a", "--reflink=auto", str(base), str(building)], log, "copying the base rootfs")
-        (building / ".complete").unlink(missing_ok=True)
-        _install_packages(building, log)
+        run_logged(["cp", "-a", "--reflink=auto", str(base), str(layer)], log, "copying the base rootfs")
+        (layer / COMPLETE).unlink(missing_ok=True)
+        _install_packages(layer, log)
+
+    def prune() -> None:
         for old in cache.glob("box-fleet-*"):
-            if old.name.startswith(name) or old.name.endswith(".lock"):
+            if old.name.startswith(name):
                 continue
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 old.unlink(missing_ok=True)
-        building.rename(layer)
-        (layer / ".complete").write_text(name + "\n")
-        return layer, time.monotonic() - start
+
+    return build_once(cache / name, build, lock=".box-fleet.lock", prune=prune)
 
 
 def wheelhouse() -> Path:
@@ -120,24 +114,22 @@ def wheelhouse() -> Path:
     install.sh's uv bootstrap installs from inside a box that reaches no index."""
     sha = hashlib.sha256(UV_LOCK.read_bytes()).hexdigest()[:12]
     root = cache_dir() / "fleet-wheels"
-    path = root / sha
-    root.mkdir(exist_ok=True)
-    with open(root / ".lock", "w") as lockfile:
-        fcntl.flock(lockfile, fcntl.LOCK_EX)
-        if (path / ".complete").exists():
-            return path
-        for old in root.iterdir():
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-        # The pip of the venv scripts/test.sh bootstraps uv into (the dev venv has no pip).
-        pip = cache_dir() / "tools" / "bin" / "pip"
+    # The pip of the venv scripts/test.sh bootstraps uv into (the dev venv has no pip).
+    pip = cache_dir() / "tools" / "bin" / "pip"
+
+    def download(path: Path) -> None:
         if not pip.exists():
             raise BoxError(f"no {pip}: run scripts/test.sh once (it bootstraps uv there with pip)")
         _run([str(pip), "download", "-q", "--disable-pip-version-check", "--require-hashes",
               "--no-deps", "--only-binary=:all:", "-d", str(path), "-r", str(UV_LOCK)],
              "pip download of locks/uv.txt for the fleet's wheelhouse")
-        (path / ".complete").write_text(sha + "\n")
-        return path
+
+    def prune() -> None:
+        for old in root.iterdir():
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+
+    return build_once(root / sha, download, lock=".lock", prune=prune)[0]
 
 
 # --- the network ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.box.cache import cache_dir
+from tests.cache import cache_dir
 from tests.box.errors import BoxError
 
 BOX_REPO = "/repo"

@@ -1,0 +1,54 @@
+"""Why the local service is down, as systemd sees it: one clause for a probe's CRITICAL line.
+
+A crash loop ends at StartLimitBurst: systemd then refuses every start, the socket's included,
+and the port refuses connections. Said plainly, the operator knows the service will not come back
+by itself and what brings it back. Read only on a failed probe of this host's own proxy (a plain
+`systemctl show`, allowed to any user); '' where systemd cannot be asked.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from optillm_proxy_launcher.layout import SERVICE, SOCKET_UNIT
+
+PROPERTIES = ("Id", "ActiveState", "Result")
+SYSTEMCTL_TIMEOUT_S = 2.0
+
+
+def read(runner=None) -> list[dict[str, str]]:
+    """[{Id, ActiveState, Result}] for the service and its socket; [] if systemctl cannot tell."""
+    argv = ["systemctl", "show", *(f"-p{p}" for p in PROPERTIES), f"{SERVICE}.service", SOCKET_UNIT]
+    try:
+        proc = (runner or _run)(argv)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if proc.returncode != 0:
+        return []
+    units, current = [], {}
+    for line in proc.stdout.splitlines() + [""]:
+        if not line:
+            if current:
+                units.append(current)
+            current = {}
+            continue
+        key, _, value = line.partition("=")
+        current[key] = value
+    return units
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+
+
+def describe(units: list[dict[str, str]]) -> str:
+    """One clause naming each unit that is not active, and what to do; '' when none is failed."""
+    down = [u for u in units if u.get("ActiveState") == "failed"]
+    if not down:
+        return ""
+    states = ", ".join(f"{u.get('Id', '?')} failed ({u.get('Result', '?')})" for u in down)
+    if any("start-limit" in u.get("Result", "") for u in down):
+        return (f"{states}: systemd refuses further starts after a crash loop; see journalctl -u {SERVICE} -b, "
+                f"then sudo systemctl reset-failed {SERVICE} {SOCKET_UNIT} && sudo systemctl start {SOCKET_UNIT} "
+                f"{SERVICE} (or re-run sudo ./install.sh)")
+    return f"{states}: see journalctl -u {SERVICE} -b"
