@@ -37,18 +37,17 @@ def needs(config) -> set[str]:
 def pytest_collection_modifyitems(config, items):
     slow = needs(config)
     for item in items:
-        if RUNTIME_FIXTURES & set(item.fixturenames):
-            item.add_marker(pytest.mark.real)
+        if (RUNTIME_FIXTURES | LITELLM_FIXTURES) & set(item.fixturenames):
+            item.add_marker(pytest.mark.real)  # a venv built from a lock: uv, the test cache, else PyPI
         if LITELLM_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.chain)
         if item.get_closest_marker("fleet"):
             item.add_marker(pytest.mark.box)  # two booted boxes are boxes: `-m "not box"` leaves them out
         if not any(item.get_closest_marker(name) for name in slow):
             item.add_marker(pytest.mark.fast)
-        elif not (item.get_closest_marker("box") or item.get_closest_marker("real")
-                  or LITELLM_FIXTURES & set(item.fixturenames)):
-            # `-m "not box and not real and not chain"` is the fast tier by construction: every
-            # slower test needs a box, a runtime or LiteLLM (a chain test with none of them reads
-            # only files, and belongs in fast).
+        elif not (item.get_closest_marker("box") or item.get_closest_marker("real")):
+            # `-m "not box and not real"` is the fast tier by construction: every slower test needs
+            # a box or a venv built from a lock (a chain test with neither reads only files, and
+            # belongs in fast).
             raise pytest.UsageError(f"{item.nodeid}: marked {[m.name for m in item.iter_markers()]} but needs "
                                     "neither a box, a runtime nor LiteLLM: drop the marker (it is a fast test)")
