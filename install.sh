@@ -90,8 +90,8 @@ Options:
   --profile P     runtime profile: lean (default; core approaches, no torch) or full (stock,
                   every bundled plugin). Env: OPX_INSTALL_PROFILE. A re-run without it keeps
                   the installed profile; switching is an upgrade (--upgrade --profile P)
-  --root DIR      stage the whole layout under DIR without root: no user, chown, apt or
-                  systemctl (used by the tests). Env: OPX_INSTALL_ROOT
+  --root DIR      stage the whole layout under DIR (no whitespace) without root: no user,
+                  chown, apt or systemctl (used by the tests). Env: OPX_INSTALL_ROOT
   --dry-run       print each step and what it would change; write nothing
   --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
@@ -302,6 +302,11 @@ parse_args() {
   if [[ -n "${ROOT}" ]]; then
     [[ "${ROOT}" == /* ]] || ROOT="${PWD}/${ROOT}"
     ROOT="${ROOT%/}"
+    # The staged opsctl's #! line names its python under ROOT: the kernel splits it at whitespace
+    # and reads no more than 255 bytes of it.
+    if [[ "${ROOT}" == *[[:space:]]* || ${#ROOT} -gt 160 ]]; then
+      die "${EXIT_USAGE}" "--root ${ROOT@Q}: stage under a path without whitespace, at most 160 characters long (opsctl's #! line names its python there)"
+    fi
   fi
 }
 
