@@ -1,6 +1,7 @@
 """opsctl's entry point. A plain `opsctl health` (monitoring runs it every minute) is served by
 ops.health without importing click, and leaves without the interpreter's teardown; everything
-else goes through the click commands in ops/commands.py. `from ops.cli import cli` still gives the click group."""
+else goes through the click commands in ops/commands.py. `from ops.cli import cli` still gives
+the click group."""
 
 from __future__ import annotations
 

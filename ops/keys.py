@@ -142,6 +142,9 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"ops.keys: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILED
+    except UnicodeDecodeError as exc:
+        print(f"ops.keys: {argv[1]} or {argv[2]}: not UTF-8 text ({exc.reason}): fix it by hand", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

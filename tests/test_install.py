@@ -475,6 +475,14 @@ def test_an_existing_key_file_is_never_regenerated(tmp_path):
     assert path.read_text() == "keep-me\n"
 
 
+def test_an_env_file_that_is_not_text_is_one_line_and_exit_1(tmp_path):
+    env = tmp_path / "env"
+    env.write_bytes(b"OPENAI_API_KEY=\xff\xfe\n")
+    proc = keys_tool("migrate", str(env), str(tmp_path / "upstream-key"), "/etc/optillm-proxy/upstream-key")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "not UTF-8 text" in proc.stderr, proc.stderr
+    assert env.read_bytes() == b"OPENAI_API_KEY=\xff\xfe\n"
+
+
 def test_keys_tool_usage_is_one_line_and_exit_2():
     proc = keys_tool("generate")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage:" in proc.stderr
