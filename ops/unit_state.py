@@ -42,7 +42,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 def describe(units: list[dict[str, str]]) -> str:
-    """One clause naming each unit that is not active, and what to do; '' when none is failed."""
+    """One clause naming each failed unit with its Result, and what to do; "" when none failed."""
     down = [u for u in units if u.get("ActiveState") == "failed"]
     if not down:
         return ""
