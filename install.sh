@@ -90,8 +90,9 @@ Options:
   --profile P     runtime profile: lean (default; core approaches, no torch) or full (stock,
                   every bundled plugin). Env: OPX_INSTALL_PROFILE. A re-run without it keeps
                   the installed profile; switching is an upgrade (--upgrade --profile P)
-  --root DIR      stage the whole layout under DIR (no whitespace) without root: no user,
-                  chown, apt or systemctl (used by the tests). Env: OPX_INSTALL_ROOT
+  --root DIR      stage the whole layout under DIR without root: no user, chown, apt or
+                  systemctl (used by the tests; DIR: letters, digits, ._/+-; not movable
+                  afterwards). Env: OPX_INSTALL_ROOT
   --dry-run       print each step and what it would change; write nothing
   --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
@@ -153,6 +154,8 @@ report() { log "${CURRENT_STEP}: $*"; }
 
 on_error() {
   local code="$1" line="$2"
+  # In a $(...) the trap runs too (set -E): leave quietly, and the caller's step reports it once.
+  ((BASH_SUBSHELL == 0)) || exit "${code}"
   trap - ERR
   printf 'install.sh: step "%s" failed (exit %s, install.sh line %s).\n' "${CURRENT_STEP}" "${code}" "${line}" >&2
   [[ -n "${CURRENT_HINT}" ]] && printf 'install.sh: what to do: %s\n' "${CURRENT_HINT}" >&2
@@ -302,10 +305,10 @@ parse_args() {
   if [[ -n "${ROOT}" ]]; then
     [[ "${ROOT}" == /* ]] || ROOT="${PWD}/${ROOT}"
     ROOT="${ROOT%/}"
-    # The staged opsctl's #! line names its python under ROOT: the kernel splits it at whitespace
-    # and reads no more than 255 bytes of it.
-    if [[ "${ROOT}" == *[[:space:]]* || ${#ROOT} -gt 160 ]]; then
-      die "${EXIT_USAGE}" "--root ${ROOT@Q}: stage under a path without whitespace, at most 160 characters long (opsctl's #! line names its python there)"
+    # The staged opsctl's #! line names its python under ROOT (the kernel splits it at whitespace
+    # and reads 255 bytes at most), and its sys.path line quotes it: a staging is not movable.
+    if [[ ! "${ROOT}" =~ ^[A-Za-z0-9._/+-]+$ || ${#ROOT} -gt 160 ]]; then
+      die "${EXIT_USAGE}" "--root ${ROOT@Q}: stage under a path of letters, digits and ._/+- only, at most 160 characters long (opsctl's #! line names its python there)"
     fi
   fi
 }
@@ -653,8 +656,13 @@ link_runtime() {
   make_link "runtimes/${RUNTIME_NAME}" "$(R "${CURRENT_LINK}")"
 }
 
+# What opsctl's venv is built from: its lock, its sources, the interpreter its bin/python links to
+# (another Python has another site-packages) and the script naming both. Not where it lives: a
+# --root staging is not movable (its opsctl names its python there).
 opsctl_build_id() {
   {
+    readlink -f "${SYSTEM_PYTHON}"
+    declare -f write_opsctl_script
     sha256_of "${REPO}/locks/opsctl.txt"
     (cd "${REPO}" && { find ops -name '*.py' -type f; launcher_files | sed -n 's|^optillm_proxy_launcher/|launcher/&|p'; } |
       LC_ALL=C sort | xargs sha256sum)
@@ -754,7 +762,7 @@ tighten_mode() {
 }
 
 # ops/keys.py writes both key files (opsctl key rotate writes the proxy key the same way), from
-# opsctl's venv, installed by the step before these.
+# opsctl's venv, which the "opsctl" step installed.
 keys_tool() { "$(R "${TOOLS_DIR}")/opsctl/bin/python" -I -m ops.keys "$@"; }
 
 # The LiteLLM key is a credential of its own (LoadCredential=upstream-key), never in the env file.
@@ -763,19 +771,20 @@ keys_tool() { "$(R "${TOOLS_DIR}")/opsctl/bin/python" -I -m ops.keys "$@"; }
 # the environment or this script's output).
 write_upstream_key_file() {
   step "upstream key" "check ${UPSTREAM_KEY_FILE} and the OPENAI_API_KEY lines of ${ENV_FILE} by hand, then re-run"
-  local dest env outcome=""
+  local dest env outcome="" env_has_key=""
   dest="$(R "${UPSTREAM_KEY_FILE}")"
   env="$(R "${ENV_FILE}")"
   [[ ! -e "${dest}" ]] || tighten_mode "${dest}" "${UPSTREAM_KEY_FILE}"
+  if [[ -f "${env}" ]] && grep -qE '^[[:space:]]*OPENAI_API_KEY=' "${env}"; then env_has_key=1; fi
   if [[ -n "${DRY_RUN}" ]]; then
-    if [[ -f "${env}" ]] && grep -qE '^[[:space:]]*OPENAI_API_KEY=' "${env}"; then
+    if [[ -n "${env_has_key}" ]]; then
       apply "move OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE}" "" true
     elif [[ ! -s "${dest}" ]]; then
       report "would need ${UPSTREAM_KEY_FILE}: the service is not started without it"
     fi
     return
   fi
-  [[ ! -f "${env}" ]] || outcome="$(keys_tool migrate "${env}" "${dest}" "${UPSTREAM_KEY_FILE}")"
+  [[ -z "${env_has_key}" ]] || outcome="$(keys_tool migrate "${env}" "${dest}" "${UPSTREAM_KEY_FILE}")"
   case "${outcome}" in
     moved) CHANGES+=("moved OPENAI_API_KEY from ${ENV_FILE} into ${UPSTREAM_KEY_FILE} (the env file holds no secret now)") ;;
     dropped) CHANGES+=("removed the OPENAI_API_KEY lines from ${ENV_FILE} (${UPSTREAM_KEY_FILE} is the key)") ;;

@@ -182,15 +182,19 @@ def options() -> tuple[Option, ...]:
     )
 
 
-def _local_unit_clause(base_url: str) -> str:
-    """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does."""
+def _local_unit_clause(base_url: str, seconds: float) -> str:
+    """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does,
+    asked within what is left of --timeout. A diagnosis that fails adds nothing (the CRITICAL stays)."""
     from ops.layout import PROXY_URL
 
     if base_url != PROXY_URL:
         return ""
     from ops import unit_state
 
-    clause = unit_state.describe(unit_state.read())
+    try:
+        clause = unit_state.describe(unit_state.read(timeout=seconds))
+    except Exception:  # noqa: BLE001 - an extra clause must never turn CRITICAL into UNKNOWN
+        return ""
     return f"; {clause}" if clause else ""
 
 
@@ -205,7 +209,7 @@ def run(url: str, api_key: str | None, timeout: float, warning: float, critical:
         key = resolve_api_key(api_key)
         result = probe(base_url, key, timeout, warning, critical, wait)
         if result.code == CRITICAL and result.http_status is None:
-            result.message += _local_unit_clause(base_url)
+            result.message += _local_unit_clause(base_url, max(0.2, timeout - result.elapsed_s))
     except UsageProblem as exc:
         result = unknown(str(exc), url, warning, critical)
     except Exception as exc:  # a probe reports UNKNOWN, never a traceback
@@ -256,5 +260,8 @@ def fast_main(args: list[str]) -> int | None:
     if values is None:
         return None
     code, line = run(**values)
-    print(line, flush=True)
+    try:
+        print(line, flush=True)
+    except OSError:  # stdout closed or a reader gone: the exit code still tells the state
+        pass
     return code

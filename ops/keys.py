@@ -140,7 +140,7 @@ def main(argv: list[str]) -> int:
             print(USAGE, file=sys.stderr)
             return EXIT_USAGE
     except OSError as exc:
-        print(f"ops.keys: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        print(f"ops.keys: {exc.filename or argv[1]}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILED
     except UnicodeDecodeError as exc:
         print(f"ops.keys: {argv[1]} or {argv[2]}: not UTF-8 text ({exc.reason}): fix it by hand", file=sys.stderr)

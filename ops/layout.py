@@ -10,11 +10,12 @@ from pathlib import Path
 
 from optillm_proxy_launcher.layout import (BASE_MODEL, DEFAULT_PROFILE, FACTS, LAUNCHER_REL, LISTEN_HOST,
                                            LISTEN_PORT, MANIFEST_REL, OPTILLM_VERSION, PROFILES, SERVICE,
-                                           SERVICE_USER, STRATEGY_PREFIXES, UPSTREAM_PORT, UPSTREAM_URL)
+                                           SERVICE_USER, SOCKET_UNIT, STRATEGY_PREFIXES, UPSTREAM_PORT,
+                                           UPSTREAM_URL)
 
 __all__ = ["BASE_MODEL", "DEFAULT", "DEFAULT_PROFILE", "KEEP_RUNTIMES", "LISTEN_HOST", "LISTEN_PORT",
            "Layout", "MANIFEST_REL", "OPTILLM_VERSION", "PROFILES", "PROXY_URL", "SERVICE", "SERVICE_USER",
-           "STRATEGY_PREFIXES", "UPSTREAM_PORT", "UPSTREAM_URL"]
+           "SOCKET_UNIT", "STRATEGY_PREFIXES", "UPSTREAM_PORT", "UPSTREAM_URL"]
 
 PROXY_URL = f"http://{LISTEN_HOST}:{LISTEN_PORT}"
 # How many runtimes an upgrade keeps besides `current` (the previous one is the rollback target).

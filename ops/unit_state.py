@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import subprocess
 
-from optillm_proxy_launcher.layout import SERVICE, SOCKET_UNIT
+from ops.layout import SERVICE, SOCKET_UNIT
 
 PROPERTIES = ("Id", "ActiveState", "Result")
 SYSTEMCTL_TIMEOUT_S = 2.0
 
 
-def read(runner=None) -> list[dict[str, str]]:
-    """[{Id, ActiveState, Result}] for the service and its socket; [] if systemctl cannot tell."""
+def read(runner=None, timeout: float = SYSTEMCTL_TIMEOUT_S) -> list[dict[str, str]]:
+    """[{Id, ActiveState, Result}] for the service and its socket; [] if systemctl cannot tell
+    within `timeout` seconds (at most SYSTEMCTL_TIMEOUT_S)."""
     argv = ["systemctl", "show", *(f"-p{p}" for p in PROPERTIES), f"{SERVICE}.service", SOCKET_UNIT]
     try:
-        proc = (runner or _run)(argv)
+        proc = (runner or _run)(argv, min(timeout, SYSTEMCTL_TIMEOUT_S))
     except (OSError, subprocess.SubprocessError):
         return []
     if proc.returncode != 0:
@@ -37,8 +38,8 @@ def read(runner=None) -> list[dict[str, str]]:
     return units
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, check=False)
 
 
 def describe(units: list[dict[str, str]]) -> str:

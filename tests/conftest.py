@@ -4,9 +4,11 @@ Real parts (optillm from the lock, the booted box, LiteLLM) are never skipped: a
 prerequisite fails the test with a message naming it. CI (scripts/test.sh) runs every test.
 
 Tiers, for developers (README, "Test tiers"): a test is marked by what it needs (markers in
-pyproject.toml). `real` is set here on every test that uses a fixture building an optillm runtime
-from a lock, so a test cannot forget it; a test with none of the other markers gets `fast`:
-`uv run --frozen pytest -m fast` runs as any user, offline, in under a minute.
+pyproject.toml). Set here from the fixtures a test uses, so it cannot forget them: `real` for a
+venv built from a lock (an optillm runtime, or LiteLLM's, which is `chain` too), `box` for the
+booted box or its ports. A test with none of the other markers gets `fast`: `uv run --frozen
+pytest -m fast` runs as any user, offline, in under a minute. A slower marker on a test that needs
+neither a box nor such a venv is refused, so `-m "not box and not real"` is the fast tier.
 """
 
 import pytest
@@ -26,6 +28,8 @@ RUNTIME_FIXTURES = frozenset({"full_runtime", "lean_runtime", "staged"})
 # Fixtures that build (or reuse) LiteLLM's venv from locks/litellm.txt (bench/litellm_start.py's
 # test needs it and no runtime).
 LITELLM_FIXTURES = frozenset({"litellm_venv", "litellm_factory"})
+# Fixtures that boot the box or hold its ports (a test reaching one is a box test, marked or not).
+BOX_FIXTURES = frozenset({"box", "box_ports", "box_upstream", "fleet"})
 
 
 def needs(config) -> set[str]:
@@ -41,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.real)  # a venv built from a lock: uv, the test cache, else PyPI
         if LITELLM_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.chain)
-        if item.get_closest_marker("fleet"):
+        if BOX_FIXTURES & set(item.fixturenames) or item.get_closest_marker("fleet"):
             item.add_marker(pytest.mark.box)  # two booted boxes are boxes: `-m "not box"` leaves them out
         if not any(item.get_closest_marker(name) for name in slow):
             item.add_marker(pytest.mark.fast)

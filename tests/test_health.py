@@ -103,7 +103,7 @@ def test_refused_names_a_start_limit_hit_of_the_local_units(monkeypatch):
     import ops.unit_state
 
     use_fetch(monkeypatch, raising(Refused("connection refused")))
-    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None: LIMIT_HIT)
+    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None, timeout=2.0: LIMIT_HIT)
     result = run()
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert ("connection refused by http://127.0.0.1:4020 (is optillm-proxy running? systemctl status optillm-proxy); "
@@ -117,7 +117,7 @@ def test_another_hosts_proxy_is_never_explained_by_this_hosts_units(monkeypatch,
     import ops.unit_state
 
     use_fetch(monkeypatch, raising(Refused("connection refused")))
-    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None: pytest.fail("systemd asked for another host"))
+    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None, timeout=2.0: pytest.fail("systemd asked for another host"))
     result = run("--url", url)
     assert result.exit_code == 2 and "failed (" not in result.output
 
@@ -125,11 +125,31 @@ def test_another_hosts_proxy_is_never_explained_by_this_hosts_units(monkeypatch,
 def test_a_healthy_or_answering_proxy_never_asks_systemd(monkeypatch):
     import ops.unit_state
 
-    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None: pytest.fail("systemd asked on an answer"))
+    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None, timeout=2.0: pytest.fail("systemd asked on an answer"))
     use_fetch(monkeypatch, lambda path, headers: answer(503, text="down"))
     assert run().exit_code == 2
     use_fetch(monkeypatch, lambda path, headers: answer(200, {"status": "ok"}))
     assert run().exit_code == 0
+
+
+def test_a_diagnosis_that_breaks_keeps_the_critical(monkeypatch):
+    import ops.unit_state
+
+    def broken(runner=None, timeout=2.0):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
+    monkeypatch.setattr(ops.unit_state, "read", broken)
+    result = run()
+    assert result.exit_code == 2 and "connection refused by" in result.output and "internal error" not in result.output
+
+
+def test_a_closed_stdout_keeps_the_exit_code():
+    """Monitoring reads the exit code; a probe whose stdout is gone must still give it, no traceback."""
+    done = subprocess.run([sys.executable, "-c", "import os, sys; os.close(1); sys.stdout = None; "
+                           "sys.argv[1:] = ['health', '--url', 'http://127.0.0.1:1', '--timeout', '2']; "
+                           "from ops.cli import main; main()"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
 
 
 def test_unit_state_reads_systemctl_show_and_says_nothing_without_systemd():
@@ -139,8 +159,9 @@ def test_unit_state_reads_systemctl_show_and_says_nothing_without_systemd():
              "Id=optillm-proxy.socket\nActiveState=active\nResult=success\n")
     seen = []
 
-    def runner(argv):
+    def runner(argv, timeout):
         seen.append(argv)
+        assert timeout <= unit_state.SYSTEMCTL_TIMEOUT_S
         return subprocess.CompletedProcess(argv, 0, shown, "")
 
     units = unit_state.read(runner)
@@ -150,11 +171,11 @@ def test_unit_state_reads_systemctl_show_and_says_nothing_without_systemd():
     assert unit_state.describe(units) == ("optillm-proxy.service failed (exit-code): "
                                           "see journalctl -u optillm-proxy -b")
 
-    def missing(argv):
+    def missing(argv, timeout):
         raise FileNotFoundError(2, "No such file or directory", "systemctl")
 
     assert unit_state.read(missing) == []
-    assert unit_state.read(lambda argv: subprocess.CompletedProcess(argv, 1, "", "Failed to connect to bus")) == []
+    assert unit_state.read(lambda argv, timeout: subprocess.CompletedProcess(argv, 1, "", "Failed to connect to bus")) == []
     assert unit_state.describe([]) == "" and unit_state.describe(units[1:]) == ""
 
 

@@ -30,7 +30,7 @@ import yaml
 
 from ops.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
 from tests.fixtures.runtime import launcher_credentials, python_version
-from tests.prerequisites import require_tool
+from tests.prerequisites import require_root, require_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
@@ -552,6 +552,23 @@ def test_a_failing_step_names_itself_and_what_to_do(tmp_path):
     assert "what to do:" in run.output
 
 
+def test_a_step_failing_inside_a_command_substitution_reports_once(tmp_path):
+    """set -E runs the ERR trap inside $(...) too: the failure must be told once, by the step."""
+    root = tmp_path / "root"
+    env = root / "etc" / "optillm-proxy" / "env"
+    env.parent.mkdir(parents=True)
+    env.write_text("OPENAI_API_KEY=the-litellm-key\n")
+    python = root / "opt" / "optillm-proxy" / "tools" / "opsctl" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho 'No module named ops' >&2\nexit 1\n")
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", "-c", f"source {INSTALL_SH}; trap 'on_error $? $LINENO' ERR; "
+                           f"ROOT={root}; write_upstream_key_file"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count('step "upstream key" failed') == 1, proc.stderr
+    assert proc.stderr.count("what to do:") == 1, proc.stderr
+
+
 def test_shellcheck_is_clean():
     require_tool("shellcheck", "shellcheck")
     scripts = [str(CHECKOUT / "install.sh")] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
@@ -672,8 +689,8 @@ def test_real_install_without_systemd_installs_everything_and_exits_3(tmp_path):
     from tests.cache import cache_dir
     from tests.box.machine import BOX_UV_CACHE, INSTALL_ENV, host_uv_cache
 
-    if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-        pytest.fail("needs root and systemd-nspawn (apt-get install systemd-container; scripts/test.sh does)")
+    require_root("the box tests", "systemd-nspawn")
+    require_tool("systemd-nspawn", "systemd-container")
     base, _ = base_rootfs()
     root = cache_dir() / f"nosystemd-{os.getpid()}"
     shutil.rmtree(root, ignore_errors=True)

@@ -30,7 +30,8 @@ def sourced(script: str) -> str:
     (("--upgrade", "x.txt", "--root", "/tmp/stage"), "do not combine with --root"),
     (("--rollback", "--dry-run"), "do not combine with --root, --dry-run"),
     (("--upgrade", "--uninstall"), "do not combine with"),
-    (("--root", "/tmp/a stage"), "stage under a path without whitespace"),
+    (("--root", "/tmp/a stage"), "stage under a path of letters, digits and ._/+- only"),
+    (("--root", '/tmp/a"stage'), "stage under a path of letters, digits and ._/+- only"),
     (("--root", "/tmp/" + "x" * 160), "at most 160 characters long"),
 ])
 def test_bad_combinations_are_usage_errors(args, message):

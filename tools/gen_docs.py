@@ -129,7 +129,10 @@ def install_steps() -> str:
         found = re.search(r'^\s*step "([^"]+)" "([^"]*)"$', bodies[function], re.M)
         if found:
             steps.append((function, found.group(1), found.group(2)))
-    proc = subprocess.run(["bash", "-c", EXPAND_HINTS, "gen_docs", str(REPO / "install.sh")], input="".join(f"{hint}\n" for _, _, hint in steps),
+        elif re.search(r"^\s*step ", bodies[function], re.M):
+            raise DocProblem(f"install.sh: {function}'s step line is not `step \"NAME\" \"HINT\"` on one line")
+    proc = subprocess.run(["bash", "-c", EXPAND_HINTS, "gen_docs", str(REPO / "install.sh")],
+                          input="".join(f"{hint}\n" for _, _, hint in steps),
                           capture_output=True, text=True, timeout=60, cwd=REPO,
                           env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     hints = proc.stdout.splitlines()

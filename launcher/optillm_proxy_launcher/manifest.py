@@ -24,7 +24,7 @@ try:
 except ImportError:
     # Run as a script by a python without the package (a runtime's: it lives in libexec/): -I
     # leaves the script's own directory off sys.path, so name the package's parent.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
     from optillm_proxy_launcher import layout as _layout
 
 FILE_NAME = _layout.MANIFEST_REL

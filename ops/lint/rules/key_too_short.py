@@ -13,8 +13,8 @@ Fails:
 Passes:
     opx-Zq3v0m2T4sJ7x1dY8kP5wR9nB6cL2hF0aE4uG7iK1oM
 
-Fix: generate a new key: `python3 -c 'import secrets; print("opx-" + secrets.token_urlsafe(32))'
-> /etc/optillm-proxy/api-key`, chmod 0600, restart the service and update LiteLLM's api_key.
+Fix: `sudo opsctl key rotate` (a new key written 0600, checked by the launcher, one restart), then
+give LiteLLM the new key (RUNBOOK section 6).
 """
 
 from optillm_proxy_launcher import settings
