@@ -140,6 +140,8 @@ def test_litellm_client_and_litellm_spend_see_what_the_strategy_spent(chain, mod
     answer = r.json()
     assert plain(answer["usage"]) == want, (answer["usage"], calls)
     assert all("stream_options" not in c["fields"] for c in calls)
+    # LiteLLM hands optillm's own figure on to its client too (docs/usage.md says so).
+    assert "completion_tokens" in answer["usage"]["optillm_reported"], answer["usage"]
 
     entries = chain.logged(start, len(calls) + 1)
     outer = [e for e in entries if e["model_group"] == model]
