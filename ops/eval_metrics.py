@@ -10,8 +10,9 @@ counter of the same approach is the divisor, and the report says how many were n
 
 Without it (the URL is LiteLLM's and --metrics-url is not the proxy, or the base model, which
 LiteLLM sends straight to the model server), each answer's own `usage` is used: "source: answer
-usage". A strategy's answer built by optillm 0.3.12 reports completion tokens only (summed over its
-calls), and no call count, so that source gives completion tokens and no calls.
+usage". That source takes completion tokens only, and no call count: through the launcher a
+strategy's usage is what it spent upstream, prompt included (docs/usage.md), but stock optillm's
+(PROXY_USAGE=stock) has completion tokens only, and completion tokens compare across both.
 """
 
 from __future__ import annotations

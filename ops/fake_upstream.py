@@ -1,8 +1,10 @@
 """A recording OpenAI-compatible upstream: answers chat completions and /v1/models, remembers calls.
 
 Stdlib only, so it runs anywhere a python3 does (tests, demos, the test box). Each call is kept
-as {"path", "model", "n", "authorization", "peer", "headers"}; GET /_calls lists them, POST /_reset forgets them,
-POST /_status {"status": 500} makes chat completions fail with that status until reset, and
+as {"path", "model", "n", "fields", "authorization", "peer", "headers", "usage"} (`fields`: the body's
+keys; `usage`: what the answer reported, null for a failed call); GET /_calls lists them, POST /_reset forgets them,
+POST /_status {"status": 500} makes chat completions fail with that status until reset (with
+"times": N, only the next N of them), and
 POST /_delay {"seconds": 2.5} makes each chat completion wait that long first (a slow or hung
 LiteLLM) until reset.
 
@@ -36,6 +38,7 @@ class _State:
         self.lock = threading.Lock()
         self.calls: list[dict] = []
         self.fail_status: int | None = None
+        self.fail_times: int | None = None  # None: every call fails while fail_status is set
         self.delay_seconds: float = 0.0
         self.release = threading.Event()  # set by /_reset: delayed answers stop waiting
         self.simulation: Simulation | None = None
@@ -158,16 +161,26 @@ class _Handler(BaseHTTPRequestHandler):
             return {}
         return body if isinstance(body, dict) else {}
 
-    def _record(self, body: dict) -> None:
+    def _record(self, body: dict) -> dict:
+        call = {
+            "path": self.path,
+            "model": body.get("model"),
+            "n": body.get("n", 1),
+            "fields": sorted(body),
+            "authorization": self.headers.get("Authorization"),
+            "peer": self.client_address[1],  # the caller's port: one per connection it opened
+            "headers": sorted(k.lower() for k in self.headers.keys()),
+            "usage": None,
+        }
         with self.state.lock:
-            self.state.calls.append({
-                "path": self.path,
-                "model": body.get("model"),
-                "n": body.get("n", 1),
-                "authorization": self.headers.get("Authorization"),
-                "peer": self.client_address[1],  # the caller's port: one per connection it opened
-                "headers": sorted(k.lower() for k in self.headers.keys()),
-            })
+            self.state.calls.append(call)
+        return call
+
+    def _answer(self, call: dict, body: dict) -> None:
+        """A chat completion answer, its usage kept in the call's record."""
+        with self.state.lock:
+            call["usage"] = body["usage"]
+        self._send(200, body)
 
     def do_GET(self):
         if self.path == "/_calls":
@@ -187,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.calls.clear()
                 self.state.fail_status = None
+                self.state.fail_times = None
                 self.state.delay_seconds = 0.0
                 self.state.simulation = None
                 self.state.release.set()
@@ -195,6 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/_status":
             with self.state.lock:
                 self.state.fail_status = body.get("status")
+                self.state.fail_times = body.get("times")
             return self._send(200, {"status": body.get("status")})
         if self.path == "/_simulate":
             try:
@@ -211,23 +226,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self.state.delay_seconds = float(body.get("seconds") or 0)
             return self._send(200, {"seconds": self.state.delay_seconds})
         if self.path.rstrip("/").endswith("/chat/completions"):
-            self._record(body)
+            call = self._record(body)
             with self.state.lock:
                 delay, release = self.state.delay_seconds, self.state.release
             if delay:
                 release.wait(delay)
-            if self.state.fail_status:
-                return self._send(self.state.fail_status, {"error": {"message": "injected failure"}})
+            with self.state.lock:
+                fail = self.state.fail_status if self.state.fail_times != 0 else None
+                if fail and self.state.fail_times:
+                    self.state.fail_times -= 1
+            if fail:
+                return self._send(fail, {"error": {"message": "injected failure"}})
             n = int(body.get("n") or 1)
             simulation = self.state.simulation
             if simulation is not None:
                 texts = _texts(body.get("messages"))
                 prompt = simulation.find(texts)
                 if prompt is not None:
-                    return self._simulated(body, simulation.answers(prompt, n), texts)
+                    return self._simulated(call, body, simulation.answers(prompt, n), texts)
             choices = [{"index": i, "finish_reason": "stop",
                         "message": {"role": "assistant", "content": ANSWER}} for i in range(n)]
-            return self._send(200, {
+            return self._answer(call, {
                 "id": f"chatcmpl-fake-{time.monotonic_ns()}",
                 "object": "chat.completion",
                 "created": int(time.time()),
@@ -238,10 +257,10 @@ class _Handler(BaseHTTPRequestHandler):
             })
         return self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-    def _simulated(self, body: dict, answers: list[str], texts: list[str]) -> None:
+    def _simulated(self, call: dict, body: dict, answers: list[str], texts: list[str]) -> None:
         prompt_tokens = max(1, math.ceil(sum(len(t) for t in texts) / 4))
         completion_tokens = sum(math.ceil(len(a) / 4) for a in answers)
-        return self._send(200, {
+        return self._answer(call, {
             "id": f"chatcmpl-sim-{time.monotonic_ns()}",
             "object": "chat.completion",
             "created": int(time.time()),

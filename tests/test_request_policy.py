@@ -25,7 +25,8 @@ from optillm_proxy_launcher.upstream import (REQUEST_HEADER, BoundedTransport, B
 # What openai-python 2.14's create() accepts (the launcher reads it from the runtime at start;
 # tests/test_request_path.py checks the real list).
 FIELDS = frozenset({"model", "messages", "n", "stream", "max_tokens", "max_completion_tokens", "temperature",
-                    "top_p", "response_format", "stop", "seed", "user", "tools", "tool_choice", "metadata"})
+                    "top_p", "response_format", "stop", "seed", "user", "tools", "tool_choice", "metadata",
+                    "stream_options"})
 TABLE = settings.plugin_table()
 NAMES = frozenset({"none", *settings.CORE_APPROACHES, *TABLE})
 

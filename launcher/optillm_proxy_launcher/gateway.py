@@ -7,6 +7,9 @@ timeout ended it, 502/429 when LiteLLM failed and optillm answered 500 or built 
 successful call. optillm's own key check stays the one authentication: an unauthenticated request
 goes straight to it (401) without the policy telling it anything.
 
+optillm's answer to an admitted chat completion reports what the request spent upstream (its
+`usage`, the x-optillm-proxy-upstream-calls header: usage.py).
+
 When the answer is done (the server closed it, streams included), one Record goes to the journal
 and to the metrics. GET /metrics is answered here, before Flask (no key: see metrics.py); /health
 and /metrics themselves are not recorded (probes every few seconds would drown the requests).
@@ -22,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from optillm_proxy_launcher import usage
 from optillm_proxy_launcher.layout import UPSTREAM_KEY_FILE
 from optillm_proxy_launcher.policy import Policy, Refusal
 from optillm_proxy_launcher.records import NO_APPROACH, Record
@@ -98,6 +102,7 @@ class Gate:
                 if close:
                     close()
                 return self._send(start_response, replacement, ctx, environ)
+            headers, result = usage.account(environ, ctx, code, headers, result, settings.usage)
             start_response(status, headers, exc_info)
             return _Closing(result, lambda: self._finish(ctx, environ, code, ""))
         except BaseException:
@@ -138,6 +143,8 @@ class Gate:
             return verdict
         environ["optillm_proxy.approach"] = verdict.approach
         environ["optillm_proxy.base_model"] = verdict.base_model
+        environ[usage.ENVIRON_STREAM_USAGE] = usage.wants_stream_usage(verdict.body)
+        raw = usage.without_stream_options(verdict.body, raw)
         environ["wsgi.input"] = io.BytesIO(raw)
         environ["CONTENT_LENGTH"] = str(len(raw))
         environ.pop("HTTP_TRANSFER_ENCODING", None)

@@ -144,6 +144,12 @@ class Policy:
                 return Refusal(400, "invalid-body", f"{name!r} must be at least 1")
         if "response_format" in body and not isinstance(body["response_format"], (dict, type(None))):
             return Refusal(400, "invalid-body", "'response_format' must be an object")
+        # The proxy honours stream_options itself (usage.py), so their shape is checked here.
+        options = body.get("stream_options")
+        if options is not None and (not isinstance(options, dict)
+                                    or not isinstance(options.get("include_usage", False), bool)):
+            return Refusal(400, "invalid-body", "'stream_options' must be an object whose 'include_usage' "
+                                                "is true or false")
         n = body.get("n", 1)
         if n > self.settings.max_n:
             return Refusal(400, "n-out-of-range", f"n={n} is above this proxy's MAX_N={self.settings.max_n}")

@@ -425,6 +425,19 @@ def parse_records(raw: str | None) -> str:
     return value
 
 
+USAGE_VARIABLE = "PROXY_USAGE"
+# upstream: an answer's usage is what its upstream calls spent, summed (usage.py); stock: optillm's own.
+USAGE_CHOICES = ("upstream", "stock")
+
+
+def parse_usage(raw: str | None) -> str:
+    value = (raw or "").strip().lower() or USAGE_CHOICES[0]
+    if value not in USAGE_CHOICES:
+        raise ConfigRefused(f"{USAGE_VARIABLE}={raw!r}: set upstream (an answer's usage is what its upstream calls "
+                            f"spent, the default) or stock (optillm's own figure) in {ENV_FILE_HINT}")
+    return value
+
+
 @dataclass(frozen=True)
 class RequestSettings:
     upstream_timeout: float
@@ -435,6 +448,7 @@ class RequestSettings:
     drain: float
     approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
     records: str = RECORDS_CHOICES[0]
+    usage: str = USAGE_CHOICES[0]
 
 
 def default_approaches(plugins: list[str]) -> list[str]:
@@ -481,6 +495,7 @@ def request_settings(environ: Mapping[str, str], plugins: list[str],
         drain=values["DRAIN_SECONDS"],
         approaches=parse_approaches(environ.get(APPROACHES_VARIABLE), plugins, table),
         records=parse_records(environ.get(RECORDS_VARIABLE)),
+        usage=parse_usage(environ.get(USAGE_VARIABLE)),
     )
 
 

@@ -266,3 +266,4 @@ CASES.append(Case("no-environmentfile", "env-file-not-loaded",
 CASES.append(Case("environmentfile-optional", "env-file-not-loaded",
                   lambda d: d.replace("unit", "EnvironmentFile=/", "EnvironmentFile=-/"), line=9))
 CASES.append(Case("records-not-a-choice", "request-settings", env_add("PROXY_RECORDS=yes\n"), line=4))
+CASES.append(Case("usage-not-a-choice", "request-settings", env_add("PROXY_USAGE=true\n"), line=4))

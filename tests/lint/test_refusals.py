@@ -150,6 +150,7 @@ CASES = [
             env_add("REQUEST_DEADLINE_SECONDS=5m\n")),
     Refusal("bound-out-of-range", "settings.Bound.parse#2", "request-settings", env_add("UPSTREAM_RETRIES=9\n")),
     Refusal("records-unknown", "settings.parse_records#1", "request-settings", env_add("PROXY_RECORDS=yes\n")),
+    Refusal("usage-unknown", "settings.parse_usage#1", "request-settings", env_add("PROXY_USAGE=true\n")),
     Refusal("approaches-none-combined", "settings.parse_approaches#1", "request-settings",
             env_add("PROXY_APPROACHES=moa&none\n")),
     Refusal("approaches-plugin-not-enabled", "settings.parse_approaches#2", "request-settings",

@@ -1,6 +1,6 @@
 """The unit has no EnvironmentFile=, so the env file never reaches the service.
 
-Why: PROXY_PLUGINS, PROXY_APPROACHES, PROXY_RECORDS and the request bounds live in
+Why: PROXY_PLUGINS, PROXY_APPROACHES, PROXY_RECORDS, PROXY_USAGE and the request bounds live in
 /etc/optillm-proxy/env (no secret: both keys are credentials). Without EnvironmentFile= each
 silently falls back to the launcher's default, whatever the file says. A leading `-`
 (EnvironmentFile=-/etc/...) also hides a missing file.

@@ -1,10 +1,11 @@
 """A request setting in the env file (a bound or PROXY_APPROACHES) is one the launcher refuses.
 
 Why: the launcher reads UPSTREAM_TIMEOUT_SECONDS, UPSTREAM_RETRIES, REQUEST_DEADLINE_SECONDS,
-MAX_REQUEST_BYTES, MAX_N, PROXY_APPROACHES and PROXY_RECORDS from the env file and refuses to
+MAX_REQUEST_BYTES, MAX_N, PROXY_APPROACHES, PROXY_RECORDS and PROXY_USAGE from the env file and refuses to
 start (exit 78) when a bound is not a number or out of its range, when PROXY_APPROACHES names an
 unknown approach, a plugin PROXY_PLUGINS does not enable, or a malformed combined form, or when
-PROXY_RECORDS is neither journal nor off (the per-request records); an edit therefore takes
+PROXY_RECORDS is neither journal nor off (the per-request records), or PROXY_USAGE neither
+upstream nor stock (what an answer's usage reports); an edit therefore takes
 the service down at its next restart. Lint calls the launcher's own checks
 (optillm_proxy_launcher.settings), so the message is the launcher's.
 
@@ -12,6 +13,7 @@ Fails:
     UPSTREAM_RETRIES=9
     REQUEST_DEADLINE_SECONDS=abc
     PROXY_RECORDS=yes
+    PROXY_USAGE=true
     PROXY_APPROACHES=moa,nosuch
     PROXY_APPROACHES=readurls             (with PROXY_PLUGINS=none)
 
@@ -19,6 +21,7 @@ Passes:
     UPSTREAM_RETRIES=1
     REQUEST_DEADLINE_SECONDS=300
     PROXY_RECORDS=off
+    PROXY_USAGE=stock
     PROXY_APPROACHES=moa,bon,moa&bon      (or the line left out: the routed four + the plugins)
 
 Fix: set the value the message names in /etc/optillm-proxy/env, or remove the line for the
@@ -47,12 +50,14 @@ def check(ctx):
             bound.parse({bound.name: a.value})
         except settings.ConfigRefused as exc:
             yield Problem(path, a.line, REFUSES + str(exc))
-    a = ctx.env.get(settings.RECORDS_VARIABLE)
-    if a is not None:
-        try:
-            settings.parse_records(a.value)
-        except settings.ConfigRefused as exc:
-            yield Problem(path, a.line, REFUSES + str(exc))
+    for variable, parse in ((settings.RECORDS_VARIABLE, settings.parse_records),
+                            (settings.USAGE_VARIABLE, settings.parse_usage)):
+        a = ctx.env.get(variable)
+        if a is not None:
+            try:
+                parse(a.value)
+            except settings.ConfigRefused as exc:
+                yield Problem(path, a.line, REFUSES + str(exc))
     a = ctx.env.get(settings.APPROACHES_VARIABLE)
     enabled = ctx.enabled_plugins()
     if a is None or enabled is None:
