@@ -260,7 +260,9 @@ build_dir() {
   mv -T "${tmp}" "${dest}"
 }
 
-uv_cmd() { "${UV}" --no-config -q "$@"; }
+# --system-certs: the host's trust store (a company CA in it works as for curl and apt), not the
+# Mozilla roots uv bundles.
+uv_cmd() { "${UV}" --no-config --system-certs -q "$@"; }
 
 is_profile() { [[ " ${PROFILES} " == *" $1 "* && -n "$1" ]]; }
 

@@ -50,8 +50,8 @@ RAN: set[str] = set()
 @pytest.fixture(scope="module", autouse=True)
 def sudo_keeps_the_install_environment(box):
     """`sudo` resets the environment; these commands run as printed, with sudo, so sudo must keep
-    what INSTALL_ENV gives every install in the box: the host's uv cache and the CA bundle that
-    holds this workplace's registry CA (an operator's host needs neither). The box's hostname is
+    what INSTALL_ENV gives every install in the box: the host's uv cache (an operator's host needs
+    none; certificates come from the box's own trust store, as on any host). The box's hostname is
     made resolvable, as on any installed host, so sudo does not warn."""
     keep = box.root / "etc/sudoers.d/box-install-env"
     names = " ".join(sorted(INSTALL_ENV))

@@ -251,3 +251,22 @@ def test_a_litellm_client_with_an_approach_tag_is_refused_and_told_why(box, box_
     assert box_upstream.calls() == []
     journal = box.run(f"journalctl -u {SERVICE} --no-pager -n 200").stdout
     assert "Traceback" not in journal, journal[-3000:]
+
+
+
+def test_installers_uv_trusts_the_hosts_certificate_store(box):
+    """install.sh's own uv command (its `uv_cmd` function, read from the script) reaches the package
+    index from the box with no cache and no certificate variable: what the runtime step of a fresh
+    host does. The box's store holds the host's extra CAs, as a company host's would."""
+    from tests.box.base import host_ca_certs
+
+    uv = box.check(f"command -v uv || echo {LAYOUT.tools}/uv/bin/uv").strip()
+    compile_six = "pip compile --no-cache --python-version 3.11 -q - <<<six==1.16.0"
+    trusted = box.run(f"source <(sed -n '/^uv_cmd()/p' /repo/install.sh); UV={uv}; uv_cmd {compile_six}",
+                      timeout=120)
+    assert trusted.ok and "six==1.16.0" in trusted.stdout, trusted.stderr[-1500:]
+    if host_ca_certs():
+        # The index is reached through a CA of the host's own: uv's bundled roots fail, so the
+        # call above passed because install.sh asks for the host's store.
+        bundled = box.run(f"{uv} --no-config {compile_six}", timeout=120)
+        assert not bundled.ok and "UnknownIssuer" in bundled.stderr, bundled.stderr[-1500:]

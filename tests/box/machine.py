@@ -22,14 +22,13 @@ from tests.box.errors import BoxError
 BOX_REPO = "/repo"
 BOX_UV_CACHE = "/var/cache/uv"
 BOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Environment for installs in the box: the uv cache bound from the host (no re-download), and
-# the box's CA bundle (which holds the host's extra CAs, see base.py).
+# Environment for installs in the box: the uv cache bound from the host (no re-download), which
+# install.sh documents as honoured. Nothing about certificates: install.sh must trust what the
+# host trusts (the box's store holds the host's extra CAs, see base.py), as on an operator's host.
 INSTALL_ENV = {
     "UV_CACHE_DIR": BOX_UV_CACHE,
     # The cache is a different mount in the box, so uv cannot hardlink from it: copy quietly.
     "UV_LINK_MODE": "copy",
-    "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
-    "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
     "PIP_DISABLE_PIP_VERSION_CHECK": "1",
 }
 
