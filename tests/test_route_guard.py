@@ -348,3 +348,10 @@ def test_the_decision_is_the_routers_not_a_string_compare():
                          SimpleNamespace(code=308)).rule == "target-not-canonical"
     assert routes.decide(environ, "proxy", SimpleNamespace(code=400)).rule == "invalid-host"
     assert posixpath.normpath("/v1/chat/completions/") == CANONICAL_CHAT
+
+
+def test_every_route_rule_is_documented_with_its_status():
+    """routes.STATUS is what decide() answers; policy.RULES (the docs, `opsctl lint --explain`) says the same."""
+    assert {rule for *_, rule in routes.REFUSED} == set(routes.STATUS)
+    for rule, status in routes.STATUS.items():
+        assert RULES[rule].endswith(f"(HTTP {status})"), rule

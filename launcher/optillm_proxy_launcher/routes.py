@@ -74,11 +74,13 @@ STOCK_URL_MAP = frozenset({
 })
 
 # What every other request gets, by rule (tools/gen_docs.py renders this next to ROUTES).
+STATUS = {"unknown-route": 404, "method-not-allowed": 405, "method-not-canonical": 400,
+          "target-not-canonical": 400, "invalid-host": 400}
 REFUSED = (
     ("any path not in the table (stock's `/static/...` included)", "any", "unknown-route"),
     ("a route of the table", "any other method, HEAD and OPTIONS included", "method-not-allowed"),
     ("a route of the table", "its method in other letter case (`post`)", "method-not-canonical"),
-    ("a route's path spelled otherwise (`/%2Fv1/...`, `//v1/...`, `/v1/./...`, a trailing `/`, "
+    ("a route's path spelled otherwise (`/%2Fv1/...`, `/v1//chat/...`, `/v1/./...`, a trailing `/`, "
      "`http://host/v1/...`)", "any", "target-not-canonical"),
     ("any", "any, with a Host header that is not a host name", "invalid-host"),
 )
@@ -113,8 +115,8 @@ def decide(environ: dict, endpoint: str | None, routing_error: Any = None) -> Re
     routed, raw = request_target(environ)
     shown = (raw if raw is not None else routed)[:200]
     if getattr(routing_error, "code", None) == 400:  # BadHost: the Host header is no host name
-        return Refusal(400, "invalid-host", "the Host header is not a valid host name; send the proxy's "
-                                            "address, e.g. Host: 127.0.0.1")
+        return _refuse("invalid-host", "the Host header is not a valid host name; send the proxy's address, "
+                                       "e.g. Host: 127.0.0.1")
     route = BY_PATH.get(routed) if raw is None or raw == routed else None
     if route is None:
         # Which route the client meant: where the router went, or the path with slashes and dot
@@ -122,21 +124,24 @@ def decide(environ: dict, endpoint: str | None, routing_error: Any = None) -> Re
         target = next((r for r in ROUTES if r.endpoint is not None and r.endpoint == endpoint), None)
         target = target or BY_PATH.get(_tidy(routed))
         if target is None:
-            return Refusal(404, "unknown-route", f"{shown!r} is not a route of this proxy; it serves "
-                                                 f"{_served()}")
-        return Refusal(400, "target-not-canonical", f"the request target {shown!r} is not written as the "
-                                                    f"route's path: send {target.method} {target.path}")
+            return _refuse("unknown-route", f"{shown!r} is not a route of this proxy; it serves {_served()}")
+        return _refuse("target-not-canonical", f"the request target {shown!r} is not written as the route's "
+                                               f"path: send {target.method} {target.path}")
     if method != route.method:
         if method.upper() == route.method:
-            return Refusal(400, "method-not-canonical", f"method {method[:20]!r}: send {route.method} "
-                                                        f"{route.path} (methods are case-sensitive)")
-        return Refusal(405, "method-not-allowed", f"{route.path} answers {route.method} only, not "
-                                                  f"{method[:20]!r}", headers=(("Allow", route.method),))
+            return _refuse("method-not-canonical", f"method {method[:20]!r}: send {route.method} {route.path} "
+                                                   "(methods are case-sensitive)")
+        return _refuse("method-not-allowed", f"{route.path} answers {route.method} only, not {method[:20]!r}",
+                       headers=(("Allow", route.method),))
     if route.endpoint is None or endpoint != route.endpoint:
         # Answered before optillm (the gate's /metrics, when metrics are off) or not where the router
         # went: nothing here serves it.
-        return Refusal(404, "unknown-route", f"{route.method} {route.path} is not served by this process")
+        return _refuse("unknown-route", f"{route.method} {route.path} is not served by this process")
     return None
+
+
+def _refuse(rule: str, message: str, headers=()) -> Refusal:
+    return Refusal(STATUS[rule], rule, message, headers=headers)
 
 
 def _served() -> str:
