@@ -22,7 +22,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from optillm_proxy_launcher import settings
 from optillm_proxy_launcher.gateway import Gate
-from optillm_proxy_launcher.policy import MAX_JSON_DEPTH, RULES, Refusal, Verdict
+from optillm_proxy_launcher.policy import MAX_JSON_DEPTH, RULES, Policy, Refusal, Verdict
 from optillm_proxy_launcher.upstream import (REQUEST_HEADER, BoundedTransport, Bounds, DeadlineExceeded,
                                              Registry, RequestContext)
 from tests import stock_shape
