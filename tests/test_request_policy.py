@@ -169,7 +169,7 @@ def test_the_largest_int64_and_a_valid_surrogate_pair_pass():
 def test_an_unpaired_surrogate_is_refused(text):
     raw = f'{{"model": "jerry-xl", "messages": [{{"role": "user", "content": "{text}"}}]}}'.encode()
     assert check(make_policy(), raw).rule == "invalid-body"
-    raw = f'{{"model": "jerry-xl", "messages": [{{"role": "user", "content": "x"}}], "user": "a", "{text}": 1}}'.encode()
+    raw = f'{{"model": "jerry-xl", "messages": [{{"role": "user", "content": "x"}}], "{text}": 1}}'.encode()
     assert isinstance(check(make_policy(), raw), Refusal)
 
 

@@ -175,7 +175,8 @@ def spellings(draw) -> str:
         if distortion.startswith("encode") and segments and segments[i]:
             j = draw(st.integers(0, len(segments[i]) - 1))
             code = f"%{ord(segments[i][j]):02X}"
-            segments[i] = segments[i][:j] + (code.lower() if distortion == "encode-lower" else code) + segments[i][j + 1:]
+            code = code.lower() if distortion == "encode-lower" else code
+            segments[i] = segments[i][:j] + code + segments[i][j + 1:]
         elif distortion in ("double-slash", "encoded-slash", "dot", "dot-dot") and segments:
             extra = {"double-slash": "", "encoded-slash": "%2F", "dot": ".", "dot-dot": "x/.."}[distortion]
             segments.insert(i, extra) if extra != "%2F" else segments.__setitem__(i, "%2F" + segments[i])
@@ -199,7 +200,8 @@ def spellings(draw) -> str:
 ROUTE_METHODS = st.sampled_from(["POST", "POST", "GET", "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"])
 METHODS = st.one_of(st.just("POST"), st.just("GET"),
                     ROUTE_METHODS.flatmap(lambda m: st.sampled_from([m, m.lower(), m.title()])))
-HOSTS = st.sampled_from([b"127.0.0.1:4020", b"127.0.0.1:4020", b"127.0.0.1:4020", b"localhost", b"", b"evil.example", b"[::1]:4020", b"a b",
+HOSTS = st.sampled_from([b"127.0.0.1:4020", b"127.0.0.1:4020", b"127.0.0.1:4020", b"localhost", b"", b"evil.example",
+                         b"[::1]:4020", b"a b",
                          "exämple".encode("latin-1"), b"x" * 300, None])
 AUTHS = st.one_of(st.just(b"Bearer " + KEY.encode()), st.sampled_from(
     [b"Bearer wrong", None, "Bearer é".encode("latin-1"), b"bearer " + KEY.encode()]))
