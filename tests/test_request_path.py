@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from ops.client import ApiKey
 from ops.smoke import SmokeRow, judge
+from optillm_proxy_launcher.policy import RULES
 from tests.fixtures.runtime import REPO, free_port, launcher_credentials, start_optillm
+from tests.stock_shape import error_code, raw_request
 
 pytestmark = pytest.mark.real
 
@@ -217,6 +219,114 @@ def test_generated_bodies_never_get_a_5xx_or_a_traceback(proxy, upstream_session
         assert r.json()["error"], r.text[:500]  # JSON, never an HTML error page
 
 
+# --- which requests reach stock's chat view (launcher routes.py), with raw sockets -----------------
+
+VALID = json.dumps(chat("moa-jerry-xl")).encode()  # 3 upstream calls when admitted
+TAGGED = json.dumps(chat("moa-jerry-xl", f"What is 6*7? {TAG}")).encode()  # 48 calls unguarded (cepo)
+SPELLINGS = [  # (method, target): none is the canonical request
+    ("post", "/v1/chat/completions"), ("Post", "/v1/chat/completions"),
+    ("POST", "/%2Fv1/chat/completions"), ("POST", "/%2fv1/chat/completions"), ("POST", "//v1/chat/completions"),
+    ("POST", "/v1//chat/completions"), ("POST", "/v1%2Fchat%2Fcompletions"), ("POST", "/v1/chat/%63ompletions"),
+    ("POST", "/v1/./chat/completions"), ("POST", "/v1/x/../chat/completions"), ("POST", "/v1/chat/completions/"),
+    ("POST", "http://127.0.0.1:4020//v1/chat/completions"), ("POST", "http://127.0.0.1:4020/v1/chat/completions"),
+    ("post", "http://127.0.0.1:4020//v1/chat/completions"), ("POST", "/v1/chat/completions#x"),
+    ("OPTIONS", "/v1/chat/completions"), ("GET", "/v1/chat/completions"), ("PUT", "/v1/chat/completions"),
+    ("HEAD", "/v1/models"), ("HEAD", "/health"), ("OPTIONS", "/health"), ("GET", "/static/x"),
+]
+
+
+def raw_post(proxy, method: str, target: str, body: bytes, *, auth: bytes | None = None,
+             host: bytes = b"127.0.0.1", content_type: bytes | None = b"application/json"):
+    head = f"{method} {target} HTTP/1.1\r\nHost: ".encode("latin-1") + host
+    head += b"\r\nAuthorization: " + (auth if auth is not None else f"Bearer {KEY}".encode())
+    if content_type is not None:
+        head += b"\r\nContent-Type: " + content_type
+    head += b"\r\nContent-Length: %d" % len(body)
+    return raw_request(proxy.port, head, body, timeout=60)
+
+
+def records(proxy) -> list[dict]:
+    return [json.loads(line.split(" ", 1)[1]) for line in proxy.log_text().splitlines()
+            if line.startswith("optillm-proxy-record ")]
+
+
+@pytest.mark.parametrize("method,target", SPELLINGS, ids=[f"{m} {t}" for m, t in SPELLINGS])
+def test_no_spelling_reaches_stock_chat_unchecked(proxy, upstream, method, target):
+    """Any method or target spelling: a 4xx and 0 upstream calls, or (a server that normalised the
+    target itself, passing the app no raw target) the canonical request, through the policy."""
+    status, headers, payload = raw_post(proxy, method, target, TAGGED)
+    assert 400 <= status < 500 and status != 401, payload[:300]
+    assert upstream.calls() == []
+    status, headers, payload = raw_post(proxy, method, target, VALID)
+    last = records(proxy)[-1]
+    if status == 200:  # e.g. `//v1/...`: Python's http.server (werkzeug's base) collapses it first
+        assert (last["OPTILLM_PROXY_PATH"], last["OPTILLM_PROXY_APPROACH"], last["OPTILLM_PROXY_POLICY_RULE"]) == (
+            "/v1/chat/completions", "moa", "")
+        assert len(upstream.calls()) == FAN_OUT["moa-jerry-xl"]
+        return
+    assert 400 <= status < 500 and status != 401, payload[:300]
+    assert upstream.calls() == []
+    rule = last["OPTILLM_PROXY_POLICY_RULE"]
+    assert rule in RULES and last["OPTILLM_PROXY_ERROR_CODE"] == rule
+    if method != "HEAD":
+        assert error_code(payload) == rule, payload[:300]
+
+
+def test_the_canonical_request_still_passes_with_a_query(proxy, upstream):
+    status, _, payload = raw_post(proxy, "POST", "/v1/chat/completions?api-version=1", VALID)
+    assert status == 200, payload[:300]
+    assert len(upstream.calls()) == FAN_OUT["moa-jerry-xl"]
+
+
+MALFORMED = {  # name: (body, extra raw_post arguments)
+    "100k-deep arrays": (b"[" * 100_000 + b"]" * 100_000, {}),
+    "100k-deep objects": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, {}),
+    "null model": (b'{"model": null, "messages": [{"role": "user", "content": "x"}]}', {}),
+    "int past int64": (b'{"model": "jerry-xl", "max_tokens": 99999999999999999999, '
+                       b'"messages": [{"role": "user", "content": "x"}]}', {}),
+    "1e400": (b'{"model": "jerry-xl", "temperature": 1e400, "messages": [{"role": "user", "content": "x"}]}', {}),
+    "NaN": (b'{"model": "jerry-xl", "top_p": NaN, "messages": [{"role": "user", "content": "x"}]}', {}),
+    "lone surrogate": (b'{"model": "jerry-xl", "messages": [{"role": "user", "content": "\\ud800"}]}', {}),
+    "not UTF-8": (b'{"model": "jerry-xl", "messages": [{"role": "user", "content": "\xff\xfe"}]}', {}),
+    "no Content-Type": (VALID, {"content_type": None}),
+    "Content-Length no number": (VALID, {}),
+    "host not a name": (VALID, {"host": b"a" * 64 + b".example"}),
+    "latin-1 Authorization": (VALID, {"auth": "Bearer clé".encode("latin-1")}),
+    "UTF-8 Authorization": (VALID, {"auth": "Bearer ключ".encode()}),
+    "the key plus latin-1 Authorization": (VALID, {"auth": f"Bearer {KEY}\u00e9".encode("latin-1")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_input_gets_a_4xx_never_a_500(proxy, upstream, case):
+    body, extra = MALFORMED[case]
+    if case == "Content-Length no number":
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + KEY.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: 12abc")
+        status, _, payload = raw_request(proxy.port, head, body, timeout=60)
+    else:
+        status, _, payload = raw_post(proxy, "POST", "/v1/chat/completions", body, **extra)
+    assert 400 <= status < 500, (status, payload[:300])
+    assert upstream.calls() == []
+    if "Authorization" in case:
+        assert status == 401 and b"optillm-proxy policy" not in payload
+    else:
+        assert error_code(payload) in RULES, payload[:300]
+        assert b"\n" not in json.loads(payload)["error"]["message"].encode()
+
+
+def test_refusals_are_counted_by_rule_in_the_metrics(proxy):
+    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    counted = {line.split('rule="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line.startswith("optillm_proxy_policy_refusals_total{")}
+    recorded: dict[str, int] = {}
+    for record in records(proxy):
+        if record["OPTILLM_PROXY_POLICY_RULE"]:
+            recorded[record["OPTILLM_PROXY_POLICY_RULE"]] = recorded.get(record["OPTILLM_PROXY_POLICY_RULE"], 0) + 1
+    assert counted == recorded and {"method-not-canonical", "target-not-canonical", "method-not-allowed",
+                                    "nesting-too-deep"} <= set(counted), counted
+
+
 def test_no_traceback_after_everything(proxy):
     assert "Traceback" not in proxy.log_text()
 
@@ -262,3 +372,25 @@ def test_another_optillm_is_refused_at_start_with_exit_78(lean_runtime, tmp_path
     assert "Traceback" not in proc.stderr
     shutil.rmtree(copy)
     assert os.path.exists(lean_runtime / "bin" / "python")
+
+
+def test_an_optillm_with_another_route_is_refused_at_start_with_exit_78(lean_runtime, tmp_path):
+    """Every fingerprinted function unchanged, one route more: the route guard's table no longer
+    decides every route, so the launcher does not serve."""
+    copy = tmp_path / "runtime"
+    subprocess.run(["cp", "-al", str(lean_runtime), str(copy)], check=True)
+    [server_py] = copy.glob("lib/python3*/site-packages/optillm/server.py")
+    text = server_py.read_text()
+    server_py.unlink()  # a hardlink: never write through it into the cached runtime
+    server_py.write_text(text.replace("\ndef parse_args():", "\n@app.route('/v1/embeddings', methods=['POST'])\n"
+                                      "def embeddings():\n    return proxy()\n\ndef parse_args():", 1))
+    creds = launcher_credentials(tmp_path / "creds", KEY)
+    proc = subprocess.run([str(copy / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port",
+                           str(free_port()), "--base-url", "http://127.0.0.1:9/v1"], capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin",
+                                            "CREDENTIALS_DIRECTORY": str(creds), "HOME": str(tmp_path)})
+    assert proc.returncode == 78, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]
+    assert lines == ["optillm-proxy-launcher: refused: optillm's routes differ from 0.3.12 (/v1/embeddings): "
+                     "reinstall the runtime from the toolkit's locks/"]
+    shutil.rmtree(copy)

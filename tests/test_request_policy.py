@@ -1,9 +1,12 @@
 """The launcher's request path, unit by unit (fast tier: no optillm, no network beyond MockTransport).
 
-policy: every in-band override form and bad body is refused with its rule, never rewritten.
+policy: every in-band override form and bad body is refused with its rule, never rewritten; any
+body or Authorization header, however malformed, gets a 4xx with a one-line reason, never a 5xx.
 upstream: the transport's deadline, per-call timeout, retries, accounting and header stripping.
-gateway: the body bound, auth-before-policy, and how upstream failures become 502/429/504.
-The same behaviour against real optillm 0.3.12 is in tests/test_request_path.py.
+gateway: the body bound, auth-before-policy (on an app shaped like optillm's, tests/stock_shape.py),
+and how upstream failures become 502/429/504.
+The same behaviour against real optillm 0.3.12 is in tests/test_request_path.py; which routes and
+methods reach optillm at all is tests/test_route_guard.py.
 """
 
 from __future__ import annotations
@@ -14,26 +17,16 @@ import time
 
 import httpx
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from optillm_proxy_launcher import settings
 from optillm_proxy_launcher.gateway import Gate
-from optillm_proxy_launcher.policy import RULES, Policy, Refusal, Verdict
+from optillm_proxy_launcher.policy import MAX_JSON_DEPTH, RULES, Policy, Refusal, Verdict
 from optillm_proxy_launcher.upstream import (REQUEST_HEADER, BoundedTransport, Bounds, DeadlineExceeded,
                                              Registry, RequestContext)
-
-# What openai-python 2.14's create() accepts (the launcher reads it from the runtime at start;
-# tests/test_request_path.py checks the real list).
-FIELDS = frozenset({"model", "messages", "n", "stream", "max_tokens", "max_completion_tokens", "temperature",
-                    "top_p", "response_format", "stop", "seed", "user", "tools", "tool_choice", "metadata",
-                    "stream_options"})
-TABLE = settings.plugin_table()
-NAMES = frozenset({"none", *settings.CORE_APPROACHES, *TABLE})
-
-
-def make_policy(approaches: str | None = None, plugins=(), **env) -> Policy:
-    environ = {**env, **({"PROXY_APPROACHES": approaches} if approaches is not None else {})}
-    return Policy(settings.request_settings(environ, list(plugins), TABLE), NAMES, FIELDS)
+from tests import stock_shape
+from tests.stock_shape import FIELDS, TABLE, error_code, make_policy
 
 
 def check(policy: Policy, body, content_type="application/json"):
@@ -136,21 +129,99 @@ def test_assistant_tool_calls_with_null_content_pass():
     assert isinstance(check(make_policy(), body), Verdict)
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                    max_leaves=10)
+def test_a_null_model_is_refused_not_taken_for_no_model():
+    """0.3.12 takes `"model": null` as the model None and fails building the approach from it (a 500)."""
+    refusal = check(make_policy(), {"model": None, "messages": [{"role": "user", "content": "x"}]})
+    assert (refusal.status, refusal.rule) == (400, "invalid-body") and "leave the field out" in refusal.message
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                                 json.dumps({"model": "jerry-xl", "messages": [{"role": "user", "content": "x"}],
+                                             "metadata": json.loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)}
+                                            ).encode()], ids=["100k arrays", "100k objects", "just too deep"])
+def test_deep_nesting_is_refused_without_a_recursion_error(raw):
+    assert check(make_policy(), raw).rule == "nesting-too-deep"
+
+
+def test_nesting_up_to_the_bound_passes():
+    deep = json.loads("[" * (MAX_JSON_DEPTH - 2) + "]" * (MAX_JSON_DEPTH - 2))
+    body = {"model": "jerry-xl", "messages": [{"role": "user", "content": "x"}], "metadata": {"k": deep}}
+    assert isinstance(check(make_policy(), body), Verdict)
+
+
+@pytest.mark.parametrize("number", ["9223372036854775808", "-9223372036854775809", "1" + "0" * 5000, "1e400",
+                                    "-1e400", "NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", ["n", "max_tokens", "temperature", "seed", "metadata"])
+def test_numbers_out_of_range_are_refused(field, number):
+    raw = f'{{"model": "jerry-xl", "messages": [{{"role": "user", "content": "x"}}], "{field}": {number}}}'.encode()
+    refusal = check(make_policy(), raw)
+    assert isinstance(refusal, Refusal) and refusal.rule in ("invalid-body", "malformed-json"), refusal
+    assert "\n" not in refusal.message and len(refusal.message) < 300
+
+
+def test_the_largest_int64_and_a_valid_surrogate_pair_pass():
+    raw = (b'{"model": "jerry-xl", "seed": 9223372036854775807, '
+           b'"messages": [{"role": "user", "content": "\\ud83d\\ude00 \\u00e9"}]}')
+    assert isinstance(check(make_policy(), raw), Verdict)
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "x\\udfff", "\\ude00\\ud83d"])
+def test_an_unpaired_surrogate_is_refused(text):
+    raw = f'{{"model": "jerry-xl", "messages": [{{"role": "user", "content": "{text}"}}]}}'.encode()
+    assert check(make_policy(), raw).rule == "invalid-body"
+    raw = f'{{"model": "jerry-xl", "messages": [{{"role": "user", "content": "x"}}], "{text}": 1}}'.encode()
+    assert isinstance(check(make_policy(), raw), Refusal)
+
+
+def test_a_missing_content_type_is_415():
+    assert check(make_policy(), chat(), content_type=None).rule == "unsupported-media-type"
+
+
+# Every JSON value, the awkward ones included: nulls, huge and non-finite numbers, lone surrogates.
+SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20)
+           | st.sampled_from(["\ud800", "\udfff x", "<optillm_approach>cepo</optillm_approach>", "moa-jerry-xl"]))
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                         max_size=3), max_leaves=10)
+def nested(most: int):
+    """JSON text nested 1..most deep, in arrays or objects."""
+    return st.tuples(st.integers(1, most), st.sampled_from(["[]", "{}"])).map(
+        lambda d: ('{"a":' * d[0] + "1" + "}" * d[0]) if d[1] == "{}" else "[" * d[0] + "]" * d[0])
+
+
+NESTED = nested(5000)
+GOOD = {"model": "moa-jerry-xl", "messages": [{"role": "user", "content": "What is 6*7?"}], "max_tokens": 50}
+
+
+def _field_variants():
+    """A good body with one field set to anything (every field openai takes, and ours)."""
+    names = sorted(FIELDS | {"optillm_approach", "mcts_depth", "timeout", "extra_body"})
+    return st.tuples(st.sampled_from(names), JSON | nested(200).map(json.loads)).map(lambda kv: {**GOOD, kv[0]: kv[1]})
+
+
+def _encode(body) -> bytes:
+    return json.dumps(body, allow_nan=True).encode()  # NaN/Infinity as Python writes them
+
+
+RAW = st.one_of(
+    st.binary(max_size=40),
+    JSON.map(_encode),
+    _field_variants().map(_encode),
+    NESTED.map(str.encode),
+    st.tuples(_field_variants().map(_encode), st.integers(0, 200), st.binary(min_size=1, max_size=4)).map(
+        lambda t: t[0][:t[1]] + t[2] + t[0][t[1]:]),  # bytes spliced in: non-UTF-8, broken syntax
+)
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(st.one_of(JSON, st.dictionaries(st.sampled_from(sorted(FIELDS | {"optillm_approach", "mcts_depth", "timeout"})),
-                                       JSON, max_size=5)),
-       st.binary(max_size=20))
-def test_any_body_gets_a_verdict_never_an_exception(body, raw):
-    policy = make_policy()
-    for verdict in (check(policy, body), policy.check(raw, "application/json")):
-        assert isinstance(verdict, (Verdict, Refusal))
-        if isinstance(verdict, Refusal):
-            assert verdict.rule in RULES and 400 <= verdict.status < 500
+@given(RAW)
+def test_any_body_gets_a_verdict_never_an_exception(raw):
+    verdict = make_policy().check(raw, "application/json")
+    assert isinstance(verdict, (Verdict, Refusal))
+    if isinstance(verdict, Refusal):
+        assert verdict.rule in RULES and 400 <= verdict.status < 500
+        assert "\n" not in verdict.message and len(verdict.message) < 400
+    else:  # what optillm will parse: JSON its encoder and openai's can write back
+        json.dumps(verdict.body, allow_nan=False).encode("utf-8")
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -277,7 +348,7 @@ def test_a_timeout_is_recorded_and_not_retried():
 
 # --- gateway -----------------------------------------------------------------------------------
 
-KEY = "opx-unit-key-0123456789"
+KEY = stock_shape.KEY
 
 
 class FakeApp:
@@ -295,14 +366,14 @@ class FakeApp:
         return [b'{"ok": true}']
 
 
-def serve(app, body: bytes | None = None, *, key=KEY, path="/v1/chat/completions", length=None, **env):
+def serve(app, body: bytes | None = None, *, path="/v1/chat/completions", **env):
+    """The gate alone around `app` (what optillm answered, and what happened upstream)."""
     registry = Registry()
-    gate = Gate(app, make_policy(**env), registry, "http://127.0.0.1:4000/v1", lambda: KEY)
+    gate = Gate(app, make_policy(**env), registry, "http://127.0.0.1:4000/v1")
     raw = body if body is not None else json.dumps(chat()).encode()
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(len(raw) if length is None else length), "wsgi.input": io.BytesIO(raw)}
-    if key:
-        environ["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+               "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw),
+               "HTTP_AUTHORIZATION": f"Bearer {KEY}"}
     seen = {}
     out = gate(environ, lambda status, headers, exc_info=None: seen.update(status=status, headers=headers))
     data = b"".join(out)
@@ -311,29 +382,94 @@ def serve(app, body: bytes | None = None, *, key=KEY, path="/v1/chat/completions
     return int(seen["status"].split()[0]), json.loads(data)
 
 
+def post(stock, body: bytes, *, auth: str | None = f"Bearer {KEY}", content_type: str | None = "application/json",
+         length: str | None = None, chunked=False):
+    """A chat completion through the launcher's layers on an app shaped like optillm's: (status, payload)."""
+    environ = EnvironBuilder(method="POST", path="/v1/chat/completions").get_environ()
+    environ.update({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": length or str(len(body))})
+    for name, value in (("CONTENT_TYPE", content_type), ("HTTP_AUTHORIZATION", auth)):
+        environ.pop(name, None)
+        if value is not None:
+            environ[name] = value
+    if chunked:  # as werkzeug's server passes a chunked body: no length, the stream ends itself
+        environ.pop("CONTENT_LENGTH")
+        environ["wsgi.input_terminated"] = True
+    app_iter, status, _ = run_wsgi_app(stock.app, environ)
+    payload = b"".join(app_iter)
+    getattr(app_iter, "close", lambda: None)()
+    assert stock.registry.in_flight() == 0, "every request context is closed"
+    return int(status.split(" ", 1)[0]), payload
+
+
 def test_refusal_never_reaches_optillm():
-    app = FakeApp()
-    status, body = serve(app, json.dumps(chat("cepo-jerry-xl")).encode())
-    assert status == 400 and body["error"]["code"] == "approach-not-allowed" and app.calls == 0
+    stock = stock_shape.build()
+    status, payload = post(stock, json.dumps(chat("cepo-jerry-xl")).encode())
+    assert (status, error_code(payload)) == (400, "approach-not-allowed") and stock.chat_runs == []
+    assert [(r.policy_rule, r.error_code, r.approach) for r in stock.records] == [
+        ("approach-not-allowed", "approach-not-allowed", "-")]
 
 
 def test_unauthenticated_request_goes_to_optillms_own_key_check_untouched():
-    app = FakeApp(status=401)
-    status, _ = serve(app, json.dumps(chat("cepo-jerry-xl")).encode(), key="wrong")
-    assert status == 401 and app.calls == 1
+    stock = stock_shape.build()
+    status, payload = post(stock, json.dumps(chat("cepo-jerry-xl")).encode(), auth="Bearer wrong")
+    assert status == 401 and json.loads(payload) == {"error": "Invalid API key"} and stock.chat_runs == []
+    assert stock.policy_calls() == 0
 
 
-def test_body_over_the_limit_is_413_and_read_off_the_wire():
-    app = FakeApp()
-    big = b"x" * 5000
-    status, body = serve(app, big, MAX_REQUEST_BYTES="1024")
-    assert status == 413 and body["error"]["code"] == "body-too-large" and app.calls == 0
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_over_the_limit_is_413_and_read_off_the_wire(chunked):
+    for size in (1025, 5000):
+        stock = stock_shape.build(MAX_REQUEST_BYTES="1024")
+        status, payload = post(stock, b"x" * size, chunked=chunked)
+        assert (status, error_code(payload)) == (413, "body-too-large") and stock.chat_runs == []
+    at_the_bound = json.dumps(chat(content="x" * 1024)).encode()
+    at_the_bound = at_the_bound.replace(b"x" * (len(at_the_bound) - 1024), b"", 1)
+    assert len(at_the_bound) == 1024
+    assert post(stock, at_the_bound, chunked=chunked)[0] == 200
 
 
 def test_accepted_body_reaches_optillm_unchanged():
-    app = FakeApp()
+    stock = stock_shape.build()
     raw = json.dumps(chat("moa-jerry-xl")).encode()
-    assert serve(app, raw)[0] == 200 and app.body == raw
+    assert post(stock, raw)[0] == 200
+    [run] = stock.chat_runs
+    assert run.policy_passed and run.approach == "moa"
+
+
+def test_a_content_length_that_is_no_number_is_400():
+    stock = stock_shape.build()
+    status, payload = post(stock, json.dumps(chat()).encode(), length="12abc")
+    assert (status, error_code(payload)) == (400, "invalid-body")
+
+
+AUTHORIZATIONS = st.one_of(st.just(f"Bearer {KEY}"), st.text(max_size=30).map(lambda s: "Bearer " + s),
+                           st.binary(max_size=30).map(lambda b: (b"Bearer " + b).decode("latin-1")),
+                           st.just(f"Bearer {KEY}\u00e9"), st.none())
+CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "",
+                                 "application/json\u00e9", None, "multipart/form-data; boundary=x"])
+
+
+@pytest.fixture(scope="module")
+def fuzzed_stock():
+    return stock_shape.build()
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=RAW, auth=AUTHORIZATIONS, content_type=CONTENT_TYPES)
+def test_no_body_or_header_gets_a_5xx(fuzzed_stock, raw, auth, content_type):
+    """Through the gate, the guards and a chat view that parses the body as 0.3.12's does."""
+    stock = fuzzed_stock
+    runs = len(stock.chat_runs)
+    status, payload = post(stock, raw, auth=auth, content_type=content_type)
+    assert status < 500, (status, payload[:300])
+    if auth != f"Bearer {KEY}":
+        assert status == 401 and b"optillm-proxy policy" not in payload
+    elif status != 200:
+        assert 400 <= status < 500 and error_code(payload) in RULES, payload[:300]
+        message = json.loads(payload)["error"]["message"]
+        assert "\n" not in message and "Traceback" not in message
+    else:
+        assert len(stock.chat_runs) == runs + 1 and stock.chat_runs[-1].policy_passed
 
 
 def failing(*reasons, ok=0, status=None, timed_out=False, deadline=False):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from optillm_proxy_launcher import settings, usage
+from optillm_proxy_launcher import routes, settings, usage
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.upstream import Registry, RequestContext
 from tests.test_request_policy import KEY, Scripted, call, chat, check, make_policy, new_ctx, transport_for
@@ -171,9 +171,23 @@ class Optillm:
         return Result(parts)
 
 
+def guarded(app, policy):
+    """`app` behind the launcher's own chat-view admission (routes.admit), as optillm's view is:
+    the stand-in then reads the body stock's get_json() would parse."""
+    from werkzeug.wrappers import Request
+
+    def view(environ, start_response):
+        request = Request(environ)
+        assert routes.admit(request, policy) is None
+        environ["wsgi.input"] = io.BytesIO(request.get_data())
+        return app(environ, start_response)
+    return view
+
+
 def serve(app, body: dict, **env):
     registry = Registry()
-    gate = Gate(app, make_policy(**env), registry, "http://127.0.0.1:4000/v1", lambda: KEY)
+    policy = make_policy(**env)
+    gate = Gate(guarded(app, policy), policy, registry, "http://127.0.0.1:4000/v1")
     raw = json.dumps(body).encode()
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions", "CONTENT_TYPE": "application/json",
                "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw), "HTTP_AUTHORIZATION": f"Bearer {KEY}"}

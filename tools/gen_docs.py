@@ -1,4 +1,4 @@
-"""Regenerate the parts of README.md and RUNBOOK.md that mirror code, from the code.
+"""Regenerate the parts of README.md, RUNBOOK.md and docs/*.md that mirror code, from the code.
 
     uv run --frozen python tools/gen_docs.py            # rewrite the generated regions
     uv run --frozen python tools/gen_docs.py --check    # exit 1 and show the drift, write nothing
@@ -11,8 +11,9 @@ A generated region is delimited in the Markdown by
 
 and everything between the two lines is replaced by what REGIONS[NAME] renders; nothing outside
 a region is touched. To change a region's text, change the code it comes from (a lint rule's
-docstring, a click option's help, launcher/optillm_proxy_launcher/policy.RULES or
-settings.BOUNDS, install.sh's usage and steps, pyproject.toml's markers), then run this.
+docstring, a click option's help, launcher/optillm_proxy_launcher/policy.RULES, routes.ROUTES and
+routes.REFUSED or settings.BOUNDS, install.sh's usage and steps, pyproject.toml's markers), then
+run this. A region may appear in more than one document; each copy renders the same.
 tests/test_docs.py runs --check's logic in the fast tier, so CI fails on drift.
 
 Exit codes: 0 up to date (or rewritten), 1 --check found drift, 2 a document names an unknown
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "RUNBOOK.md")
+DOCS = ("README.md", "RUNBOOK.md", "docs/request-path.md")
 # --help is rendered at a fixed width, so the text does not depend on the terminal it runs in:
 # the width click uses in any terminal of 80 columns or more (its default max_content_width 80,
 # minus 2), so the RUNBOOK reads as `opsctl COMMAND --help` prints.
@@ -63,6 +64,17 @@ def policy_rules() -> str:
 
     rows = [f"| `{rule}` | {text} |" for rule, text in RULES.items()]
     return "\n".join(["| rule | what it refuses |", "|---|---|", *rows]) + "\n"
+
+
+def request_routes() -> str:
+    """What reaches optillm's views (routes.ROUTES) and what every other request gets (routes.REFUSED)."""
+    from optillm_proxy_launcher.routes import REFUSED, ROUTES, STATUS
+
+    served = [f"| `{r.method}` | `{r.path}` | {f'optillm `{r.endpoint}`' if r.endpoint else 'the launcher'} | "
+              f"{cell(r.what)} |" for r in ROUTES]
+    refused = [f"| {cell(request)} | {cell(method)} | {STATUS[rule]} | `{rule}` |" for request, method, rule in REFUSED]
+    return "\n".join(["| method | path | answered by | what |", "|---|---|---|---|", *served, "",
+                      "| request | method | HTTP | rule |", "|---|---|---|---|", *refused]) + "\n"
 
 
 def request_bounds() -> str:
@@ -155,6 +167,7 @@ def pytest_markers() -> str:
 REGIONS: dict[str, Callable[[], str]] = {
     "lint-rules": lint_rules,
     "policy-rules": policy_rules,
+    "request-routes": request_routes,
     "request-bounds": request_bounds,
     "opsctl-help": opsctl_help,
     "install-help": install_help,

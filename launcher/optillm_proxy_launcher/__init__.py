@@ -4,6 +4,7 @@ One module per concern:
 - settings: every configuration check the launcher refuses to start on (stdlib; lint calls it too)
 - policy: what a chat completion body may ask of optillm (stdlib)
 - upstream: one shared, bounded upstream client and per-request accounting
+- routes: which requests reach optillm's views; the policy inside the chat view
 - gateway: the WSGI layer in front of optillm's Flask app
 - patches: the documented patch points, verified against 0.3.12 at start
 - plugins: loading only the enabled plugins

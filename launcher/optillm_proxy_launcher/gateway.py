@@ -1,42 +1,38 @@
 """The WSGI layer in front of optillm's Flask app (Flask's documented `app.wsgi_app` wrapping).
 
-Per request: open a RequestContext (deadline, upstream accounting); for chat completions from an
-authenticated caller, bound and read the body, apply the policy (refusals never reach optillm);
-after optillm answered, say what really happened upstream: 504 when the deadline or a call's
-timeout ended it, 502/429 when LiteLLM failed and optillm answered 500 or built an answer from no
-successful call. optillm's own key check stays the one authentication: an unauthenticated request
-goes straight to it (401) without the policy telling it anything.
+Per request: open a RequestContext (deadline, upstream accounting) and hand the request to Flask,
+where routes.py decides which requests reach optillm's views and runs the policy inside the chat
+view (after optillm's own key check, the one authentication); after optillm answered, say what
+really happened upstream: 504 when the deadline or a call's timeout ended it, 502/429 when
+LiteLLM failed and optillm answered 500 or built an answer from no successful call.
 
-optillm's answer to an admitted chat completion reports what the request spent upstream (its
-`usage`, the x-optillm-proxy-upstream-calls header: usage.py).
+An Authorization header that is not ASCII is dropped before Flask sees it: it cannot hold the
+proxy key, and 0.3.12's check_api_key would crash comparing it (a 500); optillm answers its own 401.
 
 When the answer is done (the server closed it, streams included), one Record goes to the journal
 and to the metrics. GET /metrics is answered here, before Flask (no key: see metrics.py); /health
-and /metrics themselves are not recorded (probes every few seconds would drown the requests).
+and /metrics themselves are not recorded (probes every few seconds would drown the requests),
+unless refused.
+
+optillm's answer to an admitted chat completion reports what the request spent upstream (its
+`usage`, the x-optillm-proxy-upstream-calls header: usage.py).
 """
 
 from __future__ import annotations
 
-import io
 import json
-import secrets
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from optillm_proxy_launcher import usage
 from optillm_proxy_launcher.layout import UPSTREAM_KEY_FILE
-from optillm_proxy_launcher.policy import Policy, Refusal
+from optillm_proxy_launcher import routes, usage
+from optillm_proxy_launcher.policy import Policy
 from optillm_proxy_launcher.records import NO_APPROACH, Record
 from optillm_proxy_launcher.upstream import RequestContext, Registry
 
-CHAT_PATH = "/v1/chat/completions"
-METRICS_PATH = "/metrics"
-UNRECORDED_PATHS = ("/health", METRICS_PATH)
-# A body over the limit is read and dropped up to this much, so the client (which sends the whole
-# body before reading) sees the 413 instead of a reset; beyond it the connection is just closed.
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+UNRECORDED_PATHS = ("/health", routes.METRICS.path)
 
 
 @dataclass(frozen=True)
@@ -54,27 +50,27 @@ def _error(status: int, kind: str, code: str, message: str, headers=()) -> Answe
 
 
 
-STATUS_TEXT = {400: "BAD REQUEST", 413: "REQUEST ENTITY TOO LARGE", 415: "UNSUPPORTED MEDIA TYPE",
-               429: "TOO MANY REQUESTS", 500: "INTERNAL SERVER ERROR", 502: "BAD GATEWAY", 504: "GATEWAY TIMEOUT"}
+STATUS_TEXT = {400: "BAD REQUEST", 429: "TOO MANY REQUESTS", 500: "INTERNAL SERVER ERROR", 502: "BAD GATEWAY",
+               504: "GATEWAY TIMEOUT"}
 
 
 class Gate:
     def __init__(self, app: Callable, policy: Policy, registry: Registry, upstream_url: str,
-                 proxy_key: Callable[[], str], observers: Iterable[Callable[[Record], None]] = (),
+                 observers: Iterable[Callable[[Record], None]] = (),
                  metrics_app: Callable | None = None, in_flight=None) -> None:
         self.app = app
         self.policy = policy
         self.registry = registry
         self.upstream_url = upstream_url
-        self.proxy_key = proxy_key
         self.observers = tuple(observers)
         self.metrics_app = metrics_app
         self.in_flight = in_flight  # a prometheus Gauge, or None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == METRICS_PATH and self.metrics_app is not None and environ.get("REQUEST_METHOD") == "GET":
+        if self.metrics_app is not None and routes.is_metrics(environ):
             return self.metrics_app(environ, start_response)
+        if not environ.get("HTTP_AUTHORIZATION", "").isascii():
+            del environ["HTTP_AUTHORIZATION"]
         settings = self.policy.settings
         ctx = RequestContext(deadline=0.0, deadline_seconds=settings.deadline)
         ctx.deadline = ctx.started + settings.deadline
@@ -82,12 +78,6 @@ class Gate:
         if self.in_flight is not None:
             self.in_flight.inc()
         try:
-            if environ.get("REQUEST_METHOD") == "POST" and path == CHAT_PATH and self._authenticated(environ):
-                refusal = self._admit(environ)
-                if refusal is not None:
-                    environ["optillm_proxy.rule"] = refusal.rule
-                    return self._send(start_response, Answer(refusal.status, refusal.body(), code=refusal.rule),
-                                      ctx, environ)
             self.registry.open(ctx)
             captured: list = []
             result = self.app(environ, lambda status, headers, exc_info=None: captured.append(
@@ -104,52 +94,10 @@ class Gate:
                 return self._send(start_response, replacement, ctx, environ)
             headers, result = usage.account(environ, ctx, code, headers, result, settings.usage)
             start_response(status, headers, exc_info)
-            return _Closing(result, lambda: self._finish(ctx, environ, code, ""))
+            return _Closing(result, lambda: self._finish(ctx, environ, code, environ.get(routes.RULE_KEY, "")))
         except BaseException:
             self._finish(ctx, environ, 500, "internal_error")
             raise
-
-    # -- before optillm --------------------------------------------------------------------------
-
-    def _authenticated(self, environ: dict) -> bool:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        if not header.startswith("Bearer "):
-            return False
-        return secrets.compare_digest(header.split("Bearer ", 1)[1].strip().encode(), self.proxy_key().encode())
-
-    def _admit(self, environ: dict) -> Refusal | None:
-        limit = self.policy.settings.max_request_bytes
-        stream = environ["wsgi.input"]
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            return Refusal(400, "invalid-body", "Content-Length is not a number")
-        if length > limit:
-            _drain(stream, min(length, DRAIN_LIMIT_BYTES))
-            return Refusal(413, "body-too-large", f"the body has {length} bytes; this proxy accepts at most "
-                                                  f"{limit} (MAX_REQUEST_BYTES)")
-        if length >= 0:
-            raw = stream.read(length)
-        elif environ.get("wsgi.input_terminated"):  # chunked: werkzeug ends the stream at the last chunk
-            raw = stream.read(limit + 1)
-        else:  # HTTP/1.1: no length and no chunking means no body
-            raw = b""
-        if len(raw) > limit:
-            _drain(stream, DRAIN_LIMIT_BYTES)
-            return Refusal(413, "body-too-large", f"the body is larger than {limit} bytes (MAX_REQUEST_BYTES)")
-        verdict = self.policy.check(raw, environ.get("CONTENT_TYPE"))
-        environ["optillm_proxy.model"] = verdict.model
-        if isinstance(verdict, Refusal):
-            return verdict
-        environ["optillm_proxy.approach"] = verdict.approach
-        environ["optillm_proxy.base_model"] = verdict.base_model
-        environ[usage.ENVIRON_STREAM_USAGE] = usage.wants_stream_usage(verdict.body)
-        raw = usage.without_stream_options(verdict.body, raw)
-        environ["wsgi.input"] = io.BytesIO(raw)
-        environ["CONTENT_LENGTH"] = str(len(raw))
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
-        environ["wsgi.input_terminated"] = False
-        return None
 
     # -- after optillm ---------------------------------------------------------------------------
 
@@ -194,19 +142,20 @@ class Gate:
         if self.in_flight is not None:
             self.in_flight.dec()
         path = environ.get("PATH_INFO", "")
-        if path in UNRECORDED_PATHS or not self.observers:
+        rule = environ.get(routes.RULE_KEY, "")
+        if (path in UNRECORDED_PATHS and not rule) or not self.observers:
             return
         with ctx.lock:
             record = Record(
                 request_id=ctx.id, method=environ.get("REQUEST_METHOD", ""), path=path[:200],
-                model=environ.get("optillm_proxy.model", ""),
-                approach=environ.get("optillm_proxy.approach", NO_APPROACH),
-                base_model=environ.get("optillm_proxy.base_model", ""), status=status,
+                model=environ.get(routes.MODEL_KEY, ""),
+                approach=environ.get(routes.APPROACH_KEY, NO_APPROACH),
+                base_model=environ.get(routes.BASE_MODEL_KEY, ""), status=status,
                 duration_ms=round((time.monotonic() - ctx.started) * 1000), upstream_calls=ctx.calls,
                 upstream_prompt_tokens=ctx.prompt_tokens, upstream_completion_tokens=ctx.completion_tokens,
                 upstream_errors=len(ctx.failures), upstream_retries=ctx.retries,
                 deadline_hit=int(ctx.deadline_hit), upstream_timeout=int(ctx.timed_out),
-                policy_rule=environ.get("optillm_proxy.rule", ""), error_code=error_code)
+                policy_rule=rule, error_code=error_code)
         for observe in self.observers:
             try:
                 observe(record)
@@ -233,14 +182,3 @@ class _Closing:
         finally:
             self._on_close()
 
-
-def _drain(stream, limit: int) -> None:
-    left = limit
-    try:
-        while left > 0:
-            chunk = stream.read(min(left, 1 << 16))
-            if not chunk:
-                return
-            left -= len(chunk)
-    except OSError as exc:  # the client went away while we dropped its body
-        print(f"optillm-proxy-launcher: dropping an oversized body: {exc}", file=sys.stderr)

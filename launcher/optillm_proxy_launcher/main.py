@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from optillm_proxy_launcher import notify, patches, records, serving, settings
+from optillm_proxy_launcher import notify, patches, records, routes, serving, settings
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
 from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
@@ -63,10 +63,9 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
     sender = records.make_sender(request.records, os.environ)
     observers = [metrics.observe] + ([sender] if sender else [])
     patches.apply(server, load_plugins=loader, upstream=upstream,
-                  gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url,
-                                                lambda: config["optillm_api_key"], observers,
+                  gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url, observers,
                                                 metrics.app, metrics.in_flight),
-                  run=run)
+                  guard_routes=lambda app: routes.install(app, policy), run=run)
     return upstream
 
 

@@ -12,6 +12,9 @@ after an upgrade is never served half-patched.
 | server.OpenAI                  | the same shared client                   | proxy_models() and the `sk-` bearer path  |
 | server.app.wsgi_app            | gateway.Gate around it (Flask's own hook)| check_api_key, parse_conversation,        |
 |                                |                                          | parse_combined_approach (policy mirrors)  |
+| server.app.view_functions      | routes.install: the policy inside the    | url_map as routes.STOCK_URL_MAP, the chat |
+|   ["proxy"], before_request    | chat view; a hook after check_api_key    | view `proxy`, check_api_key the only hook |
+|                                | that refuses every other route/method    | (routes.verify)                           |
 | server.app.run                 | serving.make_run (socket activation,     | main() ends in app.run(host=, port=)      |
 |                                | graceful drain)                          |                                           |
 
@@ -27,6 +30,7 @@ import ast
 import hashlib
 from pathlib import Path
 
+from optillm_proxy_launcher import routes
 from optillm_proxy_launcher.settings import CORE_APPROACHES, ConfigRefused
 
 OPTILLM_VERSION = "0.3.12"
@@ -99,9 +103,10 @@ def verify_module(server) -> None:
     if tuple(server.known_approaches) != ("none", *CORE_APPROACHES):
         raise ConfigRefused("optillm.server.known_approaches is not 0.3.12's list: "
                             "reinstall the runtime from the toolkit's locks/")
+    routes.verify(server.app, getattr(server, "check_api_key", None))
 
 
-def apply(server, *, load_plugins, upstream, gate_factory, run) -> None:
+def apply(server, *, load_plugins, upstream, gate_factory, guard_routes, run) -> None:
     """Install every patch point; verify_module() must have passed."""
     if load_plugins is not None:
         server.load_plugins = load_plugins
@@ -115,4 +120,5 @@ def apply(server, *, load_plugins, upstream, gate_factory, run) -> None:
     server.get_config = get_config
     server.OpenAI = shared_openai
     server.app.wsgi_app = gate_factory(server.app.wsgi_app)
+    guard_routes(server.app)
     server.app.run = run

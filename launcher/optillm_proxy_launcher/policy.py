@@ -12,6 +12,8 @@ Stdlib only: unit tests and `opsctl lint --explain` read it without optillm.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
@@ -27,13 +29,27 @@ CLIENT_OPTIONS = frozenset({"timeout", "extra_headers", "extra_query", "extra_bo
 # Roles whose content optillm may read as text (None content crashes it for system/user).
 NULL_CONTENT_ROLES = ("assistant", "tool", "function")
 MODEL_CHARS = 200  # a model name kept for the record is cut here (it is the client's text)
+# Deeper JSON than any chat completion needs (tool schemas included); far below the depth at which
+# parsing or re-encoding the body (ours, optillm's, openai-python's) runs out of stack.
+MAX_JSON_DEPTH = 64
+# What every OpenAI-compatible backend takes as an integer: a signed 64-bit one.
+MAX_INT = 2**63 - 1
 
-# Rule names, as they appear in the error's `code` and in the RUNBOOK.
+# Rule names, as they appear in the error's `code`, in the records and in docs/request-path.md.
+# The first five are routes.py's: which requests reach optillm's views at all.
 RULES = {
+    "unknown-route": "a path this proxy does not serve (HTTP 404)",
+    "method-not-allowed": "a method the route does not serve, HEAD and OPTIONS included (HTTP 405)",
+    "method-not-canonical": "the route's method in other letter case, e.g. `post` (HTTP 400)",
+    "target-not-canonical": "a route's path spelled otherwise: percent-encoded, repeated or trailing slashes, "
+                            "dot segments, an absolute-form target (HTTP 400)",
+    "invalid-host": "a Host header that is not a host name (HTTP 400)",
     "body-too-large": "the body is larger than MAX_REQUEST_BYTES (HTTP 413)",
     "unsupported-media-type": "the body is not sent as application/json (HTTP 415)",
     "malformed-json": "the body is not valid UTF-8 JSON (HTTP 400)",
-    "invalid-body": "the body or one of its fields does not have the shape a chat completion needs (HTTP 400)",
+    "nesting-too-deep": f"the JSON nests deeper than {MAX_JSON_DEPTH} levels (HTTP 400)",
+    "invalid-body": "the body or one of its fields does not have the shape a chat completion needs: a wrong "
+                    "type, a null model, a number out of range, an unpaired surrogate (HTTP 400)",
     "unknown-field": "a field that is not a chat completion parameter, or a client option (HTTP 400)",
     "approach-field": f"the `{APPROACH_FIELD}` field picks an approach in-band (HTTP 400)",
     "approach-tag": f"a `{TAG}` tag in a message picks an approach in-band (HTTP 400)",
@@ -52,6 +68,7 @@ class Refusal:
     rule: str
     message: str
     model: str = ""  # what the client named, bounded (for the record), when the body could be read
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. Allow, with a 405
 
     def body(self) -> bytes:
         return json.dumps({"error": {
@@ -80,15 +97,27 @@ class Policy:
     request_fields: frozenset[str]  # what openai's create() accepts as request fields
 
     def check(self, raw: bytes, content_type: str | None) -> Verdict | Refusal:
-        if content_type is not None and content_type.split(";", 1)[0].strip().lower() != "application/json":
+        if content_type is None or content_type.split(";", 1)[0].strip().lower() != "application/json":
+            shown = "missing" if content_type is None else repr(content_type[:100])
             return Refusal(415, "unsupported-media-type",
-                           f"Content-Type is {content_type!r}; send the body as application/json")
+                           f"Content-Type is {shown}; send the body as application/json")
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"), parse_int=_bounded_int, parse_float=_finite_float,
+                              parse_constant=_no_constant)
+        except _OutOfRange as exc:
+            return Refusal(400, "invalid-body", f"the number {exc} is out of range (integers up to 2**63-1, "
+                                                "finite floats)")
+        except RecursionError:
+            return Refusal(400, "nesting-too-deep", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
         except (UnicodeDecodeError, ValueError) as exc:
             return Refusal(400, "malformed-json", f"the body is not valid JSON ({type(exc).__name__})")
         if not isinstance(body, dict):
             return Refusal(400, "invalid-body", "the body must be a JSON object")
+        if _depth_over(body, MAX_JSON_DEPTH):
+            return Refusal(400, "nesting-too-deep", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+        if SURROGATE_ESCAPE.search(raw) and any(SURROGATE.search(text) for text in _strings(body)):
+            return Refusal(400, "invalid-body", "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), "
+                                                "which is no character: send valid Unicode")
         verdict = (self._fields(body) or self._messages(body.get("messages")) or self._numbers(body)
                    or self._model(body))
         model = body.get("model")
@@ -158,11 +187,13 @@ class Policy:
     # -- the model name ---------------------------------------------------------------------------
 
     def _model(self, body: dict) -> Verdict | Refusal:
-        model = body.get("model")
-        if model is None:
+        if "model" not in body:
             return Verdict(body, "none")  # optillm uses its --model: the base model
+        model = body["model"]
         if not isinstance(model, str) or not model.strip():
-            return Refusal(400, "invalid-body", "'model' must be a non-empty string")
+            # A null model is not "no model" to 0.3.12: it builds the approach from None and fails.
+            return Refusal(400, "invalid-body", "'model' must be a non-empty string (leave the field out for "
+                                                "the proxy's default model)")
         prefixes, base = self.split_model(model)
         if not prefixes:
             return Verdict(body, "none", model)
@@ -222,6 +253,45 @@ def _strings(value: Any) -> Iterable[str]:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    # Checked on the text first: int() of thousands of digits is slow, and refused past 4300.
+    if len(text.lstrip("-")) > 19 or abs(value := int(text)) > MAX_INT:
+        raise _OutOfRange(text[:30] + ("..." if len(text) > 30 else ""))
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(text[:30])
+    return value
+
+
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not JSON")
+
+
+# Only a body with a \uD800-\uDFFF escape can hold a lone surrogate (raw UTF-8 cannot encode one);
+# a valid pair decodes to one character, so any surrogate left after parsing is unpaired.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _kind_name(kind) -> str:

@@ -189,6 +189,11 @@ NOT_LINTABLE = {
                                "(test_launcher_checks, real-marked against the real server.py)",
     "patches.verify_module#1": "names of the imported optillm.server module",
     "patches.verify_module#2": "known_approaches of the imported optillm.server module",
+    "routes.verify#1": "the imported optillm app's url_map: only importing optillm shows it (`opsctl runtime "
+                       "check` runs the launcher with --check, which verifies it)",
+    "routes.verify#2": "the imported optillm app's chat view: only importing optillm shows it (--check verifies it)",
+    "routes.verify#3": "the imported optillm app's before_request hooks: only importing optillm shows them "
+                       "(--check verifies them)",
     "plugins.make_subset_loader.load_plugins#1": "an enabled plugin's import failing: only importing it shows it "
                                     "(`opsctl runtime check` runs the launcher with --check)",
     "plugins.make_subset_loader.load_plugins#2": "a plugin file without SLUG/run(): only importing it shows it",
