@@ -307,7 +307,7 @@ _root_option = click.option("--root", type=click.Path(file_okay=False), default=
 @runtime_group.command("list")
 @_root_option
 def runtime_list(root: str | None) -> None:
-    """Built runtimes, newest first, marking current and previous."""
+    """Built runtimes, newest first, marking current, previous and any an upgrade refused (and why)."""
     from ops import runtime as rt
 
     layout = _runtime_layout(root)
@@ -315,9 +315,10 @@ def runtime_list(root: str | None) -> None:
     if not found:
         click.echo(f"no runtimes under {layout.runtimes} (install.sh builds them)", err=True)
     for r in found:
-        role = rt.role(layout, r.path)
-        click.echo(f"{role or '-':8} {r.name}  profile={r.profile} optillm={r.optillm_version} "
-                   f"lock={r.lock_sha256[:12]}")
+        role = rt.role(layout, r.path) or ("refused" if r.refusal else "-")
+        refused = f"\n         refused at validation {r.refusal}" if role == "refused" else ""
+        click.echo(f"{role:8} {r.name}  profile={r.profile} optillm={r.optillm_version} "
+                   f"lock={r.lock_sha256[:12]}{refused}")
 
 
 def _run_switch(action) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.layout import KEEP_RUNTIMES, OPTILLM_VERSION, PROFILES, Layout
+from ops.layout import FACTS, KEEP_RUNTIMES, OPTILLM_VERSION, PROFILES, Layout
 
 
 class RuntimeProblem(Exception):
@@ -40,6 +40,14 @@ class Runtime:
     def optillm_version(self) -> str:
         return str(self.manifest.get("optillm_version", "?"))
 
+    @property
+    def refusal(self) -> str | None:
+        """Why an upgrade refused it at validation (written by mark_refused), or None."""
+        try:
+            return (self.path / FACTS["REFUSAL_REL"]).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
     def describe(self) -> str:
         return f"{self.name} (optillm {self.optillm_version}, profile {self.profile}, lock {self.lock_sha256[:12]})"
 
@@ -59,6 +67,36 @@ def read_manifest(layout: Layout, runtime_dir: Path) -> dict:
 
 def load(layout: Layout, runtime_dir: Path) -> Runtime:
     return Runtime(path=runtime_dir, manifest=read_manifest(layout, runtime_dir))
+
+
+def check_optillm(layout: Layout, runtime: Runtime) -> None:
+    """The launcher's own verification of the runtime's optillm (patches.verify_source: the pinned
+    version, every patch point's dependencies), run from here before anything starts it."""
+    from optillm_proxy_launcher import internals, patches, settings
+
+    site = layout.site_packages(runtime.path)
+    if not (site / "optillm").is_dir():
+        site = next(iter(sorted(runtime.path.glob("lib/python3*/site-packages"))), site)
+    version = internals.dist_version(site, "optillm")
+    if version is None:
+        raise RuntimeProblem(f"runtime {runtime.name} has no optillm installed: rebuild it with install.sh --upgrade")
+    try:
+        patches.verify_source(site / "optillm" / "server.py", version)
+    except settings.ConfigRefused as exc:
+        raise RuntimeProblem(f"runtime {runtime.name}: {exc} (what changed: tools/audit_optillm.py {version}, "
+                             "docs/upgrading-optillm.md)") from None
+
+
+def mark_refused(layout: Layout, runtime: Runtime, reason: str) -> None:
+    """Record why an upgrade refused `runtime`, for opsctl runtime list (one line, replaced each time)."""
+    path = layout.runtime_refusal(runtime.path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(reason.split())}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clear_refused(layout: Layout, runtime: Runtime) -> None:
+    layout.runtime_refusal(runtime.path).unlink(missing_ok=True)
 
 
 def check_complete(layout: Layout, runtime: Runtime) -> None:
