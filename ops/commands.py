@@ -307,7 +307,7 @@ _root_option = click.option("--root", type=click.Path(file_okay=False), default=
 @runtime_group.command("list")
 @_root_option
 def runtime_list(root: str | None) -> None:
-    """Built runtimes, newest first, marking current, previous and any an upgrade refused (and why)."""
+    """Built runtimes, newest first, marking current and previous."""
     from ops import runtime as rt
 
     layout = _runtime_layout(root)
