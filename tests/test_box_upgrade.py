@@ -2,8 +2,8 @@
 
 The tests run in file order and share the box (session fixture): upgrade to a second valid lock,
 refuse a broken one and a runtime of the next optillm release without touching the live
-service, roll back by itself when a runtime fails
-only after the switch, then `install.sh --rollback`. The module puts the box back the way it
+service, roll back by itself when a runtime fails only after the switch, then
+`install.sh --rollback`. The module puts the box back the way it
 found it. Downtime of an upgrade and of a rollback is measured from the host (the box shares its
 network) by polling /health, and reported in the box figures, never asserted.
 """
