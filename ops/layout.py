@@ -142,9 +142,5 @@ class Layout:
         """install.sh's link to lib/python3.X/site-packages: the unit's paths name no Python version."""
         return (runtime or self.current) / FACTS["SITE_PACKAGES_REL"]
 
-    def runtime_refusal(self, runtime: Path) -> Path:
-        """Why `opsctl runtime upgrade` refused this runtime at validation (absent: never refused)."""
-        return runtime / FACTS["REFUSAL_REL"]
-
 
 DEFAULT = Layout()

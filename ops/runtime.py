@@ -7,6 +7,7 @@ written absolute by an older install are read the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class Runtime:
     def refusal(self) -> str | None:
         """Why an upgrade refused it at validation (written by mark_refused), or None."""
         try:
-            return (self.path / FACTS["REFUSAL_REL"]).read_text(encoding="utf-8").strip() or None
+            return refusal_file(self.path).read_text(encoding="utf-8").strip() or None
         except (OSError, UnicodeDecodeError):
             return None
 
@@ -79,24 +80,35 @@ def check_optillm(layout: Layout, runtime: Runtime) -> None:
         site = next(iter(sorted(runtime.path.glob("lib/python3*/site-packages"))), site)
     version = internals.dist_version(site, "optillm")
     if version is None:
-        raise RuntimeProblem(f"runtime {runtime.name} has no optillm installed: rebuild it with install.sh --upgrade")
+        raise RuntimeProblem("no optillm is installed in it: rebuild it with install.sh --upgrade")
     try:
         patches.verify_source(site / "optillm" / "server.py", version)
     except settings.ConfigRefused as exc:
-        raise RuntimeProblem(f"runtime {runtime.name}: {exc} (what changed: tools/audit_optillm.py {version}, "
+        raise RuntimeProblem(f"{exc} (what changed: tools/audit_optillm.py {version}, "
                              "docs/upgrading-optillm.md)") from None
 
 
-def mark_refused(layout: Layout, runtime: Runtime, reason: str) -> None:
-    """Record why an upgrade refused `runtime`, for opsctl runtime list (one line, replaced each time)."""
-    path = layout.runtime_refusal(runtime.path)
+def refusal_file(runtime_dir: Path) -> Path:
+    """Why `opsctl runtime upgrade` refused this runtime at validation (absent: never refused)."""
+    return runtime_dir / FACTS["REFUSAL_REL"]
+
+
+def mark_refused(runtime: Runtime, reason: str) -> None:
+    """Record why an upgrade refused `runtime`, for opsctl runtime list (one line, replaced each
+    time). Best effort: the refusal itself is what the operator is told."""
+    path = refusal_file(runtime.path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(reason.split())}\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(reason.split())}\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
-def clear_refused(layout: Layout, runtime: Runtime) -> None:
-    layout.runtime_refusal(runtime.path).unlink(missing_ok=True)
+def clear_refused(runtime: Runtime) -> None:
+    with contextlib.suppress(OSError):
+        refusal_file(runtime.path).unlink(missing_ok=True)
 
 
 def check_complete(layout: Layout, runtime: Runtime) -> None:

@@ -246,9 +246,9 @@ class Upgrader:
         try:
             self.validate(candidate)
         except (Failed, rt.RuntimeProblem) as exc:
-            rt.mark_refused(self.layout, candidate, str(exc))
+            rt.mark_refused(candidate, str(exc))
             return Outcome(EXIT_REFUSED, f"refused {candidate.name} at validation, {SERVICE} untouched: {exc}")
-        rt.clear_refused(self.layout, candidate)
+        rt.clear_refused(candidate)
 
         self.say(f"validated; switching current -> {candidate.name} (previous -> {before.current.name})")
         rt.activate(self.layout, candidate.path)

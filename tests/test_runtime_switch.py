@@ -304,7 +304,7 @@ def test_a_candidate_whose_optillm_the_launcher_refuses_is_refused_first_and_lis
     """Another optillm (or changed internals): refused before anything starts, with the launcher's
     reasons; `opsctl runtime list` then shows it as refused, and why, until an upgrade passes."""
     layout, a, b = installed
-    why = ("runtime 0.4.0-lean-b: optillm 0.4.0 is installed, not 0.3.12; patch points that differ: "
+    why = ("optillm 0.4.0 is installed, not 0.3.12; patch points that differ: "
            "server.get_config (server.py:proxy)")
     system = FakeSystem(layout, optillm=why)
     outcome = upgrader(layout, system).upgrade(b)
@@ -529,7 +529,7 @@ def test_the_upgrade_verifies_a_real_runtime_as_the_launcher_does(layout, lean_r
         server_py.unlink()  # a hardlink: never write through it into the cached runtime
         server_py.write_text(text.replace("    data = request.get_json()\n", "    data = request.get_json(silent=True)\n"))
         problem = up.System().optillm_problem(layout, runtime)
-        assert problem == (f"runtime {copy.name}: optillm's internals differ from 0.3.12 at patch points "
+        assert problem == ("optillm's internals differ from 0.3.12 at patch points "
                            "server.get_config, server.OpenAI, server.app.wsgi_app (server.py:proxy): this launcher "
                            "patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/ (what "
                            "changed: tools/audit_optillm.py 0.3.12, docs/upgrading-optillm.md)")
