@@ -1,27 +1,28 @@
 """The documented points where the launcher changes optillm in memory, and their verification.
 
-optillm's files are never edited. Each point below relies on what the pinned optillm (layout.env
+optillm's files are never edited. Each point relies on what the pinned optillm (layout.env
 OPTILLM_VERSION) does, read from its source, and on a few things around it: POINTS lists every
-dependency of each point, FINGERPRINTS what each must read as, per optillm version
-(internals.py reads them from a tree's files; tools/audit_optillm.py prints them for another
-release). At start verify_module() refuses (exit 78, one line) unless the installed optillm is the
-pinned version and every dependency still matches, so another optillm after an upgrade is never
-served half-patched. opsctl lint, the upgrade's validation and the audit call the same
-verify_tree()/compare().
+dependency of each point (the table below says why), FINGERPRINTS what each must read as, per
+optillm version (internals.py reads them from a tree's files; tools/audit_optillm.py prints them
+for another release). At start verify_module() refuses (exit 78, one line) unless the installed
+optillm is the pinned version and every dependency still matches, so another optillm after an
+upgrade is never served half-patched. opsctl lint, the upgrade's validation and the audit call
+the same verify_source()/check_version()/compare().
 
-| point               | what replaces it                           | relies on                                   |
-|---------------------|--------------------------------------------|---------------------------------------------|
-| server.load_plugins | plugins.make_subset_loader                 | main() calls it through the module global;  |
-|                     |                                            | each plugin file's SLUG (launcher/plugins.json) |
-| server.get_config   | the shared upstream client, per request    | proxy(), proxy_models() call it by name     |
-| server.OpenAI       | the same shared client                     | proxy_models() and the `sk-` bearer path    |
-| server.app.wsgi_app | gateway.Gate around it (Flask's own hook)  | check_api_key, parse_conversation,          |
-|                     |                                            | parse_combined_approach, extract_optillm_   |
-|                     |                                            | approach, proxy (policy mirrors them);      |
-|                     |                                            | known_approaches; openai's Completions.     |
-|                     |                                            | create parameters (main.request_fields())   |
-| server.app.run      | serving.make_run (socket activation,       | main() ends in app.run(host=, port=);       |
-|                     | graceful drain)                            | werkzeug's ThreadedWSGIServer (its version) |
+| point               | what replaces it                          | relies on                                  |
+|---------------------|-------------------------------------------|--------------------------------------------|
+| server.load_plugins | plugins.make_subset_loader                | main() calls it through the module global; |
+|                     |                                           | each plugin file's SLUG (plugins.json)     |
+| server.get_config   | the shared upstream client, per request   | proxy(), proxy_models() call it by name    |
+| server.OpenAI       | the same shared client                    | proxy_models() and the `sk-` bearer path   |
+| server.app.wsgi_app | gateway.Gate around it (Flask's own hook) | check_api_key, parse_conversation,         |
+|                     |                                           | parse_combined_approach,                   |
+|                     |                                           | extract_optillm_approach, proxy (policy    |
+|                     |                                           | mirrors them); known_approaches; openai's  |
+|                     |                                           | Completions.create parameters              |
+|                     |                                           | (main.request_fields())                    |
+| server.app.run      | serving.make_run (socket activation,      | main() ends in app.run(host=, port=);      |
+|                     | graceful drain)                           | werkzeug's ThreadedWSGIServer (version)    |
 
 The `sk-` bearer path of proxy() (a client key starting with sk- becomes the upstream key, with
 a new client) is unreachable here: check_api_key answers 401 to any bearer but the proxy key,
