@@ -35,25 +35,35 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def top_level(source: str) -> dict[str, str]:
-    """Name -> source text of every top-level function and assignment (the last one of a name)."""
-    tree = ast.parse(source)
-    found: dict[str, str] = {}
+def top_level(source: str | ast.Module, text: str | None = None) -> dict[str, str]:
+    """Name -> source text of every top-level function and assignment (the last one of a name);
+    `source` the module's text, or its parsed tree with `text`."""
+    tree, text = (ast.parse(source), source) if isinstance(source, str) else (source, text)
+    nodes: dict[str, ast.AST] = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            found[node.name] = ast.get_source_segment(source, node) or ""
+            nodes[node.name] = node
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    found[target.id] = ast.get_source_segment(source, node) or ""
-    return found
+            nodes.update((t.id, node) for t in targets if isinstance(t, ast.Name))
+    lines = text.splitlines(keepends=True)
+    return {name: _segment(lines, node) for name, node in nodes.items()}
 
 
-def bound_names(source: str) -> set[str]:
+def _segment(lines: list[str], node: ast.AST) -> str:
+    """ast.get_source_segment's text, from lines split once (it splits the whole source per call)."""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        return lines[first].encode()[node.col_offset:node.end_col_offset].decode()
+    head = lines[first].encode()[node.col_offset:].decode()
+    tail = lines[last].encode()[:node.end_col_offset].decode()
+    return "".join([head, *lines[first + 1:last], tail])
+
+
+def bound_names(source: str | ast.Module) -> set[str]:
     """Every name bound at the top level: functions, classes, assignments, imports."""
     names: set[str] = set()
-    for node in ast.parse(source).body:
+    for node in (ast.parse(source) if isinstance(source, str) else source).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -71,18 +81,21 @@ def server_source(tree: Path) -> str | None:
         return None
 
 
+# A plugin's `SLUG = "name"` line, as every bundled plugin writes it (another form reads as no
+# SLUG, which changes the fingerprint: refused, never passed).
+_SLUG = re.compile(r"""^SLUG\s*=\s*(['"])([^'"\n]*)\1\s*(?:#.*)?$""", re.MULTILINE)
+
+
 def plugin_slugs(tree: Path) -> dict[str, str]:
-    """Plugin module (file stem) -> the SLUG it assigns, for optillm/plugins/*.py (by AST)."""
+    """Plugin module (file stem) -> the SLUG it assigns at the top level, for optillm/plugins/*.py."""
     found = {}
     for path in sorted((tree / "optillm" / "plugins").glob("*.py")):
         try:
-            module = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, OSError):
+            match = _SLUG.search(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
             continue
-        for node in module.body:
-            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SLUG" for t in node.targets)
-                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
-                found[path.stem] = node.value.value
+        if match:
+            found[path.stem] = match.group(2)
     return found
 
 
@@ -109,12 +122,16 @@ def completions_create_parameters(tree: Path) -> list[str] | None:
 
 
 def dist_version(tree: Path, name: str) -> str | None:
+    """The version of the distribution `name` installed in `tree` (its NAME-VERSION.dist-info)."""
     def canonical(text: str) -> str:
         return re.sub(r"[-_.]+", "-", text).lower()
 
-    for dist in importlib.metadata.distributions(path=[str(tree)]):
-        if canonical(dist.metadata.get("Name", "")) == canonical(name):
-            return dist.version
+    for info in tree.glob("*.dist-info"):
+        if canonical(info.name[:-len(".dist-info")].rpartition("-")[0]) != canonical(name):
+            continue
+        version = importlib.metadata.PathDistribution(info).version
+        if version:
+            return version
     return None
 
 
@@ -129,6 +146,7 @@ def read(tree: Path, dependencies) -> dict[str, str | None]:
         server = top_level(source) if source is not None else None
     except SyntaxError:
         server = {}
+    slugs = None
     found: dict[str, str | None] = {}
     for dep in dependencies:
         kind, _, name = dep.partition(":")
@@ -136,7 +154,7 @@ def read(tree: Path, dependencies) -> dict[str, str | None]:
             text = None if server is None else server.get(name)
             found[dep] = ABSENT if server is None else (sha256(text) if text is not None else None)
         elif kind == "plugins":
-            slugs = plugin_slugs(tree)
+            slugs = plugin_slugs(tree) if slugs is None else slugs
             found[dep] = (ABSENT if server is None
                           else sha256("".join(f"{module}={slug}\n" for module, slug in sorted(slugs.items()))))
         elif kind == "openai":
