@@ -59,7 +59,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "launcher")]
-from optillm_proxy_launcher.layout import BASE_MODEL, LAUNCHER_REL, STRATEGY_PREFIXES  # noqa: E402
+from optillm_proxy_launcher.layout import BASE_MODEL, LAUNCHER_REL, OPTILLM_VERSION, STRATEGY_PREFIXES  # noqa: E402
 
 LAUNCHER = REPO / "launcher" / Path(LAUNCHER_REL).name
 MODEL = BASE_MODEL
@@ -488,7 +488,7 @@ def optillm_version(venv: Path) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", required=True, type=Path, help="runtime venv with optillm 0.3.12")
+    parser.add_argument("--venv", required=True, type=Path, help=f"runtime venv with optillm {OPTILLM_VERSION}")
     parser.add_argument("--requests", type=int, default=100,
                         help="sequential pass-through requests for the CPU figure (default 100)")
     parser.add_argument("--load-requests", type=int, default=400,

@@ -315,9 +315,10 @@ def runtime_list(root: str | None) -> None:
     if not found:
         click.echo(f"no runtimes under {layout.runtimes} (install.sh builds them)", err=True)
     for r in found:
-        role = rt.role(layout, r.path)
-        click.echo(f"{role or '-':8} {r.name}  profile={r.profile} optillm={r.optillm_version} "
-                   f"lock={r.lock_sha256[:12]}")
+        role = rt.role(layout, r.path) or ("refused" if r.refusal else "-")
+        refused = f"\n         refused at validation {r.refusal}" if role == "refused" else ""
+        click.echo(f"{role:8} {r.name}  profile={r.profile} optillm={r.optillm_version} "
+                   f"lock={r.lock_sha256[:12]}{refused}")
 
 
 def _run_switch(action) -> None:

@@ -7,12 +7,13 @@ written absolute by an older install are read the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.layout import KEEP_RUNTIMES, OPTILLM_VERSION, PROFILES, Layout
+from ops.layout import FACTS, KEEP_RUNTIMES, OPTILLM_VERSION, PROFILES, Layout
 
 
 class RuntimeProblem(Exception):
@@ -40,6 +41,14 @@ class Runtime:
     def optillm_version(self) -> str:
         return str(self.manifest.get("optillm_version", "?"))
 
+    @property
+    def refusal(self) -> str | None:
+        """Why an upgrade refused it at validation (written by mark_refused), or None."""
+        try:
+            return refusal_file(self.path).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
     def describe(self) -> str:
         return f"{self.name} (optillm {self.optillm_version}, profile {self.profile}, lock {self.lock_sha256[:12]})"
 
@@ -59,6 +68,47 @@ def read_manifest(layout: Layout, runtime_dir: Path) -> dict:
 
 def load(layout: Layout, runtime_dir: Path) -> Runtime:
     return Runtime(path=runtime_dir, manifest=read_manifest(layout, runtime_dir))
+
+
+def check_optillm(layout: Layout, runtime: Runtime) -> None:
+    """The launcher's own verification of the runtime's optillm (patches.verify_source: the pinned
+    version, every patch point's dependencies), run from here before anything starts it."""
+    from optillm_proxy_launcher import internals, patches, settings
+
+    site = layout.site_packages(runtime.path)
+    if not (site / "optillm").is_dir():
+        site = next(iter(sorted(runtime.path.glob("lib/python3*/site-packages"))), site)
+    version = internals.dist_version(site, "optillm")
+    if version is None:
+        raise RuntimeProblem("no optillm is installed in it: rebuild it with install.sh --upgrade")
+    try:
+        patches.verify_source(site / "optillm" / "server.py", version)
+    except settings.ConfigRefused as exc:
+        raise RuntimeProblem(f"{exc} (what changed: tools/audit_optillm.py {version}, "
+                             "docs/upgrading-optillm.md)") from None
+
+
+def refusal_file(runtime_dir: Path) -> Path:
+    """Why `opsctl runtime upgrade` refused this runtime at validation (absent: never refused)."""
+    return runtime_dir / FACTS["REFUSAL_REL"]
+
+
+def mark_refused(runtime: Runtime, reason: str) -> None:
+    """Record why an upgrade refused `runtime`, for opsctl runtime list (one line, replaced each
+    time). Best effort: the refusal itself is what the operator is told."""
+    path = refusal_file(runtime.path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(reason.split())}\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def clear_refused(runtime: Runtime) -> None:
+    with contextlib.suppress(OSError):
+        refusal_file(runtime.path).unlink(missing_ok=True)
 
 
 def check_complete(layout: Layout, runtime: Runtime) -> None:

@@ -71,6 +71,14 @@ class System:
             return 124, f"{' '.join(argv[:3])}: timed out after {timeout:.0f} s"
         return proc.returncode, (proc.stdout + proc.stderr)
 
+    def optillm_problem(self, layout: Layout, runtime: rt.Runtime) -> str | None:
+        """What the launcher would refuse in the runtime's optillm (its files, read in this process)."""
+        try:
+            rt.check_optillm(layout, runtime)
+        except rt.RuntimeProblem as exc:
+            return str(exc)
+        return None
+
     def opsctl(self, *args: str, timeout: float = 300.0) -> tuple[int, str]:
         return self.run([*self.opsctl_argv, *args], timeout)
 
@@ -168,6 +176,10 @@ class Upgrader:
         """Lint the runtime, start it as a transient unit on a spare port, smoke it, stop it."""
         from ops.transient_unit import UnitProblem, build
 
+        self.say(f"checking {candidate.name}'s optillm against the launcher's patch points")
+        problem = self.system.optillm_problem(self.layout, candidate)
+        if problem:
+            raise Failed(problem)
         rt.check_complete(self.layout, candidate)
         self.say(f"validating {candidate.describe()}: opsctl lint --venv")
         code, out = self.system.opsctl("lint", "--venv", str(candidate.path))
@@ -234,7 +246,9 @@ class Upgrader:
         try:
             self.validate(candidate)
         except (Failed, rt.RuntimeProblem) as exc:
+            rt.mark_refused(candidate, str(exc))
             return Outcome(EXIT_REFUSED, f"refused {candidate.name} at validation, {SERVICE} untouched: {exc}")
+        rt.clear_refused(candidate)
 
         self.say(f"validated; switching current -> {candidate.name} (previous -> {before.current.name})")
         rt.activate(self.layout, candidate.path)

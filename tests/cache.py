@@ -3,7 +3,8 @@
 $OPTILLM_PROXY_TEST_CACHE, else /var/cache/optillm-proxy-ops for root and
 ~/.cache/optillm-proxy-ops for anyone else. It holds the runtime venvs (runtimes/), the LiteLLM
 venv (litellm/), the box's base rootfs per release (box-base-*), the fleet layer (box-fleet-*) and
-its wheelhouse (fleet-wheels/): each named by a hash of what it is built from, built once under a
+its wheelhouse (fleet-wheels/), and the hashed pin of the next optillm release
+(optillm-<version>-pin-py<X.Y>, tests/test_box_upgrade.py): each named by a hash of what it is built from, built once under a
 lock (parallel sessions wait rather than build twice) and marked complete only when its build
 returned, so a half-built part is never used.
 """

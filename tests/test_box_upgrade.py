@@ -1,8 +1,9 @@
 """Deliberate upgrades and rollback in the booted box, with the real install.sh, systemd and optillm.
 
 The tests run in file order and share the box (session fixture): upgrade to a second valid lock,
-refuse a broken one without touching the live service, roll back by itself when a runtime fails
-only after the switch, then `install.sh --rollback`. The module puts the box back the way it
+refuse a broken one and a runtime of the next optillm release without touching the live
+service, roll back by itself when a runtime fails only after the switch, then
+`install.sh --rollback`. The module puts the box back the way it
 found it. Downtime of an upgrade and of a rollback is measured from the host (the box shares its
 network) by polling /health, and reported in the box figures, never asserted.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ops.layout import DEFAULT as L
+from ops.layout import OPTILLM_VERSION as L_VERSION
 from tests.box.errors import BoxError
 from tests.box.machine import INSTALL_ENV
 from tests.box.service import HEALTH_URL, main_pid, show, wait_healthy
@@ -238,6 +240,89 @@ def test_upgrade_to_a_broken_lock_is_refused_and_the_service_never_interrupted(b
     assert link_name(box, L.current) == current
     assert main_pid(box) == pid_before, "the live service was restarted by a refused upgrade"
     assert poller.samples and all(ok for _, ok in poller.samples), "/health failed during a refused upgrade"
+
+
+# The next optillm release, which the patch points do not match (docs/optillm-0.4.0-audit.md).
+NEXT_OPTILLM = "0.4.0"
+
+
+def lean_lock_pinning(version: str, python: str) -> str:
+    """The box's lean lock with optillm pinned to `version` instead (its wheel's hashes from the
+    package index through uv pip compile, kept in the test cache): what a lean runtime of that
+    release is built from. The rest of the lean set is unchanged: the refusal comes before any of
+    it is imported."""
+    import subprocess
+
+    from tests.cache import build_once, cache_dir
+    from tests.fixtures.runtime import uv_bin
+
+    def build(target: Path) -> None:
+        target.mkdir(parents=True)
+        (target / "optillm.in").write_text(f"optillm=={version}\n")
+        proc = subprocess.run([uv_bin(), "pip", "compile", "-q", "--no-deps", "--generate-hashes", "--no-header",
+                               "--python-version", python, str(target / "optillm.in")],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0 or f"optillm=={version}" not in proc.stdout:
+            pytest.fail(f"could not pin optillm=={version} with hashes (uv pip compile needs the package index): "
+                        f"{proc.stderr.strip()[-1000:]}")
+        (target / "pin.txt").write_text(proc.stdout)
+
+    pinned, _ = build_once(cache_dir() / f"optillm-{version}-pin-py{python}", build, lock=".optillm-pin.lock")
+    lean = (REPO / "locks" / f"py{python}" / "lean.txt").read_text()
+    return without_requirement(lean, "optillm") + (pinned / "pin.txt").read_text()
+
+
+def test_a_runtime_of_the_next_optillm_is_refused_with_the_audits_reasons(box, box_upstream, original):
+    """A lean runtime whose lock pins optillm 0.4.0, handed to `opsctl runtime upgrade`: refused at
+    validation naming the patch points that differ, the live service never touched (same MainPID,
+    /health answered throughout), and `opsctl runtime list` shows it refused and why."""
+    import hashlib
+
+    current = link_name(box, L.current)
+    python = manifest(box, current)["python"]
+    lock = lean_lock_pinning(NEXT_OPTILLM, python)
+    sha = hashlib.sha256(lock.encode()).hexdigest()
+    name = f"{NEXT_OPTILLM}-lean-{sha[:12]}"
+    src, dst = f"{L.runtimes}/{current}", f"{L.runtimes}/{name}"
+    lock_in_box = put_lock(box, "next-optillm-lean.txt", lock)
+    # The current (relocatable) runtime copied, then synced to the lock: only optillm changes.
+    started = time.monotonic()
+    built = box.run(
+        f"set -e; rm -rf {dst}; cp -a {src} {dst}; "
+        f"$(command -v uv || echo {L.prefix}/tools/uv/bin/uv) pip sync -q --python {dst}/bin/python --require-hashes {lock_in_box}; "
+        f"install -m 0644 {lock_in_box} {dst}/libexec/lean.txt; "
+        f"{dst}/bin/python -I -c 'import importlib.metadata as m; print(m.version(\"optillm\"))'",
+        env=INSTALL_ENV, timeout=600)
+    assert built.ok and built.stdout.strip().splitlines()[-1] == NEXT_OPTILLM, built.stdout + built.stderr
+    record(f"optillm {NEXT_OPTILLM} lean runtime built in the box s (copy of current, uv pip sync)",
+           round(time.monotonic() - started, 1))
+    box_path(box, f"{dst}/optillm-proxy-runtime.json").write_text(json.dumps(
+        {"profile": "lean", "optillm_version": NEXT_OPTILLM, "lock_sha256": sha, "lock_file": "libexec/lean.txt",
+         "lock_source": lock_in_box, "python": python}) + "\n")
+
+    pid_before = main_pid(box)
+    with HealthPoller() as poller:
+        result = opsctl(box, "runtime", "upgrade", "--no-prune", name, timeout=600)
+    output = result.stdout + result.stderr
+    print(output.strip().splitlines()[-1])  # the refusal an operator reads, for the CI log
+    assert result.rc == 1, f"expected exit 1 (refused at validation), got {result.rc}:\n{output[-3000:]}"
+    assert f"refused {name} at validation, optillm-proxy untouched" in output
+    assert f"optillm {NEXT_OPTILLM} is installed, not {L_VERSION}; patch points that differ: " in output
+    for point in ("server.load_plugins", "server.get_config", "server.app.wsgi_app", "server.app.run"):
+        assert point in output, output[-2000:]
+    assert "validate-" not in box.run("systemctl list-units --all --no-legend 'optillm-proxy-validate-*'").stdout
+    assert link_name(box, L.current) == current
+    assert main_pid(box) == pid_before, "the live service was restarted by a refused upgrade"
+    assert poller.samples and all(ok for _, ok in poller.samples), "/health failed during a refused upgrade"
+    smoke = opsctl(box, "smoke", "--all")
+    assert smoke.ok, smoke.stdout + smoke.stderr
+
+    listed = opsctl(box, "runtime", "list")
+    assert listed.ok, listed.stderr
+    lines = listed.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if name in line)
+    assert lines[at].startswith(f"refused  {name}  profile=lean optillm={NEXT_OPTILLM}"), listed.stdout
+    assert "refused at validation" in lines[at + 1] and "patch points that differ" in lines[at + 1], listed.stdout
 
 
 def test_a_runtime_failing_only_after_the_switch_is_rolled_back_automatically(box, original):

@@ -145,3 +145,28 @@ def test_the_units_say_what_layout_env_says():
     assert FACTS["STATE_DIR"] == f"/var/lib/{Path(FACTS['STATE_DIR']).name}"  # StateDirectory= is under /var/lib
     assert [b.split(":")[1] for b in service["BindPaths"]][1] == str(Path(layout.PROVIDER_FILE).parent / "logs")
     assert socket["ListenStream"] == [f"{layout.LISTEN_HOST}:{layout.LISTEN_PORT}"]
+
+
+def test_the_optillm_version_is_written_once():
+    """layout.env's OPTILLM_VERSION is what the patch points are verified against and what every
+    lock pins; locks/full.in (uv's input, which cannot read layout.env) must spell the same."""
+    from optillm_proxy_launcher import patches
+
+    assert patches.OPTILLM_VERSION == layout.OPTILLM_VERSION
+    assert layout.OPTILLM_VERSION in patches.FINGERPRINTS
+    pins = re.findall(r"^optillm==(\S+)", (REPO / "locks" / "full.in").read_text(), re.M)
+    assert pins == [layout.OPTILLM_VERSION]
+    for lock in sorted((REPO / "locks").glob("py*/*.txt")):
+        assert re.findall(r"^optillm==(\S+)", lock.read_text(), re.M) == [layout.OPTILLM_VERSION], lock
+    # Python code reads it from layout.env: no string a program uses spells the pinned version
+    # (docstrings state measured facts about it, which stay true of that release).
+    spelled = []
+    for tree in (*PYTHON_TREES, "tools"):
+        for path in sorted((REPO / tree).rglob("*.py")):
+            module = ast.parse(path.read_text())
+            docstrings = {id(node.value) for node in ast.walk(module) if isinstance(node, ast.Expr)}
+            for node in ast.walk(module):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                        and re.search(rf"(optillm |==){re.escape(layout.OPTILLM_VERSION)}\b", node.value):
+                    spelled.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert spelled == [], spelled

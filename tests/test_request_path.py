@@ -346,6 +346,21 @@ def test_request_fields_come_from_the_locked_openai(lean_runtime):
     assert not fields & {"timeout", "extra_headers", "extra_body", "extra_query", "self"}
 
 
+def test_the_fingerprinted_openai_parameters_are_what_request_fields_reads(lean_runtime):
+    """patches fingerprints openai's Completions.create parameters by reading its source (AST);
+    main.request_fields() takes them from inspect.signature: the two must name the same fields."""
+    proc = run_in_runtime(lean_runtime, "import pathlib, openai\n"
+                                        "from optillm_proxy_launcher import internals\n"
+                                        "from optillm_proxy_launcher.main import request_fields\n"
+                                        "from optillm_proxy_launcher.policy import CLIENT_OPTIONS\n"
+                                        "site = pathlib.Path(openai.__file__).parent.parent\n"
+                                        "read = set(internals.completions_create_parameters(site))\n"
+                                        "print(read - CLIENT_OPTIONS == request_fields(), len(read))")
+    assert proc.returncode == 0, proc.stderr
+    same, count = proc.stdout.split()
+    assert same == "True" and int(count) > 20, proc.stdout
+
+
 def test_the_real_server_py_matches_the_fingerprints(lean_runtime):
     proc = run_in_runtime(lean_runtime, "import optillm.server as s\nfrom optillm_proxy_launcher import patches\n"
                                         "patches.verify_module(s)\nprint('verified')")
@@ -367,7 +382,8 @@ def test_another_optillm_is_refused_at_start_with_exit_78(lean_runtime, tmp_path
                                             "CREDENTIALS_DIRECTORY": str(creds), "HOME": str(tmp_path)})
     assert proc.returncode == 78, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]
-    assert lines == ["optillm-proxy-launcher: refused: optillm's internals differ from 0.3.12 in server.py (proxy): "
+    assert lines == ["optillm-proxy-launcher: refused: optillm's internals differ from 0.3.12 at patch points "
+                     "server.get_config, server.OpenAI, server.app.wsgi_app (server.py:proxy): "
                      "this launcher patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/"]
     assert "Traceback" not in proc.stderr
     shutil.rmtree(copy)

@@ -221,9 +221,10 @@ def test_transient_unit_refuses_specifiers(layout):
 class FakeSystem:
     """Records what the upgrader asks of the machine; each check answers from a script."""
 
-    def __init__(self, layout: Layout, *, lint=0, transient=0, smoke_candidate=0, restart_ok=None,
+    def __init__(self, layout: Layout, *, optillm=None, lint=0, transient=0, smoke_candidate=0, restart_ok=None,
                  health_ok=None):
         self.layout = layout
+        self.optillm = optillm  # what the launcher's verification of the candidate's optillm says, None: fine
         self.calls: list[str] = []
         self.lint, self.transient, self.smoke_candidate = lint, transient, smoke_candidate
         # runtime name -> does the real service come up healthy on it
@@ -232,6 +233,10 @@ class FakeSystem:
 
     def _current(self) -> str:
         return rt.link_target(self.layout.current).name
+
+    def optillm_problem(self, layout, runtime):
+        self.calls.append(f"check optillm {runtime.name}")
+        return self.optillm
 
     def opsctl(self, *args, timeout=300.0):
         self.calls.append("opsctl " + " ".join(args))
@@ -290,9 +295,33 @@ def test_upgrade_validates_then_switches_and_checks(installed):
     assert outcome.code == up.EXIT_OK, outcome.message
     assert names(layout) == (b.name, a.name)
     assert system.calls == [
-        f"opsctl lint --venv {b}", "systemd-run", system.calls[2], "stop optillm-proxy-validate",
-        f"restart on {b.name}", "opsctl health", "opsctl smoke --all"]
-    assert system.calls[2].startswith("opsctl smoke --all --url http://127.0.0.1:")
+        f"check optillm {b.name}", f"opsctl lint --venv {b}", "systemd-run", system.calls[3],
+        "stop optillm-proxy-validate", f"restart on {b.name}", "opsctl health", "opsctl smoke --all"]
+    assert system.calls[3].startswith("opsctl smoke --all --url http://127.0.0.1:")
+
+
+def test_a_candidate_whose_optillm_the_launcher_refuses_is_refused_first_and_listed(installed):
+    """Another optillm (or changed internals): refused before anything starts, with the launcher's
+    reasons; `opsctl runtime list` then shows it as refused, and why, until an upgrade passes."""
+    layout, a, b = installed
+    why = ("optillm 0.4.0 is installed, not 0.3.12; patch points that differ: "
+           "server.get_config (server.py:proxy)")
+    system = FakeSystem(layout, optillm=why)
+    outcome = upgrader(layout, system).upgrade(b)
+    assert outcome.code == up.EXIT_REFUSED
+    assert outcome.message == f"refused {b.name} at validation, optillm-proxy untouched: {why}"
+    assert system.calls == [f"check optillm {b.name}"]
+    assert names(layout) == (a.name, None)
+    listed = CliRunner().invoke(cli, ["runtime", "list", "--root", str(layout.root)])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if b.name in line)
+    assert lines[at].startswith(f"refused  {b.name}  profile=lean")
+    assert lines[at + 1].strip().startswith("refused at validation 2") and lines[at + 1].endswith(why)
+    assert lines[at + 2].startswith(f"current  {a.name}")
+    # Validated later (the same runtime, fixed): no longer listed as refused.
+    assert upgrader(layout, FakeSystem(layout)).upgrade(b).code == up.EXIT_OK
+    assert rt.load(layout, b).refusal is None
 
 
 @pytest.mark.parametrize("failing", ["lint", "transient", "smoke_candidate"])
@@ -480,3 +509,29 @@ def test_an_unexpected_error_after_the_switch_still_switches_back(installed):
     assert outcome.code == up.EXIT_ROLLED_BACK
     assert "internal error after the switch: OSError: disk full" in outcome.message
     assert names(layout) == (a.name, None)
+
+
+def test_the_upgrade_verifies_a_real_runtime_as_the_launcher_does(layout, lean_runtime):
+    """System.optillm_problem on a real runtime (a hardlinked copy): none as built; with proxy()
+    edited, the launcher's refusal naming the patch points relying on it."""
+    import shutil
+    import subprocess
+
+    copy = layout.runtimes / "0.3.12-lean-cccccccccccc"
+    subprocess.run(["cp", "-al", str(lean_runtime), str(copy)], check=True)
+    try:
+        make_manifest = make_runtime(layout, "0.3.12-lean-dddddddddddd")
+        shutil.copy(layout.runtime_manifest(make_manifest), layout.runtime_manifest(copy))
+        runtime = rt.load(layout, copy)
+        assert up.System().optillm_problem(layout, runtime) is None
+        [server_py] = copy.glob("lib/python3*/site-packages/optillm/server.py")
+        text = server_py.read_text()
+        server_py.unlink()  # a hardlink: never write through it into the cached runtime
+        server_py.write_text(text.replace("    data = request.get_json()\n", "    data = request.get_json(silent=True)\n"))
+        problem = up.System().optillm_problem(layout, runtime)
+        assert problem == ("optillm's internals differ from 0.3.12 at patch points "
+                           "server.get_config, server.OpenAI, server.app.wsgi_app (server.py:proxy): this launcher "
+                           "patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/ (what "
+                           "changed: tools/audit_optillm.py 0.3.12, docs/upgrading-optillm.md)")
+    finally:
+        shutil.rmtree(copy)

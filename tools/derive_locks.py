@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from optillm_proxy_launcher.layout import OPTILLM_VERSION  # noqa: E402
 from tools import derive_lean_lock as measured  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ PLATFORM = "x86_64-manylinux_2_36"
 
 # Profiles that cannot be built for a Python, and why (the resolution is checked to fail).
 UNAVAILABLE = {
-    ("3.13", "full"): "optillm 0.3.12 requires spacy<3.8 (the privacy plugin, through presidio) and spacy 3.7 "
+    ("3.13", "full"): f"optillm {OPTILLM_VERSION} requires spacy<3.8 (the privacy plugin, through presidio) and spacy 3.7 "
                       "has no wheel for Python 3.13 (building it needs a compiler): use a Python 3.11 or 3.12 "
                       "host (Debian 12) for the full profile",
 }
@@ -146,7 +147,7 @@ def compile_full(python: str, overrides: tuple[str, ...] = (), extra: tuple[str,
 
 def full_header(python: str, digest: str) -> str:
     return (
-        f'# Service runtime, profile "full", for a host whose python3 is {python}: stock optillm 0.3.12 with\n'
+        f'# Service runtime, profile "full", for a host whose python3 is {python}: stock optillm {OPTILLM_VERSION} with\n'
         "# every bundled plugin loadable. DERIVED, do not edit: regenerate every lock with\n"
         "#    uv run python tools/derive_locks.py            (rewrite)\n"
         "#    uv run python tools/derive_locks.py --check    (exit 1 if stale)\n"

@@ -7,6 +7,7 @@ One module per concern:
 - routes: which requests reach optillm's views; the policy inside the chat view
 - gateway: the WSGI layer in front of optillm's Flask app
 - patches: the documented patch points, verified against 0.3.12 at start
+- internals: what an optillm tree's files say about what the patch points rely on
 - plugins: loading only the enabled plugins
 - notify: sd_notify READY/STATUS/WATCHDOG
 - main: the start sequence

@@ -171,7 +171,7 @@ def base_url(argv: list[str]) -> str:
 def check_environment(environ: Mapping[str, str]) -> None:
     if "OPTILLM_API_KEY" in environ:
         raise ConfigRefused(
-            "OPTILLM_API_KEY is set in the environment, which switches optillm 0.3.12 to local inference: "
+            f"OPTILLM_API_KEY is set in the environment, which switches optillm {layout.OPTILLM_VERSION} to local inference: "
             f"remove it from {ENV_FILE_HINT}; the proxy key belongs in {KEY_FILE_HINT}")
     stray = sorted(k for k in environ if k.startswith("OPTILLM_"))
     if stray:
@@ -252,7 +252,7 @@ def check_proxy_key(key: str) -> str:
     """Refuses an sk- proxy key; `key` as check_key_text returns it."""
     if key.startswith("sk-"):
         raise ConfigRefused(
-            f"the proxy key in {KEY_FILE_HINT} starts with sk-, which optillm 0.3.12 forwards upstream as the "
+            f"the proxy key in {KEY_FILE_HINT} starts with sk-, which optillm {layout.OPTILLM_VERSION} forwards upstream as the "
             "provider key: generate a new one (e.g. opx- + random base64url)")
     return key
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 from ops.lint import engine
@@ -112,9 +113,21 @@ class Deployment:
         """Give the stub runtime an optillm package whose server.py is `text`."""
         path = self.site_packages / "optillm" / "server.py"
         path.parent.mkdir(exist_ok=True)
+        (path.parent / "__init__.py").unlink(missing_ok=True)
         (path.parent / "__init__.py").write_text('__version__ = "0.3.12"\n')
+        path.unlink(missing_ok=True)  # maybe a hardlink into a cached runtime (adopt_packages)
         path.write_text(text)
         return path
+
+    def adopt_packages(self, runtime: Path) -> None:
+        """Hardlink what the patch points rely on from a real runtime into the stub's site-packages:
+        optillm (its plugins), openai and werkzeug (with its metadata). Written files are unlinked
+        first (server_py), never written through into the runtime."""
+        (real,) = runtime.glob("lib/python3*/site-packages")
+        names = ["optillm", "openai", "werkzeug", *(p.name for p in real.glob("werkzeug-*.dist-info"))]
+        self.site_packages.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            subprocess.run(["cp", "-al", str(real / name), str(self.site_packages / name)], check=True)
 
     def dropin(self, name: str, text: str) -> Path:
         d = self.unit.parent / (self.unit.name + ".d")

@@ -111,7 +111,10 @@ def test_changed_server_py_names_the_differing_functions(deployment):
     with pytest.raises(settings.ConfigRefused) as refused:
         patches.verify_source(server, "0.3.12")
     assert finding.message == REFUSES + str(refused.value)
-    assert f"({', '.join(patches.FINGERPRINTS)})" in finding.message
+    # A server.py binding get_config alone: the other points' names are gone, get_config's differs.
+    assert "server.load_plugins (gone), server.get_config, server.OpenAI (gone)" in finding.message
+    assert "(server.py:get_config, server.py:proxy, server.py:proxy_models, plugins:SLUG" not in finding.message
+    assert "(server.py:get_config, server.py:proxy, server.py:proxy_models)" in finding.message
 
 
 def test_other_version_is_left_to_optillm_version(deployment):
@@ -140,6 +143,7 @@ def test_real_runtime_passes(full_runtime, deployment):
 
 @pytest.mark.real
 def test_real_server_py_unchanged_lints_clean(full_runtime, deployment):
+    deployment.adopt_packages(full_runtime)
     deployment.server_py(real_server_py(full_runtime))
     findings = deployment.lint()
     assert findings == [], render(findings)
@@ -147,6 +151,7 @@ def test_real_server_py_unchanged_lints_clean(full_runtime, deployment):
 
 @pytest.mark.real
 def test_real_server_py_with_one_function_edited(full_runtime, deployment):
+    deployment.adopt_packages(full_runtime)
     text = real_server_py(full_runtime)
     edit = 'if request.path == "/health":'
     assert text.count(edit) == 1
@@ -154,7 +159,8 @@ def test_real_server_py_with_one_function_edited(full_runtime, deployment):
     findings = deployment.lint()
     (finding,) = findings
     assert (finding.rule, finding.path) == ("optillm-internals", str(server)), render(findings)
-    assert finding.message.endswith("differ from 0.3.12 in server.py (check_api_key): this launcher "
+    assert finding.message.endswith("differ from 0.3.12 at patch points server.app.wsgi_app "
+                                    "(server.py:check_api_key): this launcher "
                                     "patches optillm 0.3.12 only: reinstall the runtime from the "
                                     "toolkit's locks/")
 

@@ -1,11 +1,13 @@
 """The runtime's optillm/server.py is not 0.3.12's where the launcher patches it.
 
 Why: the launcher changes optillm 0.3.12 in memory at documented points (load_plugins,
-get_config, OpenAI, the Flask app) and relies on what the surrounding functions do. At start it
-compares those functions with 0.3.12's by sha256 and refuses to start (exit 78) when one
-differs, so a hand-edited or otherwise changed server.py takes the service down at its next
-restart. Lint calls the launcher's own check (optillm_proxy_launcher.patches.verify_source).
-A runtime without optillm, or with another version, is left to optillm-version.
+get_config, OpenAI, the Flask app) and relies on what the surrounding functions do, on the
+bundled plugins' SLUGs, on openai's Completions.create parameters and on werkzeug's server
+(patches.POINTS). At start it compares each with the pinned version's fingerprints
+(patches.FINGERPRINTS) and refuses to start (exit 78) when one differs, so a hand-edited or
+otherwise changed runtime takes the service down at its next restart. Lint calls the launcher's
+own check (optillm_proxy_launcher.patches.verify_source). A runtime without optillm, or with
+another version, is left to optillm-version.
 
 Fails:
     .../site-packages/optillm/server.py    (check_api_key edited by hand)

@@ -14,6 +14,8 @@ Fix: rebuild the runtime from the lock: `sudo ./install.sh` (an upgrade is a new
 validated and switched atomically; `opsctl runtime rollback` returns to the previous one).
 """
 
+from pathlib import Path
+
 from optillm_proxy_launcher import patches
 
 from ops.layout import OPTILLM_VERSION
@@ -33,7 +35,8 @@ def check(ctx):
         yield Problem(str(rt.path), 0, f"optillm is not installed in this runtime; rebuild it "
                                        f"with install.sh (optillm=={OPTILLM_VERSION})")
     else:
-        message = refusal(patches.check_version, dist.version)  # the launcher's own check
+        # The launcher's own check, naming the patch points that differ in this runtime's optillm.
+        message = refusal(patches.check_version, dist.version, Path(dist.metadata).parent.parent)
         if message:
             yield Problem(dist.metadata, 0, message)
     declared = (rt.manifest or {}).get("optillm_version")

@@ -15,6 +15,7 @@ Fix: `unset OPTILLM_API_KEY` and remove it from shell profiles; the proxy key be
 /etc/optillm-proxy/api-key, delivered by LoadCredential=.
 """
 
+from ops.layout import OPTILLM_VERSION
 from ops.lint.finding import WARNING, Problem
 
 ID = "process-optillm-api-key"
@@ -24,5 +25,5 @@ SEVERITY = WARNING
 def check(ctx):
     if "OPTILLM_API_KEY" in ctx.process_env:
         yield Problem("<environment>", 0,
-                      "OPTILLM_API_KEY is set in this shell: optillm 0.3.12 would switch to "
+                      f"OPTILLM_API_KEY is set in this shell: optillm {OPTILLM_VERSION} would switch to "
                       "local inference; unset it (the key belongs in the key file)")
