@@ -803,7 +803,7 @@ write_upstream_key_file() {
     report "${UPSTREAM_KEY_FILE} (mode 0600)${outcome:+: ${outcome} from ${ENV_FILE}}"
   else
     UPSTREAM_KEY_MISSING=1
-    NOTES+=("no LiteLLM key: write it into ${UPSTREAM_KEY_FILE} (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh")
+    NOTES+=("no LiteLLM key: write it into ${UPSTREAM_KEY_FILE} (sudoedit ${UPSTREAM_KEY_FILE}; one line: a LiteLLM virtual key limited to ${BASE_MODEL}), then re-run install.sh")
     report "${UPSTREAM_KEY_FILE} is missing or empty: the service will not be started"
   fi
 }
@@ -937,7 +937,7 @@ start_service() {
       systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
   fi
   if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
-    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh"
+    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line: a LiteLLM virtual key limited to ${BASE_MODEL}), then re-run install.sh"
     report "not started: ${UPSTREAM_KEY_FILE} is missing or empty"
     return
   fi
@@ -1041,7 +1041,7 @@ print_summary() {
   echo "  service:   ${SERVICE_STATE}"
   echo "  env file:  ${ENV_FILE} (PROXY_PLUGINS, PROXY_APPROACHES, request bounds; no secret; root 0600)"
   echo "  key file:  ${KEY_FILE} (the proxy key LiteLLM presents; root 0600; read with: sudo cat ${KEY_FILE})"
-  echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM key the proxy presents; root 0600)"
+  echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM virtual key the proxy presents, limited to ${BASE_MODEL}; root 0600)"
   [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
   for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
   echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"

@@ -395,7 +395,7 @@ def test_without_an_upstream_key_the_summary_says_where_to_write_it(staged_copy)
     run = stage(lay.root)
     assert run.returncode == 0, run.output  # staged: nothing is started anyway
     assert ("no LiteLLM key: write it into /etc/optillm-proxy/upstream-key (sudoedit /etc/optillm-proxy/upstream-key; "
-            "one line), then re-run install.sh") in run.output
+            "one line: a LiteLLM virtual key limited to jerry-xl), then re-run install.sh") in run.output
     # Created empty and private, so the operator's editor fills a file nobody else can read.
     assert lay.upstream_key_file.read_text() == "" and mode(lay.upstream_key_file) == 0o600
 
