@@ -313,7 +313,7 @@ parse_args() {
   fi
 }
 
-# --- install steps, in the order they run (RUNBOOK section 1) ----------------------------------
+# --- install steps, in the order they run (RUNBOOK.md, "Messages: install.sh") --------------------
 
 # A re-run without --profile keeps the profile the host already runs, so that re-running the
 # same command on a full host changes nothing instead of asking for an upgrade to lean. For an

@@ -1,4 +1,4 @@
-"""The commands README, RUNBOOK and install.sh's summary print, run in the booted box as printed.
+"""The commands the operator docs and install.sh's summary print, run in the booted box as printed.
 
 tests/printed_commands.py lists them and how each is proven; the fast tier
 (tests/test_printed_commands.py) fails on a printed command that is in no list. Here every "box"
@@ -192,6 +192,26 @@ def test_uninstall_as_printed_then_install_as_the_readme_says(box, box_upstream,
     _reinstall_as_the_readme_says(box, saved)
     assert key_files(box) == saved, "a reinstall changed the operator's files"
     record(f"`{command}` + reinstall s", round(time.monotonic() - start, 1))
+
+
+# RUNBOOK, "Rotate the proxy key": a key typed at a prompt, then a strategy model through LiteLLM.
+THROUGH_LITELLM = tuple(c for c in PROOFS if c.startswith("read -rsp 'LiteLLM key") or
+                        (c.startswith("curl ") and "127.0.0.1:4000" in c))
+
+
+def test_the_check_through_litellm_as_printed(box, box_upstream):
+    """Both lines in one shell, as an operator types them, the key given on stdin (never argv): a
+    key LiteLLM accepts reaches moa-jerry-xl through the proxy (200, moa's 3 upstream calls); a
+    wrong one is refused by LiteLLM, and the check says so (not 200)."""
+    assert len(THROUGH_LITELLM) == 2, THROUGH_LITELLM
+    script = "cd /repo && " + "\n".join(THROUGH_LITELLM)
+    before = len(box_upstream.calls())
+    good = box.run(script, input=box.upstream_key + "\n", timeout=300)
+    assert good.rc == 0 and good.stdout.rstrip().endswith("HTTP 200"), good.stdout[-2000:] + good.stderr[-2000:]
+    assert '"choices"' in good.stdout and box.upstream_key not in good.stdout + good.stderr
+    assert len(box_upstream.calls()) - before == 3, "moa- did not run through the proxy (3 model calls)"
+    bad = box.run(script, input="opx-not-a-key-litellm-knows-0123456789abcdef\n", timeout=300)
+    assert not bad.stdout.rstrip().endswith("HTTP 200"), bad.stdout[-2000:]
 
 
 def test_every_box_command_of_this_profile_ran():

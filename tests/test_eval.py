@@ -4,7 +4,7 @@ shape, exit codes, and (marker `real`) the demonstration against the real launch
 The demonstration is a SIMULATION, not a model: the recording upstream (ops/fake_upstream.py,
 POST /_simulate) answers each sample right with probability p, seeded. It shows that the measurement
 sees a strategy's effect and that majority voting's measured lift is the one the binomial/plurality
-arithmetic predicts; it says nothing about any real model (RUNBOOK section 11).
+arithmetic predicts; it says nothing about any real model (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -559,7 +559,7 @@ def test_demonstration_simulated_upstream_majority_voting_lift_matches_the_predi
 
 
 def test_fake_upstream_command_line_serves_the_simulation():
-    """The RUNBOOK's `python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
+    """docs/eval.md's `python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
     as printed but on a free port (4000 may be LiteLLM's): a shipped task's prompt is answered."""
     import socket
     import subprocess

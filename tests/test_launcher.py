@@ -479,7 +479,7 @@ def test_sigabrt_leaves_every_threads_stack_in_the_log(full_runtime, upstream, o
     # faulthandler writes every thread's stack to the log (the journal) and the process dies of it.
     # The all-threads dump races with a request thread that is exiting at that instant (measured:
     # about half the aborts sent right after a /health answer ended in SIGSEGV mid-dump), so this
-    # proves the dump on a quiet server; RUNBOOK section 8 tells operators it is best effort.
+    # proves the dump on a quiet server; docs/design.md tells operators it is best effort.
     listener = notify_listener()
     p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener)
     listener.wait_for("READY=1", START_TIMEOUT, p)
