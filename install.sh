@@ -1044,9 +1044,20 @@ print_summary() {
   echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM virtual key the proxy presents, limited to ${BASE_MODEL}; root 0600)"
   [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
   for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
-  echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
-  echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+  print_next_commands
   echo "  uninstall: sudo ./install.sh --uninstall (or ${UNINSTALL_SCRIPT}); --purge also removes ${CONF_DIR}"
+}
+
+# Only commands that can work in the state the service is left in: health and smoke need it running.
+print_next_commands() {
+  if [[ -z "${ROOT}${DRY_RUN}" && -z "${HAS_SYSTEMD}" ]]; then
+    echo "  next:      sudo opsctl lint (health and smoke need the service started, on a systemd host)"
+  elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
+    echo "  next:      sudoedit ${UPSTREAM_KEY_FILE} (one line); sudo ./install.sh (starts it); sudo opsctl lint"
+  else
+    echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
+    echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+  fi
 }
 
 exit_code() {

@@ -175,9 +175,10 @@ def test_every_relative_link_resolves_inside_the_repository(doc):
 
 
 def _install_summary() -> str:
-    """What install.sh's print_summary prints (sourced: defines everything, runs nothing)."""
+    """What install.sh's print_summary prints after a healthy install on a systemd host (sourced:
+    defines everything, runs nothing)."""
     script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; "
-              "PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy CHANGES=() NOTES=() RESTART_REASONS=(); "
+              "PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy HAS_SYSTEMD=1 CHANGES=() NOTES=() RESTART_REASONS=(); "
               "print_summary")
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
 
