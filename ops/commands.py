@@ -237,8 +237,9 @@ def eval_command(tasks_path, models, repeat, concurrency, url, api_key, metrics_
     """Accuracy against cost of each MODEL on your own tasks: accuracy with its 95% interval, latency
     p50/p95, upstream calls and tokens per task, cost against the first model.
 
-    Exit 0 all scored, 1 some answers failed (re-run to retry them) or key refused, 2 unreachable,
-    3 usage (a malformed task file included: nothing is sent), 130 interrupted (re-run to resume).
+    Exit 0 all scored, 1 some answers failed (re-run to retry them), key refused, or a strategy model
+    the proxy's counters never saw (no strategy ran), 2 unreachable, 3 usage (a malformed task file
+    included: nothing is sent), 130 interrupted (re-run to resume).
     """
     from ops import eval as evaluation
     from ops.client import UsageProblem, resolve_api_key

@@ -483,6 +483,34 @@ def test_proxy_metrics_give_calls_and_tokens_per_task(monkeypatch, tmp_path):
     assert moa["other_requests"] == 4 and base["other_requests"] == 0
 
 
+def test_a_strategy_model_the_proxy_never_counted_is_named_and_exits_1(monkeypatch, tmp_path):
+    """Through LiteLLM, a strategy name LiteLLM sends elsewhere answers fine, yet no strategy ran:
+    the proxy's counters for its approach do not move. That is no 1.00x result, it is a warning."""
+    counters = {"none": 0, "moa": 0}
+    lock = threading.Lock()
+
+    def handler(request):
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text="\n".join(
+                f'optillm_proxy_requests_total{{approach="{a}",status="200"}} {n}\n'
+                f'optillm_proxy_upstream_calls_total{{approach="{a}"}} {n}' for a, n in counters.items()))
+        if json.loads(request.content)["model"] == "jerry-xl":
+            with lock:
+                counters["none"] += 1  # the base model passes the proxy; moa- never reaches it
+        return completion("The answer is 0.")
+
+    mock(monkeypatch, handler)
+    result = invoke("--tasks", str(small_tasks(tmp_path, 3)), "--model", "jerry-xl", "--model", "moa-jerry-xl",
+                    "--results", str(tmp_path / "r.jsonl"), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["unrouted"] == ["moa-jerry-xl"] and report["exit_code"] == 1
+    assert any(n.startswith("moa-jerry-xl: the proxy at ") and "no moa strategy ran" in n for n in report["notes"])
+    text = invoke("--tasks", str(small_tasks(tmp_path, 3)), "--model", "moa-jerry-xl",
+                  "--results", str(tmp_path / "r2.jsonl"))
+    assert text.exit_code == 1 and "counted none of its 3 answered request(s) for approach moa" in text.stdout
+
+
 def test_mixed_sources_compare_completion_tokens(monkeypatch, tmp_path):
     from ops.eval_results import BASIS_COMPLETION, Row, add_costs
 
