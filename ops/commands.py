@@ -227,7 +227,8 @@ def report(since, until, unit, input_path, as_json) -> None:
               help="max_tokens of each request.")
 @click.option("--results", default=None, metavar="FILE",
               help="Results file, appended per answer; re-running resumes from it "
-                   "[default: <tasks stem>.eval-<hash of the task file and URL>.jsonl here].")
+                   "[default: <tasks stem>.eval-<hash of the task file and URL>.jsonl in "
+                   "$XDG_STATE_HOME/opsctl/eval, else ~/.local/state/opsctl/eval].")
 @click.option("--fresh", is_flag=True, help="Start the results file over instead of resuming.")
 @click.option("--skip-bad-lines", is_flag=True, help="Skip malformed task lines (reported) instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")

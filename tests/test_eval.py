@@ -311,8 +311,14 @@ def test_json_shape_resume_and_plot(sim_upstream, tmp_path):
 
 
 def test_text_report_and_default_results_file(sim_upstream, tmp_path, monkeypatch):
+    """The default results file is the user's own state, not the working directory: the command as
+    printed runs from a read-only checkout too."""
     tasks = small_tasks(tmp_path, 5)
-    monkeypatch.chdir(tmp_path)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     result = invoke("--tasks", str(tasks), "--model", "jerry-xl", "--model", "moa-jerry-xl",
                     "--url", upstream_url(sim_upstream))
     assert result.exit_code == 0, result.output
@@ -321,8 +327,13 @@ def test_text_report_and_default_results_file(sim_upstream, tmp_path, monkeypatc
     assert lines[2].startswith("jerry-xl") and lines[3].startswith("moa-jerry-xl")
     assert "moa-jerry-xl vs jerry-xl:" in result.stdout and "Wilson score interval" in result.stdout
     assert "\r" not in result.output  # no progress bar when not on a terminal
-    written = list(tmp_path.glob("tasks.eval-*.jsonl"))
+    assert list(checkout.iterdir()) == [], "eval wrote into the working directory"
+    written = list((tmp_path / "home" / ".local" / "state" / "opsctl" / "eval").glob("tasks.eval-*.jsonl"))
     assert len(written) == 1 and len(written[0].read_text().splitlines()) == 10
+    assert str(written[0]) in lines[0], lines[0]
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    again = invoke("--tasks", str(tasks), "--model", "jerry-xl", "--url", upstream_url(sim_upstream), "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["results_file"].startswith(str(tmp_path / "state" / "opsctl" / "eval"))
 
 
 def test_usage_errors_exit_3_and_send_nothing(sim_upstream, tmp_path):
