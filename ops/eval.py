@@ -92,8 +92,10 @@ def approach_label(model: str) -> str:
 
 def plan(tasks_path: str, models: tuple[str, ...], repeat: int, concurrency: int, url: str, key: ApiKey,
          metrics_url: str | None, timeout: float, max_tokens: int, results: str | None, fresh: bool,
-         skip_bad_lines: bool, plot: str | None) -> tuple[Options, list[Task], list[tuple[int, str]], str]:
-    """Validated options and the parsed task file; UsageProblem (exit 3) before anything is sent."""
+         skip_bad_lines: bool, plot: str | None, limit: int | None = None
+         ) -> tuple[Options, list[Task], list[tuple[int, str]], str]:
+    """Validated options and the parsed task file (its first `limit` tasks when given); UsageProblem
+    (exit 3) before anything is sent."""
     from ops.client import parse_base_url
 
     if not models:
@@ -121,6 +123,8 @@ def plan(tasks_path: str, models: tuple[str, ...], repeat: int, concurrency: int
         tasks, bad, sha = load(tasks_path, skip_bad_lines)
     except TaskFileProblem as exc:
         raise UsageProblem(str(exc)) from None
+    if limit is not None:
+        tasks = tasks[:limit]
     options = Options(tasks_path=tasks_path, models=list(models), repeat=repeat, concurrency=concurrency,
                       base_url=base_url, key=key, metrics_url=metrics, timeout=timeout, max_tokens=max_tokens,
                       results_path=results, fresh=fresh, skip_bad_lines=skip_bad_lines, plot=plot)

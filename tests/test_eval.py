@@ -336,6 +336,19 @@ def test_text_report_and_default_results_file(sim_upstream, tmp_path, monkeypatc
     assert again.exit_code == 0 and json.loads(again.stdout)["results_file"].startswith(str(tmp_path / "state" / "opsctl" / "eval"))
 
 
+def test_limit_asks_a_sample_that_a_full_run_reuses(sim_upstream, tmp_path):
+    tasks, results = small_tasks(tmp_path, 5), str(tmp_path / "r.jsonl")
+    common = ("--tasks", str(tasks), "--model", "jerry-xl", "--url", upstream_url(sim_upstream), "--results", results,
+              "--json")
+    sample = invoke(*common, "--limit", "2")
+    assert sample.exit_code == 0, sample.output
+    report = json.loads(sample.stdout)
+    assert report["asked"] == 2 and report["tasks"] == 2 and chat_calls(sim_upstream) == 2
+    full = invoke(*common)
+    assert full.exit_code == 0 and json.loads(full.stdout)["asked"] == 3 and json.loads(full.stdout)["reused"] == 2
+    assert invoke(*common, "--limit", "0").exit_code == 3
+
+
 def test_usage_errors_exit_3_and_send_nothing(sim_upstream, tmp_path):
     url = upstream_url(sim_upstream)
     good = small_tasks(tmp_path)
