@@ -315,7 +315,7 @@ parse_args() {
   fi
 }
 
-# --- install steps, in the order they run (RUNBOOK section 1) ----------------------------------
+# --- install steps, in the order they run (RUNBOOK.md, "Messages: install.sh") --------------------
 
 # A re-run without --profile keeps the profile the host already runs, so that re-running the
 # same command on a full host changes nothing instead of asking for an upgrade to lean. For an
@@ -805,7 +805,7 @@ write_upstream_key_file() {
     report "${UPSTREAM_KEY_FILE} (mode 0600)${outcome:+: ${outcome} from ${ENV_FILE}}"
   else
     UPSTREAM_KEY_MISSING=1
-    NOTES+=("no LiteLLM key: write it into ${UPSTREAM_KEY_FILE} (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh")
+    NOTES+=("no LiteLLM key: write it into ${UPSTREAM_KEY_FILE} (sudoedit ${UPSTREAM_KEY_FILE}; one line: a LiteLLM virtual key limited to ${BASE_MODEL}), then re-run install.sh")
     report "${UPSTREAM_KEY_FILE} is missing or empty: the service will not be started"
   fi
 }
@@ -939,7 +939,7 @@ start_service() {
       systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
   fi
   if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
-    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh"
+    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line: a LiteLLM virtual key limited to ${BASE_MODEL}), then re-run install.sh"
     report "not started: ${UPSTREAM_KEY_FILE} is missing or empty"
     return
   fi
@@ -1043,12 +1043,23 @@ print_summary() {
   echo "  service:   ${SERVICE_STATE}"
   echo "  env file:  ${ENV_FILE} (PROXY_PLUGINS, PROXY_APPROACHES, request bounds; no secret; root 0600)"
   echo "  key file:  ${KEY_FILE} (the proxy key LiteLLM presents; root 0600; read with: sudo cat ${KEY_FILE})"
-  echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM key the proxy presents; root 0600)"
+  echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM virtual key the proxy presents, limited to ${BASE_MODEL}; root 0600)"
   [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
   for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
-  echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
-  echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+  print_next_commands
   echo "  uninstall: sudo ./install.sh --uninstall (or ${UNINSTALL_SCRIPT}); --purge also removes ${CONF_DIR}"
+}
+
+# Only commands that can work in the state the service is left in: health and smoke need it running.
+print_next_commands() {
+  if [[ -z "${ROOT}${DRY_RUN}" && -z "${HAS_SYSTEMD}" ]]; then
+    echo "  next:      sudo opsctl lint (health and smoke need the service started, on a systemd host)"
+  elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
+    echo "  next:      sudoedit ${UPSTREAM_KEY_FILE} (one line); sudo ./install.sh (starts it); sudo opsctl lint"
+  else
+    echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
+    echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+  fi
 }
 
 exit_code() {

@@ -11,7 +11,7 @@
 #   - resident memory (VmRSS) of the main process once healthy, and the unit's STATUS= line
 #   - the runtime's size on disk and package count; the in-box install.sh time (uv cache warm)
 # Prints one line per figure. Needs root and ports 127.0.0.1:4000/4020 free (it runs the
-# recording upstream on 4000; the box's proxy listens on 4020). Quoted in README/RUNBOOK.
+# recording upstream on 4000; the box's proxy listens on 4020). Quoted in bench/README.md.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -12,7 +12,7 @@
 #   OPSCTL  the opsctl to time outside the box (default: the checkout's .venv/bin/opsctl).
 # Timed with bytecode cached, as a deployed opsctl runs (install compiles its venv): the runs ignore
 # PYTHONDONTWRITEBYTECODE and a warm-up run writes the .pyc files.
-# Not a test: quote its output in the README.
+# Not a test: quote its output in bench/README.md.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

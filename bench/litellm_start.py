@@ -3,7 +3,7 @@
 Usage: uv run python bench/litellm_start.py [-n RUNS]
 Builds the venv into the test cache dir if needed (as the chain tests do), then starts LiteLLM
 RUNS times with the shipped config on a free port, each until /v1/models lists the chain's
-models. Not a test: quote its output in the README/RUNBOOK.
+models. Not a test: quote its output in bench/README.md.
 """
 
 from __future__ import annotations

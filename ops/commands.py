@@ -227,18 +227,23 @@ def report(since, until, unit, input_path, as_json) -> None:
               help="max_tokens of each request.")
 @click.option("--results", default=None, metavar="FILE",
               help="Results file, appended per answer; re-running resumes from it "
-                   "[default: <tasks stem>.eval-<hash of the task file and URL>.jsonl here].")
+                   "[default: <tasks stem>.eval-<hash of the task file and URL>.jsonl in "
+                   "$XDG_STATE_HOME/opsctl/eval, else ~/.local/state/opsctl/eval].")
+@click.option("--limit", default=None, type=click.IntRange(1), metavar="N",
+              help="Ask only the first N tasks of the file (a sample; a later run without it reuses "
+                   "their answers).")
 @click.option("--fresh", is_flag=True, help="Start the results file over instead of resuming.")
 @click.option("--skip-bad-lines", is_flag=True, help="Skip malformed task lines (reported) instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--plot", default=None, metavar="FILE.svg", help="Also draw accuracy against tokens per task (SVG).")
 def eval_command(tasks_path, models, repeat, concurrency, url, api_key, metrics_url, timeout, max_tokens,
-                 results, fresh, skip_bad_lines, as_json, plot) -> None:
+                 results, limit, fresh, skip_bad_lines, as_json, plot) -> None:
     """Accuracy against cost of each MODEL on your own tasks: accuracy with its 95% interval, latency
     p50/p95, upstream calls and tokens per task, cost against the first model.
 
-    Exit 0 all scored, 1 some answers failed (re-run to retry them) or key refused, 2 unreachable,
-    3 usage (a malformed task file included: nothing is sent), 130 interrupted (re-run to resume).
+    Exit 0 all scored, 1 some answers failed (re-run to retry them), key refused, or a strategy model
+    the proxy's counters never saw (no strategy ran), 2 unreachable, 3 usage (a malformed task file
+    included: nothing is sent), 130 interrupted (re-run to resume).
     """
     from ops import eval as evaluation
     from ops.client import UsageProblem, resolve_api_key
@@ -246,7 +251,7 @@ def eval_command(tasks_path, models, repeat, concurrency, url, api_key, metrics_
     try:
         options, tasks, skipped, sha = evaluation.plan(
             tasks_path, models, repeat, concurrency, url, resolve_api_key(api_key), metrics_url, timeout,
-            max_tokens, results, fresh, skip_bad_lines, plot)
+            max_tokens, results, fresh, skip_bad_lines, plot, limit=limit)
         for number, why in skipped:
             click.echo(f"opsctl eval: skipped {tasks_path} line {number}: {why}", err=True)
         report = evaluation.run(options, tasks, skipped, sha)

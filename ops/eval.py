@@ -74,10 +74,13 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     plot: str | None = None
+    # Strategy models the proxy counted none of while this run asked them: no strategy ran.
+    unrouted: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return OK if self.rows and all(r.errors == 0 and r.missing == 0 for r in self.rows) else INCOMPLETE
+        complete = self.rows and all(r.errors == 0 and r.missing == 0 for r in self.rows)
+        return OK if complete and not self.unrouted else INCOMPLETE
 
 
 def approach_label(model: str) -> str:
@@ -89,8 +92,10 @@ def approach_label(model: str) -> str:
 
 def plan(tasks_path: str, models: tuple[str, ...], repeat: int, concurrency: int, url: str, key: ApiKey,
          metrics_url: str | None, timeout: float, max_tokens: int, results: str | None, fresh: bool,
-         skip_bad_lines: bool, plot: str | None) -> tuple[Options, list[Task], list[tuple[int, str]], str]:
-    """Validated options and the parsed task file; UsageProblem (exit 3) before anything is sent."""
+         skip_bad_lines: bool, plot: str | None, limit: int | None = None
+         ) -> tuple[Options, list[Task], list[tuple[int, str]], str]:
+    """Validated options and the parsed task file (its first `limit` tasks when given); UsageProblem
+    (exit 3) before anything is sent."""
     from ops.client import parse_base_url
 
     if not models:
@@ -118,6 +123,8 @@ def plan(tasks_path: str, models: tuple[str, ...], repeat: int, concurrency: int
         tasks, bad, sha = load(tasks_path, skip_bad_lines)
     except TaskFileProblem as exc:
         raise UsageProblem(str(exc)) from None
+    if limit is not None:
+        tasks = tasks[:limit]
     options = Options(tasks_path=tasks_path, models=list(models), repeat=repeat, concurrency=concurrency,
                       base_url=base_url, key=key, metrics_url=metrics, timeout=timeout, max_tokens=max_tokens,
                       results_path=results, fresh=fresh, skip_bad_lines=skip_bad_lines, plot=plot)
@@ -218,8 +225,9 @@ class Progress:
 
 
 def run_model(client, results: ResultsFile, model: str, todo: list[tuple[Task, int]], options: Options,
-              progress: Progress, notes: list[str], clock=time.monotonic) -> int:
-    """Ask `todo` of one model, `options.concurrency` at a time, appending each answer; the requests sent."""
+              progress: Progress, notes: list[str], clock=time.monotonic, unrouted: list[str] | None = None) -> int:
+    """Ask `todo` of one model, `options.concurrency` at a time, appending each answer; the requests sent.
+    A strategy model whose answers the proxy's counters never saw is added to `unrouted`."""
     from ops import eval_metrics
 
     approach = approach_label(model)
@@ -290,6 +298,12 @@ def run_model(client, results: ResultsFile, model: str, todo: list[tuple[Task, i
         if delta.requests >= scored or waited >= METRICS_SETTLE_SECONDS or (delta.requests == 0 and waited >= 0.5):
             break
         time.sleep(0.05)
+    if delta.requests == 0 and scored and approach != "none":
+        notes.append(f"{model}: the proxy at {options.metrics_url} counted none of its {scored} answered "
+                     f"request(s) for approach {approach}: whatever answered, no {approach} strategy ran there "
+                     "(does LiteLLM route this model to the proxy?)")
+        if unrouted is not None:
+            unrouted.append(model)
     if delta.requests > 0:
         results.append({"kind": "batch", "model": model, "approach": approach, "sent": sent,
                         "requests": delta.requests, "calls": delta.calls, "prompt_tokens": delta.prompt_tokens,
@@ -339,7 +353,7 @@ def run(options: Options, tasks: list[Task], skipped: list[tuple[int, str]], tas
                 if todo[model]:
                     progress.label(model)
                     report.asked += run_model(client, results, model, todo[model], options, progress,
-                                              report.notes, clock)
+                                              report.notes, clock, report.unrouted)
     finally:
         progress.close()
         results.close()
@@ -425,5 +439,5 @@ def render_json(report: Report) -> str:
         "interval": "wilson score, 95%",
         "models": [asdict(r) for r in report.rows],
         "skipped_lines": [{"line": n, "reason": why} for n, why in report.skipped_lines],
-        "notes": report.notes, "plot": report.plot, "exit_code": report.exit_code,
+        "notes": report.notes, "unrouted": report.unrouted, "plot": report.plot, "exit_code": report.exit_code,
     }, indent=2)

@@ -30,11 +30,18 @@ from ops.eval_stats import nearest_rank, wilson
 REPLY_CHARS = 300
 
 
+def state_dir() -> Path:
+    """$XDG_STATE_HOME/opsctl/eval, else ~/.local/state/opsctl/eval: the user's own, so the default
+    results file can be written wherever the command runs (a read-only checkout included)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "opsctl" / "eval"
+
+
 def default_path(tasks_path: str, tasks_sha256: str, base_url: str) -> Path:
-    """`<task file stem>.eval-<hash>.jsonl` in the working directory: the same task file (content)
-    and URL resume the same results; another task set or URL starts its own file."""
+    """`<task file stem>.eval-<hash>.jsonl` in state_dir(): the same task file (content) and URL
+    resume the same results; another task set or URL starts its own file."""
     key = hashlib.sha256(f"{tasks_sha256}\n{base_url}".encode()).hexdigest()[:10]
-    return Path(f"{Path(tasks_path).stem}.eval-{key}.jsonl")
+    return state_dir() / f"{Path(tasks_path).stem}.eval-{key}.jsonl"
 
 
 def now() -> str:
@@ -52,7 +59,9 @@ class ResultsFile:
     def open(cls, path: Path, fresh: bool = False) -> "ResultsFile":
         """Read what an earlier run left (unless fresh) and open the file for appending.
 
-        OSError (a directory that does not exist, no permission) goes to the caller."""
+        The directory is created (0700: replies may be private) when missing; OSError (no
+        permission, a read-only file system) goes to the caller."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         results = cls(path)
         if fresh and path.exists():
             path.unlink()

@@ -1,6 +1,6 @@
 """`opsctl key rotate`: a new proxy key, one checked restart, and proof that it took.
 
-The hand-made procedure it replaces (RUNBOOK section 6) is easy to get half right. Here: the new
+The hand-made procedure it replaces (RUNBOOK.md#rotate-the-proxy-key) is easy to get half right. Here: the new
 key is written beside the old one (0600, created exclusively, never on a command line or in the
 output), the launcher's own check (`opsctl runtime check`) must accept it, then one restart (the
 launcher drains, the socket queues), then the old key must get 401 and the new one must not. On any
@@ -89,7 +89,7 @@ def rotate(layout: Layout, system, check, url: str = PROXY_URL) -> Rotation:
         f"rotated: {key_file} holds a new key (0600); the proxy refuses the old one (401) and accepts the new "
         f"one (HTTP {new_status}). LiteLLM's requests get 401 until you give it the new key: put the content "
         f"of {key_file} (sudo cat {key_file}) into LiteLLM's environment as OPTILLM_PROXY_KEY and restart it, "
-        "then: sudo opsctl smoke --all")
+        "then check a strategy model through LiteLLM (RUNBOOK.md#rotate-the-proxy-key)")
 
 
 # --- the key files install.sh writes ------------------------------------------------------------

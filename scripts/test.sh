@@ -2,7 +2,7 @@
 # The project's one test command (README, .ci/run): sets up everything from nothing, then runs
 # every test, the real parts included (real optillm from the lock, a booted systemd box, LiteLLM).
 # Needs root (the box is a systemd-nspawn container) and the host's apt and PyPI access.
-# Caches (documented in RUNBOOK): $OPTILLM_PROXY_TEST_CACHE, default /var/cache/optillm-proxy-ops.
+# Caches (documented in docs/testing.md): $OPTILLM_PROXY_TEST_CACHE, default /var/cache/optillm-proxy-ops.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

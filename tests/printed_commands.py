@@ -1,4 +1,4 @@
-"""Every command the README, the RUNBOOK and install.sh's summary print, and how each is proven.
+"""Every command the operator docs (DOCS) and install.sh's summary print, and how each is proven.
 
 A printed command is a line of a ```sh block, an inline `sudo ...` span (split at `&&`), or a
 command in install.sh's summary. Each one must be in PROOFS, or the fast test fails:
@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "RUNBOOK.md")
+# The operator docs: README, RUNBOOK and every document beside them. A command moved between them
+# stays proven; a new document's commands need a proof like any other.
+DOCS = ("README.md", "RUNBOOK.md", "ansible/README.md", "bench/README.md",
+        *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")))
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,17 @@ PROOFS: dict[str, Proof] = {
     "sudo opsctl key rotate": _test(f"{FAULTS}::test_opsctl_key_rotate_refuses_the_old_key_and_accepts_the_new_one",
                                     '"opsctl key rotate"', "it changes the key LiteLLM holds: the fault test puts it back"),
     "sudo cat /etc/optillm-proxy/api-key": _box(),
+    # the check through LiteLLM after a rotation: the operator types a key, so one test runs both
+    # lines in one shell with the key on stdin
+    "read -rsp 'LiteLLM key that may call moa-jerry-xl: ' LITELLM_KEY; echo": _test(
+        "tests/test_box_printed_commands.py::test_the_check_through_litellm_as_printed", "THROUGH_LITELLM",
+        "it reads a key typed at a prompt: the test gives it on stdin, then runs the curl line in the same shell"),
+    ("curl -sS -K <(printf 'header = \"Authorization: Bearer %s\"\\n' \"$LITELLM_KEY\") "
+     "-H 'Content-Type: application/json' -d '{\"model\": \"moa-jerry-xl\", \"messages\": [{\"role\": \"user\", "
+     "\"content\": \"Say OK.\"}], \"max_tokens\": 16}' -w '\\nHTTP %{http_code}\\n' "
+     "http://127.0.0.1:4000/v1/chat/completions"): _test(
+        "tests/test_box_printed_commands.py::test_the_check_through_litellm_as_printed", "THROUGH_LITELLM",
+        "it needs the key the line before reads: the test runs both lines in one shell"),
     # upgrades (RUNBOOK 7)
     "sudo ./install.sh --upgrade": _box(),
     "sudo ./install.sh --upgrade --profile full": _box(profile="full"),
@@ -178,7 +192,7 @@ def _inline_sudo(text: str) -> list[str]:
 
 
 def doc_commands() -> dict[str, list[str]]:
-    """{command: [where it is printed]} for README.md and RUNBOOK.md."""
+    """{command: [where it is printed]} for every document of DOCS."""
     found: dict[str, list[str]] = {}
     for name in DOCS:
         text = (REPO / name).read_text()

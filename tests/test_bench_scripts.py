@@ -1,4 +1,4 @@
-"""The benchmark scripts under bench/ stay scripts (run by hand, figures quoted in README/RUNBOOK
+"""The benchmark scripts under bench/ stay scripts (run by hand, figures quoted in bench/README.md
 with their date). Here their argument handling is checked (--help answers on stdout with exit 0,
 a bad argument is one line on stderr with exit 2), and each one that needs no box runs end to end
 with its smallest settings, so a change elsewhere (the launcher's checks, a fixture, a layout

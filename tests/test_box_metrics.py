@@ -20,13 +20,11 @@ import pytest
 from ops.layout import BASE_MODEL, LISTEN_PORT, SERVICE, STRATEGY_PREFIXES
 from tests.box import service
 from tests.fixtures.box import record
-from tests.fixtures.runtime import REPO
 from tests.test_prometheus import (COMPLETION_TOKENS_PER_CHOICE, FAN_OUT, JOB, PROMPT_TOKENS_PER_CALL, Prometheus,
                                    alert_expr, check_metrics, parse_metrics, scrape, start_prometheus, total)
 
 pytestmark = pytest.mark.box
 
-RUNBOOK = REPO / "RUNBOOK.md"
 SOCKET = f"{SERVICE}.socket"
 PROXY = f"http://127.0.0.1:{LISTEN_PORT}"
 TARGET = f"127.0.0.1:{LISTEN_PORT}"

@@ -1,4 +1,4 @@
-"""The commands README, RUNBOOK and install.sh's summary print, run in the booted box as printed.
+"""The commands the operator docs and install.sh's summary print, run in the booted box as printed.
 
 tests/printed_commands.py lists them and how each is proven; the fast tier
 (tests/test_printed_commands.py) fails on a printed command that is in no list. Here every "box"
@@ -192,6 +192,40 @@ def test_uninstall_as_printed_then_install_as_the_readme_says(box, box_upstream,
     _reinstall_as_the_readme_says(box, saved)
     assert key_files(box) == saved, "a reinstall changed the operator's files"
     record(f"`{command}` + reinstall s", round(time.monotonic() - start, 1))
+
+
+# RUNBOOK, "Rotate the proxy key": a key typed at a prompt, then a strategy model through LiteLLM.
+THROUGH_LITELLM = tuple(c for c in PROOFS if c.startswith("read -rsp 'LiteLLM key") or
+                        (c.startswith("curl ") and "127.0.0.1:4000" in c))
+
+
+def test_the_check_through_litellm_as_printed(box, box_upstream):
+    """Both lines in one shell, as an operator types them, the key given on stdin (never argv).
+    With LiteLLM holding the proxy key, moa-jerry-xl answers 200 through the proxy (moa's 3 model
+    calls). After `opsctl key rotate`, before LiteLLM has the new key, the same check fails: the
+    case `opsctl smoke --all`, which talks to the proxy directly, cannot see."""
+    assert len(THROUGH_LITELLM) == 2, THROUGH_LITELLM
+    script = "cd /repo && " + "\n".join(THROUGH_LITELLM)
+    litellm_key = box.upstream_key + "\n"  # the box's LiteLLM key (its master key: LiteLLM runs without a database)
+    before = len(box_upstream.calls())
+    good = box.run(script, input=litellm_key, timeout=300)
+    assert good.rc == 0 and good.stdout.rstrip().endswith("HTTP 200"), good.stdout[-2000:] + good.stderr[-2000:]
+    assert '"choices"' in good.stdout and box.upstream_key not in good.stdout + good.stderr
+    assert len(box_upstream.calls()) - before == 3, "moa- did not run through the proxy (3 model calls)"
+    key_file = box.root / str(LAYOUT.key_file).lstrip("/")
+    old = key_file.read_text()
+    try:
+        rotated = box.run("opsctl key rotate", timeout=600)
+        assert rotated.ok, rotated.stdout[-2000:] + rotated.stderr[-2000:]
+        stale = box.run(script, input=litellm_key, timeout=300)
+        print(f"through LiteLLM with its old proxy key: {stale.stdout[-600:]}")
+        assert not stale.stdout.rstrip().endswith("HTTP 200"), stale.stdout[-2000:]
+        assert "HTTP 401" in stale.stdout, stale.stdout[-2000:]
+    finally:
+        # Back to the key LiteLLM (box_upstream) presents, for the tests after this one.
+        key_file.write_text(old)
+        box.run("systemctl reset-failed optillm-proxy && systemctl restart optillm-proxy", timeout=120)
+        service.wait_healthy(box)
 
 
 def test_every_box_command_of_this_profile_ran():

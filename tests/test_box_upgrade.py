@@ -373,7 +373,7 @@ def test_rollback_returns_to_the_previous_runtime_in_one_restart(box, original):
 
 
 def test_bench_upgrade_downtime_runs_and_ends_where_it_started(box, original):
-    """bench/upgrade_downtime.sh (a script, figures quoted in the RUNBOOK) on this box, one round,
+    """bench/upgrade_downtime.sh (a script, figures quoted in bench/README.md) on this box, one round,
     so it cannot rot unseen: its variant lock is the first test's (same comment line), so the
     runtime exists and the round costs an upgrade and a rollback. Exit 0, its two lines, and the
     box where it started; the figures themselves are not judged."""

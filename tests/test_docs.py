@@ -1,7 +1,7 @@
-"""README and RUNBOOK stay honest: every command they show exists with the flags they show, the
-regions mirroring code are what tools/gen_docs.py renders from it (lint rules, request-path tables,
-every --help, test markers), every relative link resolves inside the repository, and the LiteLLM
-example they point to is the file the chain and box tests run."""
+"""The docs stay honest: every command they show exists with the flags they show, the regions
+mirroring code are what tools/gen_docs.py renders from it (the layout, lint rules, request-path
+tables, metrics, every --help, test markers), every relative link and #anchor resolves inside the
+repository, and the LiteLLM example they point to is the file the chain and box tests run."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from ops.cli import cli
 from ops.lint.rules import RULES
 from tools import gen_docs
 from tests.prerequisites import require_tool
+from tests.printed_commands import DOCS as DOC_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", REPO / "RUNBOOK.md"]
+DOCS = [REPO / name for name in DOC_NAMES]
 
 
 def authored(doc: Path) -> str:
@@ -56,11 +57,9 @@ def _resolve(args: list[str]) -> tuple[click.Command, list[str]]:
     return command, args
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_opsctl_command_and_flag_shown_exists(doc):
-    lines = _command_lines(authored(doc), "opsctl")
-    assert lines, f"{doc.name} shows no opsctl command"
-    for line in lines:
+    for line in _command_lines(authored(doc), "opsctl"):
         args = [a for a in shlex.split(line.replace("[", " ").replace("]", " ").replace("|", " "))]
         command, rest = _resolve(args)
         known = _flags(command.params) | {"-h", "--help"}
@@ -68,6 +67,10 @@ def test_every_opsctl_command_and_flag_shown_exists(doc):
             flag = arg.split("=", 1)[0]
             if flag.startswith("--") or re.fullmatch(r"-[a-zA-Z]", flag):
                 assert flag in known, f"{doc.name}: `opsctl ... {flag}` is shown but {command.name} has no such flag"
+
+
+def test_the_runbook_shows_opsctl_commands():
+    assert _command_lines(authored(REPO / "RUNBOOK.md"), "opsctl"), "RUNBOOK.md shows no opsctl command"
 
 
 def test_every_install_flag_shown_exists():
@@ -94,17 +97,22 @@ def test_the_generator_sees_drift_an_unknown_region_and_a_lost_marker(tmp_path):
     for doc in gen_docs.DOCS:
         (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / doc).write_text((REPO / doc).read_text())
-    runbook = tmp_path / "RUNBOOK.md"
-    text = runbook.read_text()
-    runbook.write_text(text.replace("| `key-sk-prefix` | error |", "| `key-sk-prefix` | warning |"))
-    current, generated = gen_docs.regenerate(tmp_path)["RUNBOOK.md"]
+    rules = tmp_path / "docs/reference/lint-rules.md"
+    text = rules.read_text()
+    rules.write_text(text.replace("| `key-sk-prefix` | error |", "| `key-sk-prefix` | warning |"))
+    current, generated = gen_docs.regenerate(tmp_path)["docs/reference/lint-rules.md"]
     assert current != generated and generated == text
-    runbook.write_text(text.replace("generated: lint-rules", "generated: lint-rulez"))
+    rules.write_text(text.replace("generated: lint-rules", "generated: lint-rulez"))
     with pytest.raises(gen_docs.DocProblem, match="unknown generated region 'lint-rulez'"):
         gen_docs.regenerate(tmp_path)
-    runbook.write_text(text.replace("<!-- END generated: lint-rules -->\n", ""))
+    rules.write_text(text.replace("<!-- END generated: lint-rules -->\n", ""))
     with pytest.raises(gen_docs.DocProblem, match="without its partner"):
         gen_docs.regenerate(tmp_path)
+    rules.write_text(text)
+    runbook = tmp_path / "RUNBOOK.md"
+    runbook.write_text(runbook.read_text().replace("`127.0.0.1:4020`", "`127.0.0.1:4021`", 1))
+    current, generated = gen_docs.regenerate(tmp_path)["RUNBOOK.md"]
+    assert current != generated and "`127.0.0.1:4020`" in generated, "the layout table is not checked"
 
 
 def test_gen_docs_check_exits_0_when_current():
@@ -120,13 +128,13 @@ def test_every_lint_rule_has_a_cause_and_a_fix_for_the_troubleshooting_table():
     assert [r.ID for r in RULES if not summary(r).endswith(".") or not fix(r)] == []
 
 
-def test_runbook_points_to_the_litellm_example_the_chain_and_box_tests_run():
+def test_the_litellm_doc_points_to_the_example_the_chain_and_box_tests_run():
     from tests.fixtures.litellm import CONFIG
 
     path = CONFIG.relative_to(REPO).as_posix()
     assert path == "etc/litellm/config.example.yaml"
-    section = (REPO / "RUNBOOK.md").read_text().split("## 3. The LiteLLM side", 1)[1].split("\n## ", 1)[0]
-    assert f"[`{path}`]({path})" in section and f"opsctl lint --litellm-config {path}" in section
+    text = (REPO / "docs" / "litellm.md").read_text()
+    assert f"[`{path}`](../{path})" in text and f"opsctl lint --litellm-config {path}" in text
 
 
 def test_readme_names_the_ci_test_command():
@@ -138,7 +146,7 @@ def test_readme_names_the_ci_test_command():
 
 def _markdown_files() -> list[Path]:
     listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "*.md"], capture_output=True, text=True).stdout
-    files = {REPO / line for line in listed.splitlines()} | set(DOCS) | set((REPO / "docs").glob("*.md"))
+    files = {REPO / line for line in listed.splitlines()} | set(DOCS) | set((REPO / "docs").rglob("*.md"))
     return sorted(p for p in files if p.exists())
 
 
@@ -167,9 +175,10 @@ def test_every_relative_link_resolves_inside_the_repository(doc):
 
 
 def _install_summary() -> str:
-    """What install.sh's print_summary prints (sourced: defines everything, runs nothing)."""
+    """What install.sh's print_summary prints after a healthy install on a systemd host (sourced:
+    defines everything, runs nothing)."""
     script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; "
-              "PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy CHANGES=() NOTES=() RESTART_REASONS=(); "
+              "PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy HAS_SYSTEMD=1 CHANGES=() NOTES=() RESTART_REASONS=(); "
               "print_summary")
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
 

@@ -4,7 +4,7 @@ shape, exit codes, and (marker `real`) the demonstration against the real launch
 The demonstration is a SIMULATION, not a model: the recording upstream (ops/fake_upstream.py,
 POST /_simulate) answers each sample right with probability p, seeded. It shows that the measurement
 sees a strategy's effect and that majority voting's measured lift is the one the binomial/plurality
-arithmetic predicts; it says nothing about any real model (RUNBOOK section 11).
+arithmetic predicts; it says nothing about any real model (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -311,8 +311,14 @@ def test_json_shape_resume_and_plot(sim_upstream, tmp_path):
 
 
 def test_text_report_and_default_results_file(sim_upstream, tmp_path, monkeypatch):
+    """The default results file is the user's own state, not the working directory: the command as
+    printed runs from a read-only checkout too."""
     tasks = small_tasks(tmp_path, 5)
-    monkeypatch.chdir(tmp_path)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     result = invoke("--tasks", str(tasks), "--model", "jerry-xl", "--model", "moa-jerry-xl",
                     "--url", upstream_url(sim_upstream))
     assert result.exit_code == 0, result.output
@@ -321,8 +327,26 @@ def test_text_report_and_default_results_file(sim_upstream, tmp_path, monkeypatc
     assert lines[2].startswith("jerry-xl") and lines[3].startswith("moa-jerry-xl")
     assert "moa-jerry-xl vs jerry-xl:" in result.stdout and "Wilson score interval" in result.stdout
     assert "\r" not in result.output  # no progress bar when not on a terminal
-    written = list(tmp_path.glob("tasks.eval-*.jsonl"))
+    assert list(checkout.iterdir()) == [], "eval wrote into the working directory"
+    written = list((tmp_path / "home" / ".local" / "state" / "opsctl" / "eval").glob("tasks.eval-*.jsonl"))
     assert len(written) == 1 and len(written[0].read_text().splitlines()) == 10
+    assert str(written[0]) in lines[0], lines[0]
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    again = invoke("--tasks", str(tasks), "--model", "jerry-xl", "--url", upstream_url(sim_upstream), "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["results_file"].startswith(str(tmp_path / "state" / "opsctl" / "eval"))
+
+
+def test_limit_asks_a_sample_that_a_full_run_reuses(sim_upstream, tmp_path):
+    tasks, results = small_tasks(tmp_path, 5), str(tmp_path / "r.jsonl")
+    common = ("--tasks", str(tasks), "--model", "jerry-xl", "--url", upstream_url(sim_upstream), "--results", results,
+              "--json")
+    sample = invoke(*common, "--limit", "2")
+    assert sample.exit_code == 0, sample.output
+    report = json.loads(sample.stdout)
+    assert report["asked"] == 2 and report["tasks"] == 2 and chat_calls(sim_upstream) == 2
+    full = invoke(*common)
+    assert full.exit_code == 0 and json.loads(full.stdout)["asked"] == 3 and json.loads(full.stdout)["reused"] == 2
+    assert invoke(*common, "--limit", "0").exit_code == 3
 
 
 def test_usage_errors_exit_3_and_send_nothing(sim_upstream, tmp_path):
@@ -483,6 +507,34 @@ def test_proxy_metrics_give_calls_and_tokens_per_task(monkeypatch, tmp_path):
     assert moa["other_requests"] == 4 and base["other_requests"] == 0
 
 
+def test_a_strategy_model_the_proxy_never_counted_is_named_and_exits_1(monkeypatch, tmp_path):
+    """Through LiteLLM, a strategy name LiteLLM sends elsewhere answers fine, yet no strategy ran:
+    the proxy's counters for its approach do not move. That is no 1.00x result, it is a warning."""
+    counters = {"none": 0, "moa": 0}
+    lock = threading.Lock()
+
+    def handler(request):
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text="\n".join(
+                f'optillm_proxy_requests_total{{approach="{a}",status="200"}} {n}\n'
+                f'optillm_proxy_upstream_calls_total{{approach="{a}"}} {n}' for a, n in counters.items()))
+        if json.loads(request.content)["model"] == "jerry-xl":
+            with lock:
+                counters["none"] += 1  # the base model passes the proxy; moa- never reaches it
+        return completion("The answer is 0.")
+
+    mock(monkeypatch, handler)
+    result = invoke("--tasks", str(small_tasks(tmp_path, 3)), "--model", "jerry-xl", "--model", "moa-jerry-xl",
+                    "--results", str(tmp_path / "r.jsonl"), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["unrouted"] == ["moa-jerry-xl"] and report["exit_code"] == 1
+    assert any(n.startswith("moa-jerry-xl: the proxy at ") and "no moa strategy ran" in n for n in report["notes"])
+    text = invoke("--tasks", str(small_tasks(tmp_path, 3)), "--model", "moa-jerry-xl",
+                  "--results", str(tmp_path / "r2.jsonl"))
+    assert text.exit_code == 1 and "counted none of its 3 answered request(s) for approach moa" in text.stdout
+
+
 def test_mixed_sources_compare_completion_tokens(monkeypatch, tmp_path):
     from ops.eval_results import BASIS_COMPLETION, Row, add_costs
 
@@ -559,7 +611,7 @@ def test_demonstration_simulated_upstream_majority_voting_lift_matches_the_predi
 
 
 def test_fake_upstream_command_line_serves_the_simulation():
-    """The RUNBOOK's `python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
+    """docs/eval.md's `python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
     as printed but on a free port (4000 may be LiteLLM's): a shipped task's prompt is answered."""
     import socket
     import subprocess

@@ -106,7 +106,7 @@ def test_second_run_changes_nothing(fleet, state):
 
 
 def test_testinfra_suite_passes_on_the_fleet_through_the_inventory(fleet):
-    """The RUNBOOK's command (tests/testinfra/run.sh with the inventory), from the controller:
+    """ansible/README.md's command (tests/testinfra/run.sh with the inventory), from the controller:
     run.sh builds the suite's venv from uv.lock (offline, from the host's uv cache) and checks
     every host of the group over ssh."""
     from tests.box.machine import host_uv_cache

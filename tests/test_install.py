@@ -395,9 +395,13 @@ def test_without_an_upstream_key_the_summary_says_where_to_write_it(staged_copy)
     run = stage(lay.root)
     assert run.returncode == 0, run.output  # staged: nothing is started anyway
     assert ("no LiteLLM key: write it into /etc/optillm-proxy/upstream-key (sudoedit /etc/optillm-proxy/upstream-key; "
-            "one line), then re-run install.sh") in run.output
+            "one line: a LiteLLM virtual key limited to jerry-xl), then re-run install.sh") in run.output
     # Created empty and private, so the operator's editor fills a file nobody else can read.
     assert lay.upstream_key_file.read_text() == "" and mode(lay.upstream_key_file) == 0o600
+    # What to do next is what can work with no service running: write the key, run again.
+    next_line = next(line for line in run.output.splitlines() if line.startswith("  next:"))
+    assert next_line == ("  next:      sudoedit /etc/optillm-proxy/upstream-key (one line); sudo ./install.sh "
+                         "(starts it); sudo opsctl lint"), next_line
 
 
 def test_existing_env_and_key_survive_a_rerun_byte_for_byte(staged_copy):
@@ -708,6 +712,9 @@ def test_real_install_without_systemd_installs_everything_and_exits_3(tmp_path):
         assert first.returncode == 3, first.output
         assert "NOT STARTED: systemd is not PID 1 here" in first.output
         assert "systemctl daemon-reload && systemctl enable --now optillm-proxy" in first.output
+        # No service runs here: the summary suggests no health or smoke check.
+        assert "  next:      sudo opsctl lint (health and smoke need the service started" in first.output
+        assert "sudo opsctl smoke" not in first.output, first.output
         assert "created system user optillm-proxy" in first.output
         lay = Layout(root)
         passwd = [line.split(":") for line in (root / "etc" / "passwd").read_text().splitlines()]

@@ -326,6 +326,27 @@ class SwitchableHealth:
         self.httpd.server_close()
 
 
+def test_status_line_lists_only_the_approaches_the_policy_allows():
+    """`systemctl status` must not suggest a prefix the policy refuses: optillm knows 15 core
+    approaches, PROXY_APPROACHES lets some through."""
+    from types import SimpleNamespace
+
+    table = {"majority_voting": {}}
+    server = SimpleNamespace(plugin_approaches={"majority_voting": object()},
+                             known_approaches=["none", "mcts", "bon", "moa", "rto", "z3", "self_consistency",
+                                               "pvg", "rstar", "cot_reflection", "plansearch", "leap", "re2",
+                                               "cepo", "mars", "none"])
+    allowed = settings.parse_approaches("majority_voting,moa,bon,moa&bon", ["majority_voting"], table)
+    line = notify.status_line(server, "http://127.0.0.1:4020", ["majority_voting"], allowed)
+    assert line == ("serving http://127.0.0.1:4020; approaches by model prefix: moa-, bon-, majority_voting-, "
+                    "moa&bon-; 1 plugin(s): majority_voting")
+    assert "cot_reflection" not in line and "more core" not in line
+    default = notify.status_line(server, "http://x", [], settings.parse_approaches(None, [], {}))
+    assert "prefix: moa-, bon-, plansearch-, self_consistency-; " in default
+    only_base = notify.status_line(server, "http://x", [], settings.parse_approaches("none", [], {}))
+    assert "prefix: none (base model only)" in only_base
+
+
 def test_watchdog_is_fed_only_while_health_answers(notify_listener):
     """The process keeps running but /health hangs: pings stop, and resume when it answers again."""
     import threading
@@ -479,7 +500,7 @@ def test_sigabrt_leaves_every_threads_stack_in_the_log(full_runtime, upstream, o
     # faulthandler writes every thread's stack to the log (the journal) and the process dies of it.
     # The all-threads dump races with a request thread that is exiting at that instant (measured:
     # about half the aborts sent right after a /health answer ended in SIGSEGV mid-dump), so this
-    # proves the dump on a quiet server; RUNBOOK section 8 tells operators it is best effort.
+    # proves the dump on a quiet server; docs/design.md tells operators it is best effort.
     listener = notify_listener()
     p = start_via_launcher(optillm_factory, full_runtime, upstream, tmp_path, listener=listener)
     listener.wait_for("READY=1", START_TIMEOUT, p)

@@ -383,4 +383,4 @@ def test_report_on_a_real_launchers_records(lean_runtime, upstream, tmp_path):
                                "no_approach": 0, "no_approach_statuses": {}}
     text = run("--input", str(server.log_path))
     assert text.exit_code == 0 and "refused by policy: 1 (approach-not-allowed 1)" in text.stdout
-    print(text.stdout)  # the RUNBOOK's example is this output's shape
+    print(text.stdout)  # docs/report.md's example is this output's shape

@@ -1,4 +1,4 @@
-"""Regenerate the parts of README.md, RUNBOOK.md and docs/*.md that mirror code, from the code.
+"""Regenerate the parts of the docs (DOCS) that mirror code, from the code.
 
     uv run --frozen python tools/gen_docs.py            # rewrite the generated regions
     uv run --frozen python tools/gen_docs.py --check    # exit 1 and show the drift, write nothing
@@ -12,8 +12,9 @@ A generated region is delimited in the Markdown by
 and everything between the two lines is replaced by what REGIONS[NAME] renders; nothing outside
 a region is touched. To change a region's text, change the code it comes from (a lint rule's
 docstring, a click option's help, launcher/optillm_proxy_launcher/policy.RULES, routes.ROUTES and
-routes.REFUSED or settings.BOUNDS, install.sh's usage and steps, pyproject.toml's markers), then
-run this. A region may appear in more than one document; each copy renders the same.
+routes.REFUSED or settings.BOUNDS, layout.env, the metrics the launcher registers, install.sh's
+usage and steps, pyproject.toml's markers), then run this. A region may appear in more than one
+document; each copy renders the same.
 tests/test_docs.py runs --check's logic in the fast tier, so CI fails on drift.
 
 Exit codes: 0 up to date (or rewritten), 1 --check found drift, 2 a document names an unknown
@@ -32,10 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "RUNBOOK.md", "docs/request-path.md")
+DOCS = ("README.md", "RUNBOOK.md", "docs/request-path.md", "docs/monitoring.md", "docs/testing.md",
+        "docs/reference/cli.md", "docs/reference/lint-rules.md")
 # --help is rendered at a fixed width, so the text does not depend on the terminal it runs in:
 # the width click uses in any terminal of 80 columns or more (its default max_content_width 80,
-# minus 2), so the RUNBOOK reads as `opsctl COMMAND --help` prints.
+# minus 2), so the reference reads as `opsctl COMMAND --help` prints.
 HELP_WIDTH = 78
 
 REGION = re.compile(
@@ -85,6 +87,58 @@ def request_bounds() -> str:
         default = int(b.default) if float(b.default).is_integer() else b.default
         rows.append(f"| `{b.name}` | {default} | {b.range} | {b.why} |")
     return "\n".join(["| setting | default | range | why |", "|---|---|---|---|", *rows]) + "\n"
+
+
+# What runs where, for the RUNBOOK's first table: each row a template over layout.env's keys.
+LAYOUT_ROWS = (
+    ("service", "`${SERVICE}.service`, user `${SERVICE_USER}`, on `${LISTEN_HOST}:${LISTEN_PORT}` only; "
+                "`${SOCKET_UNIT}` holds the port (restarts queue, never refuse)"),
+    ("upstream", "LiteLLM at `${UPSTREAM_URL}`: clients call it; it sends `<strategy>-${BASE_MODEL}` to the "
+                 "proxy, which calls it back for `${BASE_MODEL}` only"),
+    ("optillm", "stock ${OPTILLM_VERSION}; profiles `${PROFILES}` (default `${DEFAULT_PROFILE}`)"),
+    ("runtimes", "`${RUNTIMES_DIR}/<version>-<profile>-<lock sha12>/`; `${CURRENT_LINK}` serves, "
+                 "`${PREVIOUS_LINK}` is the rollback target"),
+    ("env file", "`${ENV_FILE}` (root 0600): plugins, approaches, request bounds; no secret"),
+    ("proxy key", "`${KEY_FILE}` (root 0600): what LiteLLM presents to the proxy (`LoadCredential=api-key`)"),
+    ("LiteLLM key", "`${UPSTREAM_KEY_FILE}` (root 0600): the LiteLLM virtual key the proxy presents "
+                    "(`LoadCredential=upstream-key`)"),
+    ("provider file", "`${PROVIDER_FILE}` (root 0644; loopback only)"),
+    ("units", "`${UNIT_FILE}`, `${SOCKET_FILE}`; your drop-ins in `${DROPIN_DIR}/`"),
+    ("tools", "`${TOOLS_DIR}/` (uv, opsctl's venv), `${OPSCTL_LINK}`"),
+    ("uninstall", "`${UNINSTALL_SCRIPT}` (no checkout needed)"),
+)
+
+
+def layout_table() -> str:
+    from string import Template
+
+    from optillm_proxy_launcher.layout import FACTS
+
+    rows = []
+    for what, where in LAYOUT_ROWS:
+        try:
+            rows.append(f"| {what} | {Template(where).substitute(FACTS)} |")
+        except KeyError as exc:
+            raise DocProblem(f"layout table: layout.env has no key {exc}") from None
+    return "\n".join(["| what | where |", "|---|---|", *rows]) + "\n"
+
+
+def metrics_table() -> str:
+    """Every metric the launcher registers, from a Metrics built on a registry of its own."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from optillm_proxy_launcher.metrics import Metrics
+
+    metrics = Metrics(registry=CollectorRegistry())
+    rows = []
+    for metric in vars(metrics).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        name = metric._name + ("_total" if metric._type == "counter" else "")
+        labels = ", ".join(f"`{label}`" for label in metric._labelnames) or "-"
+        rows.append(f"| `{name}` | {metric._type} | {labels} | {cell(metric._documentation)} |")
+    return "\n".join(["| metric | type | labels | what it counts |", "|---|---|---|---|", *rows]) + "\n"
 
 
 def _commands(group, ctx, path=()):
@@ -165,6 +219,8 @@ def pytest_markers() -> str:
 
 
 REGIONS: dict[str, Callable[[], str]] = {
+    "layout": layout_table,
+    "metrics": metrics_table,
     "lint-rules": lint_rules,
     "policy-rules": policy_rules,
     "request-routes": request_routes,

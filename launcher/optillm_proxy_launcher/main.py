@@ -126,7 +126,8 @@ def main() -> None:
         refuse(str(exc))
     threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,
                      args=(server, notifier, host, port, interval, supervisor_stop,
-                           settings.enabled_slugs(prepared.enabled, prepared.table))).start()
+                           settings.enabled_slugs(prepared.enabled, prepared.table),
+                           sorted(prepared.request.approaches))).start()
     try:
         server.main()
     except ConfigRefused as exc:  # an enabled plugin failed to load

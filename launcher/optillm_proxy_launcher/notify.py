@@ -75,20 +75,22 @@ def watchdog_interval(environ: dict[str, str]) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def status_line(server, address: str, expected: list[str] = ()) -> str:
+def status_line(server, address: str, expected: list[str] = (), approaches=()) -> str:
+    """What `systemctl status` shows: the approaches the policy lets through (PROXY_APPROACHES,
+    the routed strategies first), not every approach optillm knows, and the plugins loaded."""
     loaded = sorted(server.plugin_approaches)
     plugins = f"{len(loaded)} plugin(s): {', '.join(loaded)}" if loaded else "0 plugins"
     failed = [slug for slug in expected if slug not in loaded]
     if failed:
         # Stock loading (PROXY_PLUGINS=all) logs a failed plugin and goes on; say so where operators look.
         plugins += f"; FAILED to load: {', '.join(failed)} (see the journal)"
-    strategies = ", ".join(f"{s}-" for s in ROUTED_STRATEGIES)
-    return (f"serving {address}; strategies by model prefix: {strategies} "
-            f"(+{len(server.known_approaches) - 1 - len(ROUTED_STRATEGIES)} more core); {plugins}")
+    allowed = [s for s in ROUTED_STRATEGIES if s in approaches] + sorted(set(approaches) - set(ROUTED_STRATEGIES))
+    prefixes = ", ".join(f"{a}-" for a in allowed) or "none (base model only)"
+    return f"serving {address}; approaches by model prefix: {prefixes}; {plugins}"
 
 
 def supervise(server, notifier: Notifier, host: str, port: int, interval: float | None,
-              stop: threading.Event | None = None, expected: list[str] = ()) -> None:
+              stop: threading.Event | None = None, expected: list[str] = (), approaches=()) -> None:
     """Background thread: READY=1 once /health answers, then watchdog pings while it keeps answering."""
     stop = stop or threading.Event()
     poll_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -99,7 +101,7 @@ def supervise(server, notifier: Notifier, host: str, port: int, interval: float 
     while not health_ok(url, HEALTH_TIMEOUT_SECONDS):
         if stop.wait(HEALTH_POLL_SECONDS):
             return
-    status = status_line(server, address, expected)
+    status = status_line(server, address, expected, approaches)
     notifier.send(f"READY=1\nSTATUS={status}")
     if interval is None:
         return

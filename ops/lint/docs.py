@@ -1,4 +1,4 @@
-"""Every lint rule as Markdown, from the rules' own docstrings: table() is the RUNBOOK's
+"""Every lint rule as Markdown, from the rules' own docstrings: table() is docs/reference/lint-rules.md's
 troubleshooting table (written there by tools/gen_docs.py), markdown() every rule in full
 (`uv run python -m ops.lint.docs`)."""
 
