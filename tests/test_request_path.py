@@ -383,7 +383,7 @@ def test_another_optillm_is_refused_at_start_with_exit_78(lean_runtime, tmp_path
     assert proc.returncode == 78, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]
     assert lines == ["optillm-proxy-launcher: refused: optillm's internals differ from 0.3.12 at patch points "
-                     "server.get_config, server.OpenAI, server.app.wsgi_app (server.py:proxy): "
+                     "server.get_config, server.OpenAI, server.app.wsgi_app, server.app.view_functions (server.py:proxy): "
                      "this launcher patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/"]
     assert "Traceback" not in proc.stderr
     shutil.rmtree(copy)

@@ -530,7 +530,8 @@ def test_the_upgrade_verifies_a_real_runtime_as_the_launcher_does(layout, lean_r
         server_py.write_text(text.replace("    data = request.get_json()\n", "    data = request.get_json(silent=True)\n"))
         problem = up.System().optillm_problem(layout, runtime)
         assert problem == ("optillm's internals differ from 0.3.12 at patch points "
-                           "server.get_config, server.OpenAI, server.app.wsgi_app (server.py:proxy): this launcher "
+                           "server.get_config, server.OpenAI, server.app.wsgi_app, server.app.view_functions (server.py:proxy): "
+                           "this launcher "
                            "patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/ (what "
                            "changed: tools/audit_optillm.py 0.3.12, docs/upgrading-optillm.md)")
     finally:

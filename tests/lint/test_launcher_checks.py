@@ -159,8 +159,8 @@ def test_real_server_py_with_one_function_edited(full_runtime, deployment):
     findings = deployment.lint()
     (finding,) = findings
     assert (finding.rule, finding.path) == ("optillm-internals", str(server)), render(findings)
-    assert finding.message.endswith("differ from 0.3.12 at patch points server.app.wsgi_app "
-                                    "(server.py:check_api_key): this launcher "
+    assert finding.message.endswith("differ from 0.3.12 at patch points server.app.wsgi_app, "
+                                    "server.app.view_functions (server.py:check_api_key): this launcher "
                                     "patches optillm 0.3.12 only: reinstall the runtime from the "
                                     "toolkit's locks/")
 
