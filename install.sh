@@ -843,46 +843,21 @@ install_unit() {
 
 # --- change detection and (re)start ------------------------------------------------------------
 
-# What the running service depends on, one "component sha256" line each. Stored after each run;
-# a component that differs from the stored line is a reason to restart.
-fingerprint() {
-  local libexec dropins
-  libexec="$(R "${CURRENT_LINK}")/libexec"
-  echo "runtime $(readlink "$(R "${CURRENT_LINK}")" 2>/dev/null || echo absent)"
-  if [[ -d "${libexec}" ]]; then
-    echo "launcher $(cd "${libexec}" && find . -type f -not -path "*/__pycache__/*" | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
-  else
-    echo "launcher absent"
-  fi
-  echo "unit $(sha256_of "$(R "${UNIT_FILE}")")"
-  echo "socket $(sha256_of "$(R "${SOCKET_FILE}")")"
-  dropins="$(R "${DROPIN_DIR}")"
-  if [[ -d "${dropins}" ]]; then
-    echo "drop-ins $(cd "${dropins}" && find . -type f -name '*.conf' | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
-  else
-    echo "drop-ins absent"
-  fi
-  echo "env-file $(sha256_of "$(R "${ENV_FILE}")")"
-  echo "key-file $(sha256_of "$(R "${KEY_FILE}")")"
-  echo "upstream-key $(sha256_of "$(R "${UPSTREAM_KEY_FILE}")")"
-  echo "provider-file $(sha256_of "$(R "${PROVIDER_FILE}")")"
-}
-
-# A dry run writes nothing, so it compares what is on disk now (an edited env file, say) with the
-# last run's record, and counts what the steps above would write as a change too.
+# ops/install_state.py compares what the service depends on with the record of the last run (opsctl
+# records after its own restarts too) and, unless a dry run, records the host; it prints what
+# changed, one component a line. From opsctl's venv, which a dry run on a new host lacks: nothing
+# is recorded there either.
 detect_changes() {
   step "change detection" "remove ${INSTALL_STATE_FILE} to force a restart, then re-run"
-  local state new old line
-  state="$(R "${INSTALL_STATE_FILE}")"
-  new="$(fingerprint)"
-  old="$(cat "${state}" 2>/dev/null || true)"
-  if [[ -z "${old}" ]]; then
-    RESTART_REASONS+=("first-install")
+  local python changed args=(changes --record)
+  python="$(R "${TOOLS_DIR}")/opsctl/bin/python"
+  [[ -z "${DRY_RUN}" ]] || args=(changes)
+  if [[ -x "${python}" ]]; then
+    changed="$("${python}" -I -m ops.install_state "${args[@]}" "${ROOT:-/}")"
   else
-    while IFS= read -r line; do
-      grep -qxF "${line}" <<<"${old}" || RESTART_REASONS+=("${line%% *}")
-    done <<<"${new}"
+    changed="first-install"
   fi
+  [[ -z "${changed}" ]] || mapfile -t RESTART_REASONS <<<"${changed}"
   if [[ -n "${DRY_RUN}" ]]; then
     ((${#CHANGES[@]})) && RESTART_REASONS+=("files this run would write")
     if ((${#RESTART_REASONS[@]})); then
@@ -890,21 +865,11 @@ detect_changes() {
     else
       report "dry run: nothing changed, no restart would follow"
     fi
-    return
-  fi
-  [[ "${new}" == "${old}" ]] || record_state "${new}" "${state}"
-  if ((${#RESTART_REASONS[@]})); then
+  elif ((${#RESTART_REASONS[@]})); then
     report "changed since the last install: ${RESTART_REASONS[*]}"
   else
     report "nothing the service depends on changed"
   fi
-}
-
-record_state() {
-  local tmp="$2.install-tmp.$$"
-  (umask 077 && printf '%s\n' "$1" >"${tmp}")
-  if real_install; then chown root:root "${tmp}"; fi
-  mv -f "${tmp}" "$2"
 }
 
 service_is_active() { systemctl is-active --quiet "${SERVICE}"; }

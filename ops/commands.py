@@ -443,7 +443,7 @@ def key_rotate() -> None:
                                    "sudo opsctl key rotate")
     if not layout.unit_file.exists() or not layout.key_file.exists():
         _key_fail(keys.EXIT_USAGE, f"{layout.unit_file} or {layout.key_file} not found: run install.sh first")
-    system = System()
+    system = System(layout=layout)
     try:
         result = keys.rotate(layout, system,
                              lambda: config_check.check(layout, layout.current.resolve(), system.run))

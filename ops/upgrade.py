@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ops import install_state
 from ops import runtime as rt
 from ops.layout import DEFAULT, LISTEN_HOST, PROXY_URL, SERVICE, Layout
 
@@ -59,8 +60,9 @@ def _tail(text: str, lines: int = 1) -> str:
 class System:
     """The real machine: systemd and opsctl as subprocesses."""
 
-    def __init__(self, opsctl: list[str] | None = None) -> None:
+    def __init__(self, opsctl: list[str] | None = None, layout: Layout = DEFAULT) -> None:
         self.opsctl_argv = opsctl or _opsctl_argv()
+        self.layout = layout
 
     def run(self, argv: list[str], timeout: float) -> tuple[int, str]:
         try:
@@ -88,7 +90,10 @@ class System:
         # A deliberate restart must not be refused by the start rate limit that earlier failures
         # (a candidate that failed after the switch) used up.
         self.run(["systemctl", "reset-failed", SERVICE], 30)
-        return self.run(["systemctl", "restart", SERVICE], START_TIMEOUT)
+        result = self.run(["systemctl", "restart", SERVICE], START_TIMEOUT)
+        # What it restarted with is what a plain install.sh must find unchanged (ops/install_state.py).
+        install_state.record_restart(self.layout)
+        return result
 
     def main_pid(self) -> str:
         return self.run(["systemctl", "show", "-p", "MainPID", "--value", SERVICE], 30)[1].strip()
@@ -147,7 +152,7 @@ class Upgrader:
     def __init__(self, layout: Layout = DEFAULT, system: System | None = None,
                  say: Callable[[str], None] | None = None, start_timeout: float = START_TIMEOUT) -> None:
         self.layout = layout
-        self.system = system or System()
+        self.system = system or System(layout=layout)
         self.say = say or (lambda line: print(f"==> {line}", file=sys.stderr, flush=True))
         self.start_timeout = start_timeout
 
