@@ -48,6 +48,7 @@ PROFILE_GIVEN="${OPX_INSTALL_PROFILE:+1}"
 ROOT="${OPX_INSTALL_ROOT:-}"
 SKIP_START="${OPX_INSTALL_SKIP_START:-}"
 DRY_RUN=""
+JSON=""
 UNINSTALL=""
 PURGE=""
 UPGRADE=""
@@ -68,7 +69,7 @@ RUNTIME_NAME=""
 SERVICE_STATE=""
 HAS_SYSTEMD=""
 UPSTREAM_KEY_MISSING=""
-CONFIG_REFUSED=""
+HEALTH=""
 KEPT_RUNTIME=""
 
 usage() {
@@ -95,6 +96,8 @@ Options:
                   afterwards). Env: OPX_INSTALL_ROOT
   --dry-run       print each step and what it would change; write nothing
   --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
+  --json          the summary as one JSON object on stdout (changed, restarted, runtime, profile,
+                  lock, health, next); progress goes to stderr
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
                   keeps ${CONF_DIR} and ${STATE_DIR}
   --purge         with --uninstall: also remove ${CONF_DIR}, ${STATE_DIR} and unit drop-ins
@@ -285,6 +288,7 @@ parse_args() {
         ROOT="$2"; shift 2 ;;
       --root=*) ROOT="${1#*=}"; shift ;;
       --dry-run) DRY_RUN=1; shift ;;
+      --json) JSON=1; shift ;;
       --no-start) SKIP_START=1; shift ;;
       --uninstall) UNINSTALL=1; shift ;;
       --purge) PURGE=1; shift ;;
@@ -296,6 +300,8 @@ parse_args() {
   if [[ -n "${PURGE}" && -z "${UNINSTALL}" ]]; then
     die "${EXIT_USAGE}" "--purge only goes with --uninstall"
   fi
+  [[ -z "${JSON}" || -z "${UPGRADE}${ROLLBACK}${UNINSTALL}" ]] ||
+    die "${EXIT_USAGE}" "--json goes with an install run, not with --upgrade, --rollback or --uninstall"
   if [[ -n "${UPGRADE}${ROLLBACK}" ]]; then
     [[ -n "${UPGRADE}" && -n "${ROLLBACK}" ]] && die "${EXIT_USAGE}" "--upgrade and --rollback are two separate runs"
     [[ -n "${ROOT}${DRY_RUN}${UNINSTALL}${SKIP_START}" ]] &&
@@ -874,24 +880,31 @@ detect_changes() {
 
 service_is_active() { systemctl is-active --quiet "${SERVICE}"; }
 
+# The service's outcome: HEALTH for --json (staged, dry-run, not-started, running: not restarted,
+# healthy or unhealthy: (re)started by this run, refused: kept on the previous configuration).
+service_is() {
+  HEALTH="$1"
+  SERVICE_STATE="$2"
+}
+
 start_service() {
   step "service" "see: journalctl -u ${SERVICE} -n 50 --no-pager; systemctl status ${SERVICE}"
   if [[ -n "${ROOT}" ]]; then
-    SERVICE_STATE="staged under ${ROOT}: not started (--root never runs systemctl)"
+    service_is staged "staged under ${ROOT}: not started (--root never runs systemctl)"
     report "skipped under --root"
     return
   fi
   if [[ -n "${DRY_RUN}" ]]; then
     if ((${#RESTART_REASONS[@]})); then
-      SERVICE_STATE="dry run: would check the configuration (opsctl runtime check) and restart ${SERVICE} (changed: ${RESTART_REASONS[*]})"
+      service_is dry-run "dry run: would check the configuration (opsctl runtime check) and restart ${SERVICE} (changed: ${RESTART_REASONS[*]})"
     else
-      SERVICE_STATE="dry run: would not restart ${SERVICE} (nothing changed)"
+      service_is dry-run "dry run: would not restart ${SERVICE} (nothing changed)"
     fi
     report "${SERVICE_STATE#dry run: }"
     return
   fi
   if [[ -z "${HAS_SYSTEMD}" ]]; then
-    SERVICE_STATE="NOT STARTED: systemd is not PID 1 here (container or CI?); on a systemd host run: systemctl daemon-reload && systemctl enable --now ${SERVICE}"
+    service_is not-started "NOT STARTED: systemd is not PID 1 here (container or CI?); on a systemd host run: systemctl daemon-reload && systemctl enable --now ${SERVICE}"
     report "systemd is not running here: installed, but could not start ${SERVICE}"
     return
   fi
@@ -902,12 +915,12 @@ start_service() {
       systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
   fi
   if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
-    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh"
+    service_is not-started "NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line), then re-run install.sh"
     report "not started: ${UPSTREAM_KEY_FILE} is missing or empty"
     return
   fi
   if [[ -n "${SKIP_START}" ]]; then
-    SERVICE_STATE="not (re)started (--no-start)${RESTART_REASONS[*]:+; pending changes: ${RESTART_REASONS[*]}}"
+    service_is not-started "not (re)started (--no-start)${RESTART_REASONS[*]:+; pending changes: ${RESTART_REASONS[*]}}"
     report "skipped (--no-start)"
     return
   fi
@@ -917,7 +930,7 @@ start_service() {
   elif ! service_is_active; then
     action="started (it was not running)"
   else
-    SERVICE_STATE="running, not restarted (nothing changed)"
+    service_is running "running, not restarted (nothing changed)"
     report "nothing changed: not restarted"
     return
   fi
@@ -929,11 +942,11 @@ start_service() {
   # the service serves, or fails (a refused config exits 78 and is not retried). The old process
   # drains its requests first while new connections wait in the socket's backlog.
   if systemctl restart "${SERVICE}"; then
-    SERVICE_STATE="${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
+    service_is healthy "${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
     CHANGES+=("${SERVICE} ${action}")
   else
     CHANGES+=("tried to ${action%% *} ${SERVICE}: it failed")
-    SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
+    service_is unhealthy "${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
   fi
 }
@@ -970,8 +983,7 @@ configuration_accepted() {
     report "configuration accepted by the launcher's checks"
     return 0
   fi
-  CONFIG_REFUSED=1
-  SERVICE_STATE="NOT RESTARTED: the launcher would refuse the new configuration, so the service keeps running the previous one: ${out##*$'\n'} (fix it, check with: sudo opsctl lint, then re-run install.sh)"
+  service_is refused "NOT RESTARTED: the launcher would refuse the new configuration, so the service keeps running the previous one: ${out##*$'\n'} (fix it, check with: sudo opsctl lint, then re-run install.sh)"
   report "refused: ${out##*$'\n'}"
   return 1
 }
@@ -990,8 +1002,23 @@ hold_socket() {
   fi
 }
 
+# What an operator runs next (the summary and --json print the same).
+next_commands() {
+  printf '%s\n' "sudo opsctl health" "sudo opsctl smoke --all" "sudo opsctl lint" "journalctl -u ${SERVICE} -f"
+}
+
+# What changed: what this run wrote and did, or else what changed since the last run (empty: nothing).
+changed_items() {
+  if ((${#CHANGES[@]})); then
+    printf '%s\n' "${CHANGES[@]}"
+  elif ((${#RESTART_REASONS[@]})); then
+    echo "nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
+  fi
+}
+
 print_summary() {
-  local item
+  local item next
+  mapfile -t next < <(next_commands)
   echo
   echo "optillm-proxy install summary${DRY_RUN:+ (dry run: nothing was written)}"
   echo "  profile:   ${PROFILE} (runtime ${RUNTIME_NAME}, optillm ${OPTILLM_VERSION}; recorded in ${CURRENT_LINK}/${MANIFEST_REL})"
@@ -999,7 +1026,7 @@ print_summary() {
     echo "  changed:"
     for item in "${CHANGES[@]}"; do echo "    - ${item}"; done
   elif ((${#RESTART_REASONS[@]})); then
-    echo "  changed:   nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
+    echo "  changed:   $(changed_items)"
   else
     echo "  changed:   nothing (no change; nothing restarted)"
   fi
@@ -1009,9 +1036,31 @@ print_summary() {
   echo "  upstream:  ${UPSTREAM_KEY_FILE} (the LiteLLM key the proxy presents; root 0600)"
   [[ -n "${ROOT}" ]] && echo "  staged at: ${ROOT}"
   for item in "${NOTES[@]}"; do echo "  note:      ${item}"; done
-  echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
-  echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+  echo "  next:      ${next[0]}; ${next[1]}; ${next[2]}"
+  echo "             ${next[3]}; after editing the env file: sudo ./install.sh (restarts once)"
   echo "  uninstall: sudo ./install.sh --uninstall (or ${UNINSTALL_SCRIPT}); --purge also removes ${CONF_DIR}"
+}
+
+# --json: one object on the invoker's stdout (fd 3; everything else went to stderr), built by
+# Python's json from NAME=VALUE arguments (a repeated NAME is a list).
+print_json() {
+  local args=(profile="${PROFILE}" runtime="${RUNTIME_NAME}" optillm_version="${OPTILLM_VERSION}" lock="${LOCK_SHOWN}"
+    lock_sha256="${LOCK_SHA}" health="${HEALTH}" service="${SERVICE_STATE}" dry_run="${DRY_RUN}" root="${ROOT}"
+    exit_code="$(exit_code)") item
+  while IFS= read -r item; do args+=("changed=${item}"); done < <(changed_items)
+  for item in "${RESTART_REASONS[@]}"; do args+=("restart_reasons=${item}"); done
+  for item in "${NOTES[@]}"; do args+=("notes=${item}"); done
+  while IFS= read -r item; do args+=("next=${item}"); done < <(next_commands)
+  "${SYSTEM_PYTHON}" -I - "${args[@]}" >&3 <<'EOF'
+import json, sys
+out = {key: [] for key in ("changed", "restart_reasons", "notes", "next")}
+for arg in sys.argv[1:]:
+    key, _, value = arg.partition("=")
+    out[key].append(value) if key in out and isinstance(out[key], list) else out.__setitem__(key, value)
+out.update(restarted=out["health"] in ("healthy", "unhealthy"), dry_run=bool(out["dry_run"]),
+           exit_code=int(out["exit_code"]), root=out["root"] or None)
+print(json.dumps(out, indent=2))
+EOF
 }
 
 exit_code() {
@@ -1019,11 +1068,11 @@ exit_code() {
     echo "${EXIT_OK}"
   elif [[ -z "${HAS_SYSTEMD}" ]]; then
     echo "${EXIT_NO_SYSTEMD}"
-  elif [[ "${SERVICE_STATE}" == *"NOT HEALTHY"* ]]; then
+  elif [[ "${HEALTH}" == unhealthy ]]; then
     echo "${EXIT_UNHEALTHY}"
   elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
     echo "${EXIT_PREREQ}"
-  elif [[ -n "${CONFIG_REFUSED}" ]]; then
+  elif [[ "${HEALTH}" == refused ]]; then
     echo "${EXIT_CONFIG_REFUSED}"
   else
     echo "${EXIT_OK}"
@@ -1200,6 +1249,9 @@ upgrade_main() {
 main() {
   umask 022
   parse_args "$@"
+  # fd 3 is the invoker's stdout; with --json only the object goes there.
+  exec 3>&1
+  [[ -z "${JSON}" ]] || exec 1>&2
   trap 'on_error $? $LINENO' ERR
   if [[ -n "${UPGRADE}" ]]; then
     upgrade_main
@@ -1231,7 +1283,7 @@ main() {
   write_uninstall_script
   detect_changes
   start_service
-  print_summary
+  if [[ -n "${JSON}" ]]; then print_json; else print_summary; fi
   exit "$(exit_code)"
 }
 

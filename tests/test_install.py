@@ -323,6 +323,47 @@ def test_dry_run_predicts_the_restart_an_edited_env_file_causes(staged_copy):
     assert "changed since the last install: env-file" in real.output, real.output
 
 
+JSON_KEYS = {"changed", "restart_reasons", "notes", "next", "profile", "runtime", "optillm_version", "lock",
+             "lock_sha256", "health", "service", "dry_run", "root", "exit_code", "restarted"}
+
+
+def run_json(*args: str) -> tuple[dict, str]:
+    """install.sh --json: the object on stdout (nothing else there), and the progress on stderr."""
+    proc = subprocess.run([str(INSTALL_SH), *args, "--json"], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+def test_json_dry_run_on_an_empty_root_is_one_object_naming_every_write(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    out, progress = run_json("--root", str(root), "--profile", PROFILE, "--dry-run")
+    assert set(out) == JSON_KEYS
+    assert (out["dry_run"], out["restarted"], out["health"], out["exit_code"]) == (True, False, "staged", 0)
+    assert (out["profile"], out["runtime"], out["optillm_version"], out["lock"], out["lock_sha256"]) == \
+        (PROFILE, runtime_name(), OPTILLM_VERSION, f"locks/py{python_version()}/{PROFILE}.txt", lock_sha())
+    assert f"would: build {runtime_name()} from {out['lock']}" in out["changed"]
+    assert "would: generate the proxy key into /etc/optillm-proxy/api-key" in out["changed"]
+    assert out["restart_reasons"] == ["first-install", "files this run would write"]
+    assert out["root"] == str(root) and out["next"][0] == "sudo opsctl health"
+    assert "==> check system: " in progress and "install summary" not in progress
+    assert list(root.iterdir()) == []
+
+
+def test_json_rerun_says_nothing_changed_then_names_an_edited_file(staged_copy):
+    lay = staged_copy
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE)
+    assert (out["changed"], out["restart_reasons"], out["restarted"], out["dry_run"]) == ([], [], False, False)
+    lay.env_file.write_text(lay.env_file.read_text() + "UPSTREAM_RETRIES=2\n")
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE, "--dry-run")
+    assert out["restart_reasons"] == ["env-file"] and out["changed"] != []
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE)
+    assert out["changed"] == ["nothing written by install.sh (changed since the last run: env-file)"]
+    assert out["restart_reasons"] == ["env-file"]
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE)
+    assert out["changed"] == [] and out["restart_reasons"] == []
+
+
 def test_dry_run_uninstall_removes_nothing(staged):
     run = run_install("--uninstall", "--purge", "--dry-run", "--root", str(staged.root))
     assert run.returncode == 0, run.output
@@ -527,6 +568,7 @@ def test_generated_uninstall_script_removes_the_install(staged, staged_copy):
     (["--profile", "tiny"], 2, "unknown profile 'tiny': use --profile lean or --profile full"),
     (["--purge"], 2, "--purge only goes with --uninstall"),
     (["--root"], 2, "--root needs a directory"),
+    (["--json", "--uninstall"], 2, "--json goes with an install run, not with --upgrade, --rollback or --uninstall"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, code, message):
     run = run_install(*args)
@@ -537,7 +579,7 @@ def test_bad_arguments_exit_2_with_one_line(args, code, message):
 def test_help_documents_flags_and_exit_codes():
     run = run_install("--help")
     assert run.returncode == 0
-    for text in ("--profile", "--root", "--dry-run", "--uninstall", "--purge", "--no-start",
+    for text in ("--profile", "--root", "--dry-run", "--uninstall", "--purge", "--no-start", "--json",
                  "Exit codes:", "  3  installed, but systemd is not PID 1"):
         assert text in run.output
 
