@@ -25,18 +25,11 @@ readonly EXIT_CONFIG_REFUSED=6 # the launcher would refuse the new configuration
 
 readonly SYSTEM_PYTHON="/usr/bin/python3"
 readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates systemd)
-# The directories systemd-tmpfiles makes and keeps (path mode owner; the owner's group is its own).
-readonly DIRECTORIES=(
-  "${PREFIX_DIR} 0755 root"
-  "${RUNTIMES_DIR} 0755 root"
-  "${TOOLS_DIR} 0755 root"
-  "${CONF_DIR} 0755 root"
-  "${STATE_DIR} 0700 ${SERVICE_USER}"
-)
 # The service user's home has a root-owned .optillm/ for the provider file: without it, 0.3.12's
 # proxy plugin loads a packaged example that routes to public clouds. .optillm/logs is the mount
 # point for the unit's BindPaths= (the mcp plugin writes there); StateDirectory= makes the rest.
 # install -d makes these: systemd-tmpfiles refuses a root-owned path below a user-owned one.
+# The others: systemd/tmpfiles.conf.in.
 readonly HOME_DIRECTORIES=(
   "${STATE_DIR}/.optillm 0755 root"
   "${STATE_DIR}/.optillm/logs 0755 root"
@@ -185,6 +178,18 @@ apply() {
 R() { printf '%s%s' "${ROOT}" "$1"; }
 
 real_install() { [[ -z "${ROOT}" && -z "${DRY_RUN}" ]]; }
+
+# A repo template with each @NAME@ replaced by its value: layout.env's keys, ROOT and the exit
+# codes (the tests render the provider template the same way).
+render() {
+  local text name names
+  mapfile -t names < <(sed -n 's/^\([A-Z_]*\)=.*/\1/p' "${REPO}/launcher/optillm_proxy_launcher/layout.env")
+  text="$(<"$1")"
+  for name in "${names[@]}" ROOT EXIT_STEP_FAILED EXIT_USAGE EXIT_PREREQ; do
+    text="${text//"@${name}@"/"${!name}"}"
+  done
+  printf '%s\n' "${text}"
+}
 
 sha256_of() {
   if [[ -e "$1" ]]; then
@@ -442,14 +447,13 @@ check_python() {
 }
 
 # The user comes from systemd-sysusers and the directories (mode, owner) from systemd-tmpfiles,
-# each from a file written here from layout.env; systemd re-applies both at every boot. Staged
+# each from a file rendered from systemd/*.conf.in; systemd re-applies both at every boot. Staged
 # under --root: the two files are written, the directories made with their modes, no user.
 create_service_user() {
   step "service user" "check ${SYSUSERS_FILE}, then: systemd-sysusers ${SYSUSERS_FILE}"
   local conf
   conf="$(mktemp)"
-  printf '# Written by install.sh from layout.env (systemd-sysusers): the service user, home = state dir.\nu %s - "%s service" %s /usr/sbin/nologin\n' \
-    "${SERVICE_USER}" "${SERVICE}" "${STATE_DIR}" >"${conf}"
+  render "${REPO}/systemd/sysusers.conf.in" >"${conf}"
   sync_file "${conf}" "${SYSUSERS_FILE}" 0644 "${SYSUSERS_FILE}"
   rm -f "${conf}"
   if [[ -n "${ROOT}" ]]; then
@@ -461,23 +465,25 @@ create_service_user() {
   fi
 }
 
+# "path mode owner" of each directory: the `d` lines of tmpfiles.d file $1, then HOME_DIRECTORIES.
+directories() {
+  local type dir mode owner rest
+  while read -r type dir mode owner rest; do
+    [[ "${type}" != d ]] || echo "${dir} ${mode} ${owner}"
+  done <"$1"
+  printf '%s\n' "${HOME_DIRECTORIES[@]}"
+}
+
 create_directories() {
   step "directories" "check ${TMPFILES_FILE} and the paths it names, then: systemd-tmpfiles --create ${TMPFILES_FILE}"
-  local conf entry dir mode owner differ=()
+  local conf dir mode owner differ=()
   conf="$(mktemp)"
-  {
-    echo "# Written by install.sh from layout.env (systemd-tmpfiles): optillm-proxy's directories."
-    for entry in "${DIRECTORIES[@]}"; do
-      read -r dir mode owner <<<"${entry}"
-      echo "d ${dir} ${mode} ${owner} ${owner} -"
-    done
-  } >"${conf}"
+  render "${REPO}/systemd/tmpfiles.conf.in" >"${conf}"
   sync_file "${conf}" "${TMPFILES_FILE}" 0644 "${TMPFILES_FILE}"
-  rm -f "${conf}"
-  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
-    read -r dir mode owner <<<"${entry}"
+  while read -r dir mode owner; do
     dir_differs "$(R "${dir}")" "${mode}" "${owner}" && differ+=("${dir}")
-  done
+  done < <(directories "${conf}")
+  rm -f "${conf}"
   if ((${#differ[@]})); then
     apply "make ${differ[*]}" "made ${differ[*]}" make_directories
   else
@@ -485,8 +491,8 @@ create_directories() {
   fi
 }
 
-# systemd-tmpfiles for DIRECTORIES, install -d for HOME_DIRECTORIES; staged under --root,
-# install -d (no owner) for all of them.
+# systemd-tmpfiles, then install -d for HOME_DIRECTORIES; staged under --root, install -d (no
+# owner) for all of them.
 make_directories() {
   local entry dir mode owner
   if [[ -z "${ROOT}" ]]; then
@@ -497,10 +503,9 @@ make_directories() {
     done
     return
   fi
-  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
-    read -r dir mode owner <<<"${entry}"
+  while read -r dir mode owner; do
     install -d -m "${mode}" "$(R "${dir}")"
-  done
+  done < <(directories "$(R "${TMPFILES_FILE}")")
 }
 
 uv_version_wanted() { sed -n 's/^uv==\([0-9.]*\).*/\1/p' "${REPO}/locks/uv.txt"; }
@@ -724,7 +729,7 @@ EOF
   chmod 0755 "${dest}"
 }
 
-# The provider file lives in the service user's home (see DIRECTORIES). Written only if absent.
+# The provider file lives in the service user's home (see HOME_DIRECTORIES). Written only if absent.
 write_provider_file() {
   step "provider file" "check ${PROVIDER_FILE} by hand, then re-run"
   local dest
@@ -742,8 +747,7 @@ write_provider_file() {
 write_provider() {
   local tmp
   tmp="$(mktemp)"
-  sed -e "s|@OPTILLM_VERSION@|${OPTILLM_VERSION}|g" -e "s|@UPSTREAM_URL@|${UPSTREAM_URL}|g" \
-    "${REPO}/etc/optillm-proxy/proxy_config.yaml.in" >"${tmp}"
+  render "${REPO}/etc/optillm-proxy/proxy_config.yaml.in" >"${tmp}"
   put_file "${tmp}" "$1" 0644
   rm -f "${tmp}"
 }
@@ -1079,128 +1083,28 @@ exit_code() {
   fi
 }
 
-# --- uninstall (these functions are also written into the generated uninstall script) ---------
+# --- uninstall: uninstall.sh.in, rendered --------------------------------------------------------
 
-uninstall_stop_unit() {
-  step "stop service" "stop it by hand: systemctl disable --now ${SERVICE}"
-  if [[ -n "${ROOT}" || ! -d /run/systemd/system ]]; then
-    report "no systemd here${ROOT:+ (--root)}: nothing to stop"
-  else
-    apply "stop and disable ${SERVICE} and ${SOCKET_UNIT}" "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}" stop_units
-  fi
-}
-
-stop_units() {
-  systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-}
-
-uninstall_remove() {
-  local what
-  for what in "$@"; do
-    if [[ -e "$(R "${what}")" || -L "$(R "${what}")" ]]; then
-      apply "remove ${what}" "removed ${what}" rm -rf "$(R "${what}")"
-    fi
-  done
-}
-
-# The sysusers.d and tmpfiles.d files go too, or the next boot would make the directories again.
-uninstall_files() {
-  step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
-  uninstall_remove "${UNIT_FILE}" "${SOCKET_FILE}" "${TMPFILES_FILE}" "${SYSUSERS_FILE}"
-  if [[ -z "${ROOT}" && -d /run/systemd/system ]]; then
-    apply "reload systemd" "reloaded systemd" systemctl daemon-reload
-  fi
-  local link
-  link="$(R "${OPSCTL_LINK}")"
-  if [[ -L "${link}" && "$(readlink "${link}")" == *"${TOOLS_DIR#/}/opsctl/"* ]]; then
-    uninstall_remove "${OPSCTL_LINK}"
-  fi
-  uninstall_remove "${PREFIX_DIR}"
-}
-
-# systemd-sysusers never removes a user: userdel does (its files under --purge go with the state).
-uninstall_user() {
-  step "remove user" "remove it by hand: userdel ${SERVICE_USER}"
-  if [[ -n "${ROOT}" ]]; then
-    report "skipped under --root"
-  elif getent passwd "${SERVICE_USER}" >/dev/null; then
-    apply "remove user ${SERVICE_USER}" "removed user ${SERVICE_USER}" userdel "${SERVICE_USER}"
-  fi
-}
-
-uninstall_purge() {
-  step "purge" "remove ${CONF_DIR} and ${STATE_DIR} by hand"
-  if [[ -z "${PURGE}" ]]; then
-    report "kept ${CONF_DIR} (env, key) and ${STATE_DIR}; --purge removes them"
-  else
-    uninstall_remove "${DROPIN_DIR}" "${CONF_DIR}" "${STATE_DIR}"
-  fi
-}
-
-uninstall_main() {
+# install.sh --uninstall runs what the installed uninstall script runs, rendered afresh.
+run_uninstall() {
   if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
     die "${EXIT_PREREQ}" "must run as root to uninstall: sudo $0 --uninstall"
   fi
-  uninstall_stop_unit
-  uninstall_files
-  uninstall_user
-  uninstall_purge
-  log "uninstalled${DRY_RUN:+ (dry run: nothing removed)}"
+  local script rc=0
+  script="$(mktemp)"
+  render "${REPO}/uninstall.sh.in" >"${script}"
+  bash "${script}" ${PURGE:+--purge} ${DRY_RUN:+--dry-run} || rc=$?
+  rm -f "${script}"
+  exit "${rc}"
 }
 
-# A standalone uninstall script (k3s style): the same functions, with this install's values.
+# The standalone uninstall script (k3s style), with this install's values.
 write_uninstall_script() {
   step "uninstall script" "check ${PREFIX_DIR} by hand, then re-run"
   local tmp
   tmp="$(mktemp)"
-  {
-    echo '#!/usr/bin/env bash'
-    echo "# Generated by install.sh: removes optillm-proxy (unit, runtimes, tools, opsctl link, user)."
-    echo "# Keeps ${CONF_DIR} and ${STATE_DIR} unless --purge. Flags: --purge --dry-run."
-    echo 'set -Eeuo pipefail'
-    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE SOCKET_FILE SOCKET_UNIT \
-      DROPIN_DIR OPSCTL_LINK SYSUSERS_FILE TMPFILES_FILE \
-      EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
-    printf 'ROOT=%q\n' "${ROOT}"
-    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT="" CHANGES=()'
-    declare -f log warn die step report apply R on_error uninstall_stop_unit stop_units uninstall_remove uninstall_files \
-      uninstall_user uninstall_purge uninstall_main
-    cat <<'EOF'
-for arg in "$@"; do
-  case "${arg}" in
-    --purge) PURGE=1 ;;
-    --dry-run) DRY_RUN=1 ;;
-    # What the not-root message above prints (`sudo $0 --uninstall`): accepted, changes nothing.
-    --uninstall) ;;
-    -h|--help)
-      cat <<USAGE
-Usage: $0 [--purge] [--dry-run] [-h|--help]
-
-Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}:
-  - stops and disables ${SERVICE} and ${SOCKET_UNIT}
-  - removes ${UNIT_FILE}, ${SOCKET_FILE}, ${SYSUSERS_FILE} and ${TMPFILES_FILE}
-  - removes ${PREFIX_DIR} (runtimes, tools, this script) and the ${OPSCTL_LINK} link
-  - removes the system user ${SERVICE_USER}
-Keeps ${CONF_DIR} (env file, proxy key, LiteLLM key) and ${STATE_DIR} unless --purge.
-Run as root. Re-running is safe: what is already gone is skipped.
-
-  --purge      also remove ${CONF_DIR}, ${STATE_DIR} and ${DROPIN_DIR}
-  --dry-run    print what would be removed; remove nothing
-  -h, --help   print this text and exit 0
-
-Exit codes: 0 uninstalled (or dry run, or nothing left to remove); ${EXIT_STEP_FAILED} a step failed (the
-message names it and what to do); ${EXIT_USAGE} unknown argument; ${EXIT_PREREQ} not root.
-USAGE
-      exit 0 ;;
-    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run --help)" ;;
-  esac
-done
-trap 'on_error $? $LINENO' ERR
-uninstall_main
-EOF
-  } >"${tmp}"
-  # Derived from this script like bytecode from source: kept current, not listed as a change.
+  render "${REPO}/uninstall.sh.in" >"${tmp}"
+  # Derived from uninstall.sh.in like bytecode from source: kept current, not listed as a change.
   if file_differs "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755; then
     [[ -n "${DRY_RUN}" ]] || put_file "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755
     report "${DRY_RUN:+would write }${UNINSTALL_SCRIPT}"
@@ -1259,8 +1163,7 @@ main() {
     check_installation
     run_opsctl_runtime rollback
   elif [[ -n "${UNINSTALL}" ]]; then
-    uninstall_main
-    exit "${EXIT_OK}"
+    run_uninstall
   fi
   choose_profile
   check_system

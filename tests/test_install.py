@@ -33,7 +33,7 @@ from tests.fixtures.runtime import launcher_credentials, python_version
 from tests.prerequisites import require_root, require_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
+SNAPSHOT_PARTS = ("install.sh", "uninstall.sh.in", "locks", "launcher", "systemd", "etc", "ops")
 
 
 @functools.cache
@@ -611,9 +611,26 @@ def test_a_step_failing_inside_a_command_substitution_reports_once(tmp_path):
     assert proc.stderr.count("what to do:") == 1, proc.stderr
 
 
-def test_shellcheck_is_clean():
+def render(template: str, root: str = "") -> str:
+    """A repo template as install.sh renders it (sourced: runs nothing else)."""
+    script = 'source "$1/install.sh"; ROOT="$2"; render "$1/$3"'
+    return subprocess.run(["bash", "-c", script, "-", str(CHECKOUT), root, template], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("template", ["uninstall.sh.in", "systemd/sysusers.conf.in", "systemd/tmpfiles.conf.in",
+                                      "etc/optillm-proxy/proxy_config.yaml.in"])
+def test_templates_render_every_name_from_layout_env(template):
+    text = render(template, "/srv/stage")
+    assert not re.findall(r"@[A-Z_]+@", text), text
+    assert text == render(template, "/srv/stage") and text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_shellcheck_is_clean(tmp_path):
     require_tool("shellcheck", "shellcheck")
-    scripts = [str(CHECKOUT / "install.sh")] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
+    uninstall = tmp_path / "uninstall.sh"
+    uninstall.write_text(render("uninstall.sh.in", "/srv/stage"))
+    scripts = [str(CHECKOUT / "install.sh"), str(uninstall)] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
     proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
