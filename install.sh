@@ -90,7 +90,8 @@ Options:
   --dry-run       print each step and what it would change; write nothing
   --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
   --json          the summary as one JSON object on stdout (changed, restarted, runtime, profile,
-                  lock, health, next); progress goes to stderr
+                  lock, health, next); progress goes to stderr. With --upgrade/--rollback: opsctl
+                  runtime's outcome (exit_code, changed, message, current, previous)
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
                   keeps ${CONF_DIR} and ${STATE_DIR}
   --purge         with --uninstall: also remove ${CONF_DIR}, ${STATE_DIR} and unit drop-ins
@@ -305,8 +306,7 @@ parse_args() {
   if [[ -n "${PURGE}" && -z "${UNINSTALL}" ]]; then
     die "${EXIT_USAGE}" "--purge only goes with --uninstall"
   fi
-  [[ -z "${JSON}" || -z "${UPGRADE}${ROLLBACK}${UNINSTALL}" ]] ||
-    die "${EXIT_USAGE}" "--json goes with an install run, not with --upgrade, --rollback or --uninstall"
+  [[ -z "${JSON}" || -z "${UNINSTALL}" ]] || die "${EXIT_USAGE}" "--json goes with an install, --upgrade or --rollback run, not with --uninstall"
   if [[ -n "${UPGRADE}${ROLLBACK}" ]]; then
     [[ -n "${UPGRADE}" && -n "${ROLLBACK}" ]] && die "${EXIT_USAGE}" "--upgrade and --rollback are two separate runs"
     [[ -n "${ROOT}${DRY_RUN}${UNINSTALL}${SKIP_START}" ]] &&
@@ -1132,7 +1132,7 @@ check_installation() {
 run_opsctl_runtime() {
   step "runtime $1" "read the line above; opsctl runtime --help explains each exit code"
   local rc=0
-  "${TOOLS_DIR}/opsctl/bin/opsctl" runtime "$@" || rc=$?
+  "${TOOLS_DIR}/opsctl/bin/opsctl" runtime "$@" ${JSON:+--json} >&3 || rc=$?
   exit "${rc}"
 }
 

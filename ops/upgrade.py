@@ -44,6 +44,8 @@ class Failed(Exception):
 class Outcome:
     code: int
     message: str
+    # The service was restarted (switched, or switched and back): what `--json` reports as changed.
+    changed: bool = False
 
 
 def spare_port() -> int:
@@ -224,8 +226,9 @@ class Upgrader:
         try:
             self.restart_and_check(back_to)
         except Exception as again:
-            return Outcome(EXIT_DOWN, f"{failure}; switching back to {back_to} ALSO failed: {again}")
-        return Outcome(failure_code, f"{failure}; switched back to {back_to}, which is serving and healthy")
+            return Outcome(EXIT_DOWN, f"{failure}; switching back to {back_to} ALSO failed: {again}", changed=True)
+        return Outcome(failure_code, f"{failure}; switched back to {back_to}, which is serving and healthy",
+                       changed=True)
 
     # --- the commands ---------------------------------------------------------------------------
 
@@ -253,7 +256,7 @@ class Upgrader:
         removed = rt.prune(self.layout) if prune else []
         note = f"; pruned {', '.join(p.name for p in removed)}" if removed else ""
         return Outcome(EXIT_OK, f"upgraded to {candidate.describe()}; previous is {before.current.name} "
-                                f"(back with: install.sh --rollback){note}")
+                                f"(back with: install.sh --rollback){note}", changed=True)
 
     def rollback(self) -> Outcome:
         before = rt.swap(self.layout)
@@ -265,7 +268,7 @@ class Upgrader:
         except Exception as exc:
             return self._switch_back(before, f"rollback to {target} failed: internal error: "
                                              f"{type(exc).__name__}: {exc}", EXIT_ROLLED_BACK)
-        return Outcome(EXIT_OK, f"rolled back to {target}; previous is now {before.current.name}")
+        return Outcome(EXIT_OK, f"rolled back to {target}; previous is now {before.current.name}", changed=True)
 
 
 class Busy(Exception):

@@ -77,16 +77,29 @@ def _install_sh(function: str, changes: str, reasons: str) -> str:
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
 
 
-def _role_changed(stdout: str) -> bool:
-    """The install task's changed_when, evaluated by Jinja2 as Ansible does, on install.sh's stdout."""
+def _changed_when(tasks_file: str, task_name: str, register: str, stdout: str) -> bool:
+    """A task's changed_when, evaluated by Jinja2 as Ansible does, on this stdout."""
     import json
 
     import jinja2
 
-    task = yaml.safe_load((ROLE / "tasks" / "install.yml").read_text())[0]
+    def find(tasks):
+        for task in tasks:
+            if task.get("name") == task_name:
+                return task
+            found = find(task.get("block", []))
+            if found:
+                return found
+        return None
+
+    task = find(yaml.safe_load((ROLE / "tasks" / tasks_file).read_text()))
     env = jinja2.Environment()
     env.filters["from_json"] = json.loads
-    return bool(env.compile_expression(task["changed_when"])(optillm_proxy_install={"stdout": stdout}))
+    return bool(env.compile_expression(task["changed_when"])(**{register: {"stdout": stdout}}))
+
+
+def _role_changed(stdout: str) -> bool:
+    return _changed_when("install.yml", "Run install.sh", "optillm_proxy_install", stdout)
 
 
 @pytest.mark.parametrize("changes, reasons, changed", [
@@ -106,6 +119,21 @@ def test_the_role_reads_changed_from_install_sh_json(changes, reasons, changed):
         is not changed
     assert _role_changed(json.dumps(out)) is changed
     assert _role_changed("") is False  # install.sh stopped before its summary: the failure task says why
+
+
+def test_the_rolling_upgrade_reads_changed_from_opsctl_runtime_json():
+    """install.sh --upgrade --json hands opsctl runtime's object through: a switch is a change, an
+    already current runtime is not, and a run stopped before opsctl printed nothing."""
+    import json
+
+    def changed(stdout):
+        return _changed_when("upgrade.yml", "Run install.sh --upgrade", "optillm_proxy_upgrade", stdout)
+
+    base = {"exit_code": 0, "message": "", "current": "b", "previous": "a"}
+    assert changed(json.dumps({**base, "changed": True})) is True
+    assert changed(json.dumps({**base, "changed": False})) is False
+    assert changed("") is False
+    assert "--json" in (ROLE / "tasks" / "upgrade.yml").read_text()
 
 
 def test_role_layout_is_generated_from_layout_env():

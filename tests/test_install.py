@@ -568,7 +568,7 @@ def test_generated_uninstall_script_removes_the_install(staged, staged_copy):
     (["--profile", "tiny"], 2, "unknown profile 'tiny': use --profile lean or --profile full"),
     (["--purge"], 2, "--purge only goes with --uninstall"),
     (["--root"], 2, "--root needs a directory"),
-    (["--json", "--uninstall"], 2, "--json goes with an install run, not with --upgrade, --rollback or --uninstall"),
+    (["--json", "--uninstall"], 2, "--json goes with an install, --upgrade or --rollback run, not with --uninstall"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, code, message):
     run = run_install(*args)
