@@ -77,12 +77,7 @@ def _install_sh(function: str, changes: str, reasons: str) -> str:
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
 
 
-def _changed_when(tasks_file: str, task_name: str, register: str, stdout: str) -> bool:
-    """A task's changed_when, evaluated by Jinja2 as Ansible does, on this stdout."""
-    import json
-
-    import jinja2
-
+def _task(tasks_file: str, task_name: str) -> dict:
     def find(tasks):
         for task in tasks:
             if task.get("name") == task_name:
@@ -92,10 +87,34 @@ def _changed_when(tasks_file: str, task_name: str, register: str, stdout: str) -
                 return found
         return None
 
-    task = find(yaml.safe_load((ROLE / "tasks" / tasks_file).read_text()))
+    return find(yaml.safe_load((ROLE / "tasks" / tasks_file).read_text()))
+
+
+def _jinja():
+    import json
+
+    import jinja2
+
     env = jinja2.Environment()
     env.filters["from_json"] = json.loads
-    return bool(env.compile_expression(task["changed_when"])(**{register: {"stdout": stdout}}))
+    env.filters["basename"] = os.path.basename
+    return env
+
+
+def _changed_when(tasks_file: str, task_name: str, register: str, stdout: str) -> bool:
+    """A task's changed_when, evaluated by Jinja2 as Ansible does, on this stdout."""
+    expression = _task(tasks_file, task_name)["changed_when"]
+    return bool(_jinja().compile_expression(expression)(**{register: {"stdout": stdout}}))
+
+
+def _parsed_by_install_sh(argv: list[str]) -> dict[str, str]:
+    """What install.sh's parse_args makes of argv (sourced: runs nothing else)."""
+    import shlex
+
+    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; parse_args {shlex.join(argv[1:])}; "
+              'printf "%s\\n" "UPGRADE=${UPGRADE}" "UPGRADE_LOCK=${UPGRADE_LOCK}" "JSON=${JSON}" "DRY_RUN=${DRY_RUN}"')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, cwd="/").stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
 
 
 def _role_changed(stdout: str) -> bool:
@@ -133,7 +152,25 @@ def test_the_rolling_upgrade_reads_changed_from_opsctl_runtime_json():
     assert changed(json.dumps({**base, "changed": True})) is True
     assert changed(json.dumps({**base, "changed": False})) is False
     assert changed("") is False
-    assert "--json" in (ROLE / "tasks" / "upgrade.yml").read_text()
+
+
+@pytest.mark.parametrize("lock", ["", "/srv/locks/next.txt"])
+def test_install_sh_reads_the_argv_the_role_passes(lock):
+    """The argv the install and upgrade tasks render, as install.sh's own parser reads it: --json
+    always, and --upgrade's optional LOCK where the role puts it."""
+    def argv(tasks_file, task_name, **values):
+        expression = _task(tasks_file, task_name)["ansible.builtin.command"]["argv"].strip()[2:-2]
+        return _jinja().compile_expression(expression)(**values)
+
+    upgrade = argv("upgrade.yml", "Run install.sh --upgrade", optillm_proxy_upgrade_lock=lock,
+                   optillm_proxy_toolkit_dir="/usr/local/lib/toolkit")
+    parsed = _parsed_by_install_sh(upgrade)
+    assert parsed["UPGRADE"] == "1" and parsed["JSON"] == "1", upgrade
+    assert parsed["UPGRADE_LOCK"] == ("/usr/local/lib/toolkit-locks/next.txt" if lock else ""), upgrade
+    for check_mode in (False, True):
+        install = argv("install.yml", "Run install.sh", optillm_proxy_profile="lean", ansible_check_mode=check_mode)
+        parsed = _parsed_by_install_sh(install)
+        assert parsed["JSON"] == "1" and parsed["UPGRADE"] == "" and parsed["DRY_RUN"] == ("1" if check_mode else "")
 
 
 def test_role_layout_is_generated_from_layout_env():
