@@ -300,9 +300,23 @@ def _runtime_layout(root: str | None):
     return Layout(Path(root)) if root else DEFAULT
 
 
-def _runtime_fail(code: int, message: str) -> None:
+def _runtime_fail(code: int, message: str, as_json: bool = False) -> None:
+    if as_json:
+        _runtime_json(code, False, message)
     click.echo(f"opsctl runtime: {message}", err=True)
     raise SystemExit(code)
+
+
+def _runtime_json(code: int, changed: bool, message: str) -> None:
+    """--json: the outcome as one object on stdout (the fleet's upgrade reads `changed` from it)."""
+    import json
+
+    from ops import runtime as rt
+
+    layout = _runtime_layout(None)
+    names = {link: getattr(rt.link_target(path), "name", None)
+             for link, path in (("current", layout.current), ("previous", layout.previous))}
+    click.echo(json.dumps({"exit_code": code, "changed": changed, "message": message, **names}))
 
 
 _root_option = click.option("--root", type=click.Path(file_okay=False), default=None,
@@ -326,7 +340,12 @@ def runtime_list(root: str | None) -> None:
                    f"lock={r.lock_sha256[:12]}{refused}")
 
 
-def _run_switch(action) -> None:
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Also print the outcome as one JSON object on stdout (exit_code, changed, message, "
+                                 "current, previous).")
+
+
+def _run_switch(action, as_json: bool) -> None:
     import os
 
     from ops import runtime as rt
@@ -334,24 +353,27 @@ def _run_switch(action) -> None:
 
     layout = _runtime_layout(None)
     if os.geteuid() != 0:
-        _runtime_fail(up.EXIT_USAGE, f"must run as root (it switches {DEFAULT.current} and restarts the service): sudo opsctl runtime ...")
+        _runtime_fail(up.EXIT_USAGE, f"must run as root (it switches {DEFAULT.current} and restarts the service): "
+                                     "sudo opsctl runtime ...", as_json)
     if not layout.unit_file.exists():
-        _runtime_fail(up.EXIT_USAGE, f"{layout.unit_file} not found: run install.sh first")
+        _runtime_fail(up.EXIT_USAGE, f"{layout.unit_file} not found: run install.sh first", as_json)
     try:
         lock = up.exclusive(layout)
     except (up.Busy, OSError) as exc:
-        _runtime_fail(up.EXIT_USAGE, str(exc))
+        _runtime_fail(up.EXIT_USAGE, str(exc), as_json)
     try:
         outcome = action(layout, up.Upgrader(layout))
     except rt.RuntimeProblem as exc:
-        _runtime_fail(up.EXIT_USAGE, str(exc))
+        _runtime_fail(up.EXIT_USAGE, str(exc), as_json)
     except Exception as exc:  # before any switch (after one, the upgrader switches back itself)
         _runtime_fail(up.EXIT_USAGE, f"internal error: {type(exc).__name__}: {exc} "
-                                     "(check: opsctl runtime list; opsctl health)")
+                                     "(check: opsctl runtime list; opsctl health)", as_json)
     finally:
         lock.close()
+    if as_json:
+        _runtime_json(outcome.code, outcome.changed, outcome.message)
     if outcome.code == up.EXIT_OK:
-        click.echo(outcome.message)
+        click.echo(outcome.message, err=as_json)
     else:
         _runtime_fail(outcome.code, outcome.message)
 
@@ -359,14 +381,15 @@ def _run_switch(action) -> None:
 @runtime_group.command("upgrade")
 @click.argument("runtime_dir")
 @click.option("--no-prune", is_flag=True, help="Keep every older runtime.")
-def runtime_upgrade(runtime_dir: str, no_prune: bool) -> None:
+@_json_option
+def runtime_upgrade(runtime_dir: str, no_prune: bool, as_json: bool) -> None:
     """Validate RUNTIME_DIR (a built runtime) on a spare port, switch to it, check, or switch back."""
     from ops import runtime as rt
 
     def action(layout, upgrader):
         return upgrader.upgrade(rt.resolve_runtime(layout, runtime_dir), prune=not no_prune)
 
-    _run_switch(action)
+    _run_switch(action, as_json)
 
 
 @runtime_group.command("check")
@@ -401,9 +424,10 @@ def runtime_check(runtime_dir: str | None) -> None:
 
 
 @runtime_group.command("rollback")
-def runtime_rollback() -> None:
+@_json_option
+def runtime_rollback(as_json: bool) -> None:
     """Swap current and previous, in one restart; switch back if the previous one is not healthy."""
-    _run_switch(lambda layout, upgrader: upgrader.rollback())
+    _run_switch(lambda layout, upgrader: upgrader.rollback(), as_json)
 
 
 from ops.layout import KEEP_RUNTIMES  # noqa: E402 - the number --help shows, not its name
@@ -449,7 +473,7 @@ def key_rotate() -> None:
                                    "sudo opsctl key rotate")
     if not layout.unit_file.exists() or not layout.key_file.exists():
         _key_fail(keys.EXIT_USAGE, f"{layout.unit_file} or {layout.key_file} not found: run install.sh first")
-    system = System()
+    system = System(layout=layout)
     try:
         result = keys.rotate(layout, system,
                              lambda: config_check.check(layout, layout.current.resolve(), system.run))
