@@ -2,7 +2,10 @@
 
 Stdlib only, so it runs anywhere a python3 does (tests, demos, the test box). Each call is kept
 as {"path", "model", "n", "authorization", "peer", "headers"}; GET /_calls lists them, POST /_reset forgets them,
-POST /_status {"status": 500} makes chat completions fail with that status until reset, and
+POST /_status {"status": 500} makes chat completions fail with that status until reset (with
+"quote_authorization": true the error message quotes the Authorization header and its token back,
+as LiteLLM 1.80.11's 401 for an unknown key does: `Received API Key = ..., Key Hash (Token) =...`),
+and
 POST /_delay {"seconds": 2.5} makes each chat completion wait that long first (a slow or hung
 LiteLLM) until reset.
 
@@ -36,6 +39,7 @@ class _State:
         self.lock = threading.Lock()
         self.calls: list[dict] = []
         self.fail_status: int | None = None
+        self.quote_authorization = False
         self.delay_seconds: float = 0.0
         self.release = threading.Event()  # set by /_reset: delayed answers stop waiting
         self.simulation: Simulation | None = None
@@ -187,6 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.calls.clear()
                 self.state.fail_status = None
+                self.state.quote_authorization = False
                 self.state.delay_seconds = 0.0
                 self.state.simulation = None
                 self.state.release.set()
@@ -195,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/_status":
             with self.state.lock:
                 self.state.fail_status = body.get("status")
+                self.state.quote_authorization = bool(body.get("quote_authorization"))
             return self._send(200, {"status": body.get("status")})
         if self.path == "/_simulate":
             try:
@@ -217,7 +223,13 @@ class _Handler(BaseHTTPRequestHandler):
             if delay:
                 release.wait(delay)
             if self.state.fail_status:
-                return self._send(self.state.fail_status, {"error": {"message": "injected failure"}})
+                message = "injected failure"
+                if self.state.quote_authorization:
+                    received = self.headers.get("Authorization") or ""
+                    message = ("Authentication Error, Invalid proxy server token passed. Received API Key = "
+                               f"{received}, Key Hash (Token) ={received.split(' ', 1)[-1]}. Unable to find "
+                               "token in cache or `LiteLLM_VerificationTokenTable`")
+                return self._send(self.state.fail_status, {"error": {"message": message}})
             n = int(body.get("n") or 1)
             simulation = self.state.simulation
             if simulation is not None:
