@@ -19,14 +19,16 @@ from tests.test_request_path import KEY, chat, launch, post
 
 pytestmark = pytest.mark.real
 
-MODELS = ["jerry-xl", "moa-jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl"]
+# Upstream calls on a 401 without the transport's stop: 1, 4, 4, 1, 1, 9 (majority_voting asks per sample).
+MODELS = ["jerry-xl", "moa-jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl",
+          "majority_voting-jerry-xl"]
 RECORD = re.compile(r"^optillm-proxy-record (\{.*\})$", re.M)
 
 
 @pytest.fixture(scope="module")
 def proxy(lean_runtime, upstream_session, tmp_path_factory):
     server = launch(lean_runtime, tmp_path_factory.mktemp("upstream-errors"), upstream_session.base_url,
-                    PROXY_APPROACHES="moa,bon,plansearch,self_consistency")
+                    PROXY_PLUGINS="majority_voting", PROXY_APPROACHES="moa,bon,plansearch,self_consistency,majority_voting")
     yield server
     server.stop()
 
