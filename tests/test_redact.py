@@ -34,7 +34,9 @@ AROUND = st.lists(st.text(max_size=6) | st.sampled_from(
 
 def bearer(token: str, style: int) -> str:
     return [f"Bearer {token}", f"Authorization: Bearer {token}", f"'authorization': 'Bearer {token}'",
-            f'"Authorization":"bearer {token}"', f"authorization={token}", f"BEARER\t{token}"][style]
+            f'"Authorization":"bearer {token}"', f"authorization={token}", f"BEARER\t{token}",
+            f"Key Hash (Token) ={token}", f"Received API Key = {token}", f"'api_key': '{token}'",
+            f"token: {token}"][style]
 
 
 def write_in_pieces(text: str, cuts: list[int], keys=KEYS) -> str:
@@ -67,7 +69,7 @@ def test_keys_of_any_characters_are_redacted(proxy, upstream, before, after, cut
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(token=TOKEN, style=st.integers(0, 5), before=AROUND, after=AROUND,
+@given(token=TOKEN, style=st.integers(0, 9), before=AROUND, after=AROUND,
        cuts=st.lists(st.integers(0, 200), max_size=6))
 def test_any_bearer_token_or_authorization_dump_never_passes(token, style, before, after, cuts):
     # The token starts after a separator, as in any header dump or message.

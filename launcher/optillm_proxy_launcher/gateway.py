@@ -173,7 +173,8 @@ class Gate:
         elif upstream_status in (401, 403):
             answer = (502, "upstream_error", "upstream_key_refused",
                       f"the upstream refused this proxy's credentials (HTTP {upstream_status})")
-            operator_hint = f" (LiteLLM refused the proxy's key in {UPSTREAM_KEY_FILE})"
+            operator_hint = (f" (LiteLLM refused the proxy's key in {UPSTREAM_KEY_FILE}, or the model behind "
+                             "LiteLLM refused LiteLLM's key for it: the upstream's words above say which)")
         elif upstream_status is not None and 400 <= upstream_status < 500:
             # LiteLLM judged the request itself invalid: the client's to fix, as a 400.
             answer = (400, "invalid_request_error", "upstream_rejected",

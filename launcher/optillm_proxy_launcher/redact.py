@@ -2,7 +2,9 @@
 
 What is removed: the proxy key (what clients present), the upstream key (what the proxy presents
 to LiteLLM), any `Bearer <token>`, the value of any `Authorization: ...` / `"authorization": "..."`
-dump, and any `sk-...` looking key. The known keys are replaced wherever they appear, inside any
+dump or of a key named as one (`api_key=...`, `token: ...`, LiteLLM's 401 text `Received API Key =
+..., Key Hash (Token) =...`, which quotes a key the proxy does not know when the model behind
+LiteLLM refused LiteLLM's), and any `sk-...` looking key. The known keys are replaced wherever they appear, inside any
 text, by a label naming which key it was (`[redacted upstream-key]`), so an operator still reads
 which credential an upstream quoted; the patterns become `[redacted]`.
 
@@ -45,12 +47,16 @@ REDACTED = "[redacted]"
 # replaced literally first, so this class decides only what an unknown token's end is.
 _TOKEN = r"""[^\s"'`,;<>(){}\[\]\\]+"""
 # Scheme words before a token are kept and skipped, however many: `Bearer Bearer <token>` too.
-_SCHEMES = r"(?:(?:bearer|basic|token|digest)\s+)*"
+_SCHEME_WORDS = r"(?:bearer|basic|token|digest)"
+_SCHEMES = rf"(?:{_SCHEME_WORDS}\s+)*"
+# Where a secret is named: a header dump, or a key named as one (`api_key=`, LiteLLM's 401 text
+# `Received API Key = ..., Key Hash (Token) =...`).
+_NAMES = r"(?:authorization|api[ _-]?key|key hash \(token\)|token|secret|password)"
+_NAMED = _NAMES + r"[\"']?\s*[:=]\s*[\"']?"
+# The token itself is never a scheme word or the next name: `Bearer token: <x>` redacts <x>.
+_SECRET = rf"(?!{_SCHEME_WORDS}\s|{_NAMED})" + _TOKEN
 PATTERN = re.compile(
-    r"(?P<keep>"
-    r"\bauthorization[\"']?\s*[:=]\s*[\"']?" + _SCHEMES +  # a header dump
-    r"|\bbearer\s+" + _SCHEMES +  # a bearer token anywhere
-    r")" + _TOKEN +
+    r"(?P<keep>\b" + _NAMED + _SCHEMES + r"|\bbearer\s+" + _SCHEMES + r")" + _SECRET +
     r"|(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_\-]{8,}",  # an OpenAI-style key
     re.IGNORECASE)
 
