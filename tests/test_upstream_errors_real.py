@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import httpx
 import pytest
@@ -33,8 +34,17 @@ def proxy(lean_runtime, upstream_session, tmp_path_factory):
     server.stop()
 
 
-def records(proxy) -> list[dict]:
-    return [json.loads(m.group(1)) for m in RECORD.finditer(proxy.log_text())]
+def record_of(proxy, response: httpx.Response, seconds: float = 10.0) -> dict:
+    """The request record of the answer (written once the server closed it: wait for it)."""
+    request_id = re.search(r"request ([0-9a-f]+-[0-9a-f]+)\)", response.json()["error"]["message"]).group(1)
+    end = time.monotonic() + seconds
+    while True:
+        found = [r for r in map(json.loads, RECORD.findall(proxy.log_text()))
+                 if r["OPTILLM_PROXY_REQUEST_ID"] == request_id]
+        if found:
+            return found[0]
+        assert time.monotonic() < end, f"no record for request {request_id}"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -50,7 +60,7 @@ def test_a_401_that_quotes_the_key_reaches_neither_the_client_nor_the_journal(pr
     seen = upstream.calls()
     # One call, and it carried the key the upstream then quoted back.
     assert [c["authorization"] for c in seen] == [f"Bearer {UPSTREAM_KEY}"], (model, seen)
-    record = records(proxy)[-1]
+    record = record_of(proxy, r)
     assert record["OPTILLM_PROXY_MODEL"] == model and record["OPTILLM_PROXY_UPSTREAM_CALLS"] == "1"
     assert record["OPTILLM_PROXY_ERROR_CODE"] == "upstream_key_refused"
     print(f"\n{model}: {r.status_code} {r.text}  (upstream calls {len(seen)}, "
@@ -60,7 +70,9 @@ def test_a_401_that_quotes_the_key_reaches_neither_the_client_nor_the_journal(pr
 def test_the_journal_has_the_upstreams_words_redacted_and_no_key_anywhere(proxy, upstream):
     upstream.fail_with(401, quote_authorization=True)
     # A client that writes the proxy key into its model name: the record must not carry it either.
-    assert post(proxy, chat(f"moa-{KEY}")).status_code == 502
+    r = post(proxy, chat(f"moa-{KEY}"))
+    assert r.status_code == 502
+    record = record_of(proxy, r)
     metrics = httpx.get(f"{proxy.url}/metrics", timeout=10).text
     log = proxy.log_text()
     assert UPSTREAM_KEY not in log and KEY not in log
@@ -71,7 +83,7 @@ def test_the_journal_has_the_upstreams_words_redacted_and_no_key_anywhere(proxy,
     assert "LiteLLM refused the proxy's key in /etc/optillm-proxy/upstream-key" in line
     # optillm's own error lines went through the same stream.
     assert "[redacted upstream-key]" in log.replace(line, "")
-    assert records(proxy)[-1]["OPTILLM_PROXY_MODEL"] == "moa-[redacted proxy-key]"
+    assert record["OPTILLM_PROXY_MODEL"] == "moa-[redacted proxy-key]"
     skipped = re.search(r'^optillm_proxy_upstream_skipped_total\{approach="moa"\} (\S+)', metrics, re.M)
     assert skipped and float(skipped.group(1)) >= 1, metrics
     print(f"\njournal line: {line}")
