@@ -10,7 +10,6 @@ unit's RestartPreventExitStatus=78 makes that a visible failed unit instead of a
 from __future__ import annotations
 
 import faulthandler
-import logging
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ import threading
 from typing import NoReturn
 
 from optillm_proxy_launcher import notify, patches, records, serving, settings
+from optillm_proxy_launcher.admission import Admission
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
 from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
@@ -70,6 +70,11 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
     return upstream
 
 
+def admission_layer(request: settings.RequestSettings, on_refused=None):
+    """The outermost WSGI layer (admission.py); `on_refused(environ, reason)` sees each 503 it sends."""
+    return lambda app: Admission(app, request.admit_requests, request.admit_body_bytes, on_refused)
+
+
 def check_and_exit(server, prepared: settings.Prepared) -> NoReturn:
     """--check: what a start would refuse, without serving: every check above, the patch points,
     and the enabled plugins really imported (stock loading, with `all`, only logs a failure)."""
@@ -114,13 +119,13 @@ def main() -> None:
     faulthandler.enable()
     # python -I ignores PYTHONUNBUFFERED; line-buffer stdout so prints reach the journal promptly.
     sys.stdout.reconfigure(line_buffering=True)
-    logging.getLogger("werkzeug").addFilter(notify.DropOwnProbes())
 
     import optillm.server as server
 
     supervisor_stop = threading.Event()
     try:
-        install(server, prepared, serving.make_run(notifier, prepared.request.drain, listen, supervisor_stop))
+        install(server, prepared, serving.make_run(notifier, prepared.request, listen, supervisor_stop,
+                                                   wrap=admission_layer(prepared.request)))
         if prepared.check_only:
             check_and_exit(server, prepared)
     except ConfigRefused as exc:
