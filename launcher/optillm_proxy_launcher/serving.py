@@ -41,6 +41,9 @@ CLEANUP_INTERVAL_SECONDS = 5
 LOOP_SECONDS = 0.5
 # Request headers beyond this are refused (431); clients send a few hundred bytes.
 MAX_HEADER_BYTES = 64 * 1024
+# Request bodies past this wait for their thread in a temporary file, not in memory: a full
+# CONNECTION_LIMIT of queued requests holds at most this much each.
+BODY_IN_MEMORY_BYTES = 64 * 1024
 # waitress re-calls listen() on the socket it serves: the same backlog as optillm-proxy.socket's
 # Backlog=, so serving it does not change it.
 SOCKET_BACKLOG = 1024
@@ -89,6 +92,7 @@ def server_options(request: settings.RequestSettings) -> dict:
         # body past this margin too is cut by waitress itself (413, its plain text).
         "max_request_body_size": request.max_request_bytes + 64 * 1024,
         "max_request_header_size": MAX_HEADER_BYTES,
+        "inbuf_overflow": BODY_IN_MEMORY_BYTES,
         "ident": None,  # no Server: header naming the software
         "expose_tracebacks": False,
         # Nobody is a trusted proxy: X-Forwarded-* and Forwarded headers are removed, not believed.

@@ -415,9 +415,10 @@ BOUNDS = (
     Bound("SERVER_THREADS", int, 32, 4, 256,
           "requests run at once (one thread each); all but two may be chat completions, so /health "
           "and /metrics always find a thread; more requests wait, already read, in the server's queue"),
-    Bound("CONNECTION_LIMIT", int, 256, 16, 4096,
-          "client connections open at once; past it the server stops accepting and new connections "
-          "wait in the socket's backlog (optillm-proxy.socket Backlog=), never refused"),
+    Bound("CONNECTION_LIMIT", int, 1024, 16, 4096,
+          "client connections open at once (each a descriptor and a small buffer); past it the server "
+          "stops accepting and new connections wait in the socket's backlog, never refused; as large as "
+          "the backlog, so idle connections alone cannot make real requests wait"),
     Bound("CLIENT_TIMEOUT_SECONDS", int, 20, 5, 25,
           "a connection that sends nothing this long (an unfinished request, an idle keep-alive) is "
           "closed; checked every 5 s, so one is gone within this plus 5 s (30 s at most)"),
@@ -452,7 +453,7 @@ class RequestSettings:
     approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
     records: str = RECORDS_CHOICES[0]
     threads: int = 32
-    connection_limit: int = 256
+    connection_limit: int = 1024
     client_timeout: int = 20
     admit_body_bytes: int = 48 * 1024 * 1024
 
