@@ -394,7 +394,7 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-BOUNDS = (
+REQUEST_BOUNDS = (
     Bound("UPSTREAM_TIMEOUT_SECONDS", float, 120, 1, 3600,
           "one upstream call (LiteLLM on loopback); long enough for a long completion, short enough "
           "that a hung LiteLLM is noticed well before the request deadline"),
@@ -411,7 +411,9 @@ BOUNDS = (
     Bound("DRAIN_SECONDS", float, 300, 0, 3600,
           "on stop (restart, upgrade, key rotation) requests in flight may finish this long while new "
           "connections wait in the socket's backlog; as long as the default deadline, so none is cut"),
-    # Serving (serving.py, admission.py): docs/serving.md says how to size them.
+)
+# Serving (serving.py, admission.py): docs/serving.md shows them and says how to size them.
+SERVING_BOUNDS = (
     Bound("SERVER_THREADS", int, 32, 4, 256,
           "requests run at once (one thread each); all but two may be chat completions, so /health "
           "and /metrics always find a thread; more requests wait, already read, in the server's queue"),
@@ -427,6 +429,7 @@ BOUNDS = (
           "Retry-After. Sized so the largest admitted load stays under the unit's MemoryHigh "
           "(bench/memory_per_byte.py); at least MAX_REQUEST_BYTES"),
 )
+BOUNDS = REQUEST_BOUNDS + SERVING_BOUNDS
 # Threads kept for requests that are not chat completions (/health feeds the watchdog).
 RESERVED_THREADS = 2
 APPROACHES_VARIABLE = "PROXY_APPROACHES"
