@@ -92,6 +92,7 @@ def test_generated_regions_are_what_the_code_renders():
 
 def test_the_generator_sees_drift_an_unknown_region_and_a_lost_marker(tmp_path):
     for doc in gen_docs.DOCS:
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / doc).write_text((REPO / doc).read_text())
     runbook = tmp_path / "RUNBOOK.md"
     text = runbook.read_text()

@@ -424,7 +424,7 @@ SERVING_BOUNDS = (
     Bound("CLIENT_TIMEOUT_SECONDS", int, 20, 5, 25,
           "a connection that sends nothing this long (an unfinished request, an idle keep-alive) is "
           "closed; checked every 5 s, so one is gone within this plus 5 s (30 s at most)"),
-    Bound("ADMIT_BODY_BYTES", int, 48 * 1024 * 1024, 1024, 1024 * 1024 * 1024,
+    Bound("ADMIT_BODY_BYTES", int, 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024,
           "request bytes (Content-Length) in the app at once; past it a request gets 503 with "
           "Retry-After. Sized so the largest admitted load stays under the unit's MemoryHigh "
           "(bench/memory_per_byte.py); at least MAX_REQUEST_BYTES"),
@@ -458,7 +458,7 @@ class RequestSettings:
     threads: int = 32
     connection_limit: int = 1024
     client_timeout: int = 20
-    admit_body_bytes: int = 48 * 1024 * 1024
+    admit_body_bytes: int = 32 * 1024 * 1024
 
     @property
     def admit_requests(self) -> int:
