@@ -146,5 +146,5 @@ def test_reasons_are_documented_and_settings_keep_headroom_for_health():
 def test_settings_refuse_an_admission_budget_below_the_largest_request():
     with pytest.raises(settings.ConfigRefused, match="ADMIT_BODY_BYTES=1024 is below MAX_REQUEST_BYTES"):
         settings.request_settings({"ADMIT_BODY_BYTES": "1024"}, [], settings.plugin_table())
-    with pytest.raises(settings.ConfigRefused, match="CONNECTION_LIMIT=16 is below SERVER_THREADS=32"):
+    with pytest.raises(settings.ConfigRefused, match="CONNECTION_LIMIT=16 is below SERVER_THREADS=64"):
         settings.request_settings({"CONNECTION_LIMIT": "16"}, [], settings.plugin_table())

@@ -414,7 +414,7 @@ REQUEST_BOUNDS = (
 )
 # Serving (serving.py, admission.py): docs/serving.md shows them and says how to size them.
 SERVING_BOUNDS = (
-    Bound("SERVER_THREADS", int, 32, 4, 256,
+    Bound("SERVER_THREADS", int, 64, 4, 256,
           "requests run at once (one thread each); all but two may be chat completions, so /health "
           "and /metrics always find a thread; more requests wait, already read, in the server's queue"),
     Bound("CONNECTION_LIMIT", int, 1024, 16, 4096,
@@ -455,7 +455,7 @@ class RequestSettings:
     drain: float
     approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
     records: str = RECORDS_CHOICES[0]
-    threads: int = 32
+    threads: int = 64
     connection_limit: int = 1024
     client_timeout: int = 20
     admit_body_bytes: int = 32 * 1024 * 1024
