@@ -122,6 +122,38 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(lean_runtime, upstream, 
         server.stop()
 
 
+def test_a_drain_serves_a_connection_accepted_before_it_and_closes_idle_keepalives(lean_runtime, upstream, tmp_path):
+    """A connection accepted just before SIGTERM whose request comes after it is still answered;
+    an idle keep-alive connection is closed (its client reconnects to the next process)."""
+    port = free_port()
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    try:
+        assert chat(port, "jerry-xl") == 200
+        upstream.delay(1.0)
+        busy = threading.Thread(target=chat, args=(port,))  # keeps the drain going for seconds
+        busy.start()
+        deadline = time.monotonic() + 30
+        while len(upstream.calls()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in idle.recv(4096)
+        late = socket.create_connection(("127.0.0.1", port), timeout=30)
+        time.sleep(0.3)  # accepted by the server, nothing sent yet
+        os.kill(server.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        late.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert late.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        assert _closed_by_server(idle, 10) is not None
+        busy.join(60)
+        assert server.proc.wait(30) == 0
+        late.close()
+        idle.close()
+    finally:
+        upstream.reset()
+        server.stop()
+
+
 def test_drain_is_bounded_by_drain_seconds(lean_runtime, upstream, tmp_path):
     port = free_port()
     server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port,

@@ -101,20 +101,34 @@ def server_options(request: settings.RequestSettings) -> dict:
     }
 
 
-def busy_channels(server) -> int:
-    """Connections with a request being read, queued, run or answered (idle keep-alives excluded)."""
+# A connection accepted but silent so far may have its request on the way: during a drain it counts
+# as in flight this long (then it is an idle connection like any other).
+FRESH_SECONDS = 2.0
+
+
+def _in_flight(ch, now: float) -> bool:
+    if ch.requests or ch.request is not None or ch.total_outbufs_len:
+        return True  # a request being read, queued, run or answered
+    return ch.last_activity == ch.creation_time and now - ch.creation_time < FRESH_SECONDS
+
+
+def _channels(server):
     from waitress.channel import HTTPChannel
 
-    return sum(1 for ch in list(server._map.values())
-               if isinstance(ch, HTTPChannel) and (ch.requests or ch.request is not None or ch.total_outbufs_len))
+    return [ch for ch in list(server._map.values()) if isinstance(ch, HTTPChannel)]
+
+
+def busy_channels(server) -> int:
+    """Connections with a request in flight, or just accepted (idle keep-alives excluded)."""
+    now = time.time()
+    return sum(1 for ch in _channels(server) if _in_flight(ch, now))
 
 
 def close_idle(server) -> None:
     """Close connections with nothing in flight: a keep-alive client reconnects to the next process."""
-    from waitress.channel import HTTPChannel
-
-    for ch in list(server._map.values()):
-        if isinstance(ch, HTTPChannel) and not (ch.requests or ch.request is not None or ch.total_outbufs_len):
+    now = time.time()
+    for ch in _channels(server):
+        if not _in_flight(ch, now) and not ch.will_close:
             ch.will_close = True  # the loop closes it on its next pass (it is writable now)
 
 
@@ -136,8 +150,10 @@ def drain(server, seconds: float) -> int:
         now = time.monotonic()
         if now >= next_cleanup:  # the listener is out of the loop, so its own cleanup no longer runs
             server.maintenance(time.time())
-            close_idle(server)
             next_cleanup = now + CLEANUP_INTERVAL_SECONDS
+        # Each pass: a keep-alive connection is closed as soon as its answer is sent, before its
+        # client can reuse it (a client sends on a connection it has not seen closed).
+        close_idle(server)
         left = busy_channels(server)
         if not left or now >= end:
             return left
