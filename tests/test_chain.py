@@ -9,6 +9,7 @@ optillm and the model's own key to the model.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -98,12 +99,15 @@ def test_each_model_fans_out_at_the_model_for_the_base_name_only(chain, model):
 
 
 def test_prefixed_models_reach_the_proxy_through_litellm(chain):
-    """The fan-out above could only come from optillm; its own log shows LiteLLM's requests arrived
-    with the proxy key (a wrong key would have been answered 401)."""
+    """The fan-out above could only come from optillm; its own request record shows LiteLLM's request
+    arrived with the proxy key and ran the strategy (a wrong key would have been answered 401)."""
     chain.upstream.reset()
     assert chain.ask(f"moa-{BASE_MODEL}").status_code == 200
     log = chain.optillm.log_text()
-    assert "POST /v1/chat/completions HTTP/1.1\" 200" in log, log[-3000:]
+    records = [json.loads(line.split(" ", 1)[1]) for line in log.splitlines()
+               if line.startswith("optillm-proxy-record ")]
+    assert any((r["OPTILLM_PROXY_PATH"], r["OPTILLM_PROXY_STATUS"], r["OPTILLM_PROXY_APPROACH"])
+               == ("/v1/chat/completions", "200", "moa") for r in records), log[-3000:]
     assert " 401 " not in log, log[-3000:]
 
 

@@ -327,7 +327,7 @@ def test_refusals_are_counted_by_rule_in_the_metrics(proxy):
     for record in records(proxy):
         if record["OPTILLM_PROXY_POLICY_RULE"]:
             recorded[record["OPTILLM_PROXY_POLICY_RULE"]] = recorded.get(record["OPTILLM_PROXY_POLICY_RULE"], 0) + 1
-    assert counted == recorded and {"method-not-canonical", "target-not-canonical", "method-not-allowed",
+    assert counted == recorded and {"malformed-request", "target-not-canonical", "method-not-allowed",
                                     "nesting-too-deep"} <= set(counted), counted
 
 

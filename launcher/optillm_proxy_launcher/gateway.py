@@ -99,6 +99,16 @@ class Gate:
             self._finish(ctx, environ, 500, "internal_error")
             raise
 
+    def record_refused(self, environ: dict, status: int, rule: str) -> None:
+        """A request the server refused itself, before this layer saw it (serving.json_channel):
+        recorded and counted like any refusal, under `rule`."""
+        settings = self.policy.settings
+        ctx = RequestContext(deadline=0.0, deadline_seconds=settings.deadline)
+        environ[routes.RULE_KEY] = rule
+        if self.in_flight is not None:
+            self.in_flight.inc()  # _finish counts it out again
+        self._finish(ctx, environ, status, rule)
+
     # -- after optillm ---------------------------------------------------------------------------
 
     def _replacement(self, ctx: RequestContext, status: int) -> Answer | None:

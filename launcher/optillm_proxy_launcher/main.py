@@ -45,8 +45,9 @@ def request_fields() -> frozenset[str]:
     return frozenset(names - CLIENT_OPTIONS)
 
 
-def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
-    """Verify and install every patch point (patches.py); returns the shared upstream client."""
+def install(server, prepared: settings.Prepared, run, gates: list | None = None) -> SharedUpstream:
+    """Verify and install every patch point (patches.py); returns the shared upstream client. The
+    gate made is appended to `gates` (the server's own refusals are recorded through it)."""
     patches.verify_module(server)
     registry = Registry()
     request = prepared.request
@@ -64,9 +65,16 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
     if sender:  # journald directly, around the redacting stderr: redact its fields too
         sender = redact.redacting_sender(sender, redact.Redactor(known_keys(prepared)))
     observers = [metrics.observe] + ([sender] if sender else [])
+
+    def made(gate: Gate) -> Gate:
+        if gates is not None:
+            gates.append(gate)
+        return gate
+
     patches.apply(server, load_plugins=loader, upstream=upstream,
-                  gate_factory=lambda app: Gate(admission_layer(request)(app), policy, registry,
-                                                prepared.upstream_url, observers, metrics.app, metrics.in_flight),
+                  gate_factory=lambda app: made(Gate(admission_layer(request)(app), policy, registry,
+                                                     prepared.upstream_url, observers, metrics.app,
+                                                     metrics.in_flight)),
                   guard_routes=lambda app: routes.install(app, policy), run=run)
     return upstream
 
@@ -136,7 +144,10 @@ def main() -> None:
 
     supervisor_stop = threading.Event()
     try:
-        install(server, prepared, serving.make_run(notifier, prepared.request, listen, supervisor_stop))
+        gates: list[Gate] = []
+        run = serving.make_run(notifier, prepared.request, listen, supervisor_stop,
+                               on_refused=lambda environ, status, rule: gates[0].record_refused(environ, status, rule))
+        install(server, prepared, run, gates)
         if prepared.check_only:
             check_and_exit(server, prepared)
     except ConfigRefused as exc:

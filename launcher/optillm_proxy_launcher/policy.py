@@ -44,6 +44,9 @@ RULES = {
     "target-not-canonical": "a route's path spelled otherwise: percent-encoded, repeated or trailing slashes, "
                             "dot segments, an absolute-form target (HTTP 400)",
     "invalid-host": "a Host header that is not a host name (HTTP 400)",
+    "malformed-request": "the request line or a header is not HTTP/1.1 as the server parses it: a method not in "
+                         "capitals (`post`), a Content-Length that is not a number; answered by the server (HTTP 400)",
+    "headers-too-large": "the request's headers are larger than the server accepts (HTTP 431)",
     "body-too-large": "the body is larger than MAX_REQUEST_BYTES (HTTP 413)",
     "unsupported-media-type": "the body is not sent as application/json (HTTP 415)",
     "malformed-json": "the body is not valid UTF-8 JSON (HTTP 400)",

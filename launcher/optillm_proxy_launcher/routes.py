@@ -80,7 +80,8 @@ STATUS = {"unknown-route": 404, "method-not-allowed": 405, "method-not-canonical
 REFUSED = (
     ("any path not in the table (stock's `/static/...` included)", "any", "unknown-route"),
     ("a route of the table", "any other method, HEAD and OPTIONS included", "method-not-allowed"),
-    ("a route of the table", "its method in other letter case (`post`)", "method-not-canonical"),
+    ("a route of the table", "its method in other letter case (`post`; waitress refuses it first, as "
+     "`malformed-request`)", "method-not-canonical"),
     ("a route's path spelled otherwise (`/%2Fv1/...`, `/v1//chat/...`, `/v1/./...`, a trailing `/`, "
      "`http://host/v1/...`)", "any", "target-not-canonical"),
     ("any", "any, with a Host header that is not a host name", "invalid-host"),

@@ -21,6 +21,7 @@ ThreadedTaskDispatcher).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -28,6 +29,8 @@ import socket
 import sys
 import threading
 import time
+
+from typing import Callable
 
 from optillm_proxy_launcher import settings
 from optillm_proxy_launcher.settings import ConfigRefused
@@ -166,9 +169,62 @@ def quiet_waitress() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+# What waitress refuses itself, before any layer of ours sees the request, by its HTTP status:
+# the rule it is recorded and counted under (policy.RULES documents each).
+SERVER_RULES = {400: "malformed-request", 413: "body-too-large", 431: "headers-too-large"}
+SERVER_RULE_DEFAULT = "malformed-request"
+
+
+def server_rule(code: int) -> str:
+    return SERVER_RULES.get(code, SERVER_RULE_DEFAULT)
+
+
+def error_body(code: int, reason: str, detail: str) -> bytes:
+    """waitress's own answer (an unparseable request, a limit, an app that raised) in OpenAI's shape."""
+    rule = server_rule(code) if code < 500 else "internal_error"
+    text = " ".join((f"{reason}: {detail}" if detail else reason).split())[:300]
+    if code < 500:
+        text = f"refused by optillm-proxy ({rule}): {text}"
+    kind = "invalid_request_error" if code < 500 else "server_error"
+    return json.dumps({"error": {"message": text, "type": kind, "code": rule}}).encode()
+
+
+def json_channel(on_refused: Callable[[dict, int, str], None] | None):
+    """waitress's connection class with its error task answering in OpenAI's shape; each 4xx it sends
+    is handed to `on_refused(environ, status, rule)` (the gate records and counts it)."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self):
+            error = self.request.error
+            body = error_body(error.code, error.reason, error.body)
+            if error.code < 500 and on_refused is not None:
+                # A request that failed to parse may have no method or path yet.
+                environ = {"REQUEST_METHOD": str(getattr(self.request, "command", None) or "")[:20],
+                           "PATH_INFO": str(getattr(self.request, "path", None) or "")}
+                try:
+                    on_refused(environ, error.code, server_rule(error.code))
+                except Exception as exc:  # a record must never cost the client its answer
+                    print(f"optillm-proxy-launcher: could not record a refused request: {type(exc).__name__}",
+                          file=sys.stderr, flush=True)
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.extend([("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(body)))])
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonChannel
+
+
 def make_run(notifier, request: settings.RequestSettings, listen: socket.socket | None,
-             stop_supervisor: threading.Event):
-    """The replacement for optillm.server.app.run(host=..., port=...)."""
+             stop_supervisor: threading.Event, on_refused: Callable[[dict, int, str], None] | None = None):
+    """The replacement for optillm.server.app.run(host=..., port=...); `on_refused` sees each request
+    waitress refuses itself (json_channel)."""
 
     def run(host=None, port=None, **_flask_options) -> None:
         from waitress import create_server
@@ -179,6 +235,8 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
             server = create_server(_app(), sockets=[listen], **options)
         else:
             server = create_server(_app(), host=host, port=int(port), **options)
+        # Connections are made by the server's channel_class at accept time.
+        server.channel_class = json_channel(on_refused)
         stopping = threading.Event()
 
         def on_stop(signum, frame):
