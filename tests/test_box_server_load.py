@@ -44,6 +44,7 @@ CLIENT_TIMEOUT_BOUND = 30  # what docs/serving.md promises for an unfinished req
 def bounded(box, box_upstream):
     """The service restarted with the emulated thread bound; removed (and restarted) afterwards."""
     path = box.root / DROP_IN.lstrip("/")
+    made_dir = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"[Service]\n# test_box_server_load: TasksMax is not enforced under cgroup v1\n"
                     f"LimitNPROC={THREAD_BOUND}\n")
@@ -54,6 +55,8 @@ def bounded(box, box_upstream):
     yield box
     box_upstream.reset()
     path.unlink()
+    if made_dir:  # install.sh fingerprints the drop-in directory: leave it as it was
+        path.parent.rmdir()
     box.check(f"systemctl daemon-reload && systemctl reset-failed {SERVICE} && systemctl restart {SERVICE}")
     service.wait_healthy(box)
 
