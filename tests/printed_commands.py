@@ -129,7 +129,7 @@ PROOFS: dict[str, Proof] = {
     "opsctl eval --tasks my-tasks.jsonl --model jerry-xl --model moa-jerry-xl --json":
         _test(f"{EVAL}::test_json_shape_resume_and_plot", '"--json"', "the operator's task file"),
     "uv run --frozen pytest -q -s -m real tests/test_eval.py -k demonstration": Proof("ci"),
-    "python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7":
+    "python3 -m tools.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7":
         _test(f"{EVAL}::test_fake_upstream_command_line_serves_the_simulation", "--simulate",
               "it serves until stopped: the test starts it as printed on a free port"),
     # a fleet (RUNBOOK 7a): tests/test_fleet.py runs them from the controller's namespace against two boxes

@@ -84,12 +84,12 @@ def test_changed_when_reads_the_line_install_sh_prints_when_nothing_changed():
     assert line not in _summary("'wrote /etc/optillm-proxy/env from env.example'", "")
     assert line not in _summary("", "env-file")
     marker = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["optillm_proxy_upgrade_noop_marker"]
-    assert marker in (REPO / "ops" / "upgrade.py").read_text()
+    assert marker in (REPO / "ops" / "runtime" / "upgrade.py").read_text()
 
 
 def test_role_paths_match_the_layout():
-    from ops.layout import DEFAULT as L
-    from ops.layout import SERVICE
+    from ops.from_launcher.layout import DEFAULT as L
+    from ops.from_launcher.layout import SERVICE
 
     role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     assert role_vars["optillm_proxy_env_file"] == str(L.env_file)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.layout import DEFAULT as L
-from ops.layout import OPTILLM_VERSION as L_VERSION
+from ops.from_launcher.layout import DEFAULT as L
+from ops.from_launcher.layout import OPTILLM_VERSION as L_VERSION
 from tests.box.errors import BoxError
 from tests.box.machine import INSTALL_ENV
 from tests.box.service import HEALTH_URL, main_pid, show, wait_healthy
@@ -414,7 +414,7 @@ def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, origina
 
 def test_validation_unit_has_the_service_hardening(box, original):
     """The transient unit is built from the installed unit: same exposure score, same identity."""
-    from ops.transient_unit import build
+    from ops.runtime.transient_unit import build
 
     unit = build(box_path(box, str(L.unit_file)), Path(f"{L.runtimes}/{original}"), 45987,
                  "optillm-proxy-validate-exposure")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import config_check
-from ops.layout import Layout
+from ops.runtime import config_check
+from ops.from_launcher.layout import Layout
 from tests.fixtures.runtime import REPO, launcher_credentials
 
 UNIT = REPO / "systemd" / "optillm-proxy.service"
@@ -84,7 +84,7 @@ def test_launcher_check_mode_answers_without_serving(lean_runtime, tmp_path, env
     assert "Running on" not in output  # it never served
 
 
-# --- opsctl key rotate (ops/keys.py), with the system faked; the box test rotates for real ------
+# --- opsctl key rotate (ops/runtime/keys.py), with the system faked; the box test rotates for real ------
 
 
 class FakeSystem:
@@ -105,7 +105,7 @@ def key_layout(tmp_path: Path) -> Layout:
 
 
 def test_rotation_refused_by_the_launcher_puts_the_old_key_back_and_restarts_nothing(tmp_path):
-    from ops import keys
+    from ops.runtime import keys
 
     layout, system = key_layout(tmp_path), FakeSystem()
     refused = config_check.CheckResult(False, "optillm-proxy-launcher: refused: whatever")
@@ -117,7 +117,7 @@ def test_rotation_refused_by_the_launcher_puts_the_old_key_back_and_restarts_not
 
 
 def test_rotation_writes_a_new_private_key_and_proves_it(tmp_path, monkeypatch):
-    from ops import keys
+    from ops.runtime import keys
 
     layout, system = key_layout(tmp_path), FakeSystem()
     accepted = config_check.CheckResult(True, "optillm-proxy-launcher: configuration accepted")

@@ -1,7 +1,7 @@
 """`opsctl eval`: scorers, task files, the interval, the majority-vote prediction, resume, the JSON
 shape, exit codes, and (marker `real`) the demonstration against the real launcher.
 
-The demonstration is a SIMULATION, not a model: the recording upstream (ops/fake_upstream.py,
+The demonstration is a SIMULATION, not a model: the recording upstream (tools/fake_upstream.py,
 POST /_simulate) answers each sample right with probability p, seeded. It shows that the measurement
 sees a strategy's effect and that majority voting's measured lift is the one the binomial/plurality
 arithmetic predicts; it says nothing about any real model (docs/eval.md).
@@ -23,12 +23,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-import ops.eval
+import ops.eval.engine
 from ops.cli import cli
-from ops.eval_metrics import parse as parse_metrics
-from ops.eval_stats import majority_vote_accuracy, nearest_rank, wilson
-from ops.eval_tasks import Task, final_answer, last_number, load, parse_text
-from ops.fake_upstream import ANSWER, Simulation, make_server
+from ops.eval.metrics import parse as parse_metrics
+from ops.eval.stats import majority_vote_accuracy, nearest_rank, wilson
+from ops.eval.tasks import Task, final_answer, last_number, load, parse_text
+from tools.fake_upstream import ANSWER, Simulation, make_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "eval" / "tasks.jsonl"
@@ -396,7 +396,7 @@ def mock(monkeypatch, handler) -> list[httpx.Request]:
             seen.append(request)
         return handler(request)
 
-    monkeypatch.setattr(ops.eval, "make_transport", lambda url: httpx.MockTransport(recording))
+    monkeypatch.setattr(ops.eval.engine, "make_transport", lambda url: httpx.MockTransport(recording))
     return seen
 
 
@@ -536,7 +536,7 @@ def test_a_strategy_model_the_proxy_never_counted_is_named_and_exits_1(monkeypat
 
 
 def test_mixed_sources_compare_completion_tokens(monkeypatch, tmp_path):
-    from ops.eval_results import BASIS_COMPLETION, Row, add_costs
+    from ops.eval.results import BASIS_COMPLETION, Row, add_costs
 
     def row(model, source, total, completion):
         return Row(model=model, approach="none", tasks=1, samples=1, correct=1, accuracy=1.0, ci_low=0.2,
@@ -550,7 +550,7 @@ def test_mixed_sources_compare_completion_tokens(monkeypatch, tmp_path):
 
 
 def test_eval_costs_other_commands_nothing():
-    code = ("import sys, ops.cli; bad = [m for m in sys.modules if m.startswith(('leather', 'ops.eval'))]; "
+    code = ("import sys, ops.cli; bad = [m for m in sys.modules if m.startswith(('leather', 'ops.eval.engine'))]; "
             "sys.exit(f'imported: {bad}' if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
@@ -611,7 +611,7 @@ def test_demonstration_simulated_upstream_majority_voting_lift_matches_the_predi
 
 
 def test_fake_upstream_command_line_serves_the_simulation():
-    """docs/eval.md's `python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
+    """docs/eval.md's `python3 -m tools.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7`,
     as printed but on a free port (4000 may be LiteLLM's): a shipped task's prompt is answered."""
     import socket
     import subprocess
@@ -621,7 +621,7 @@ def test_fake_upstream_command_line_serves_the_simulation():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    printed = "python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7"
+    printed = "python3 -m tools.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7"
     args = printed.replace(" 4000 ", f" {port} ").split()[1:]
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from ops.cli import cli
-from ops.client import ApiKey, UsageProblem, parse_base_url, resolve_api_key
-from ops.health import CRITICAL, OK, WARNING, probe
-from ops.http_probe import Answer, ProbeError, Refused, TimedOut
+from ops.probes.client import ApiKey, UsageProblem, parse_base_url, resolve_api_key
+from ops.probes.health import CRITICAL, OK, WARNING, probe
+from ops.probes.http_probe import Answer, ProbeError, Refused, TimedOut
 from tests.probe_helpers import hermetic, raising, release, run_cli, use_fetch  # noqa: F401, F811 (fixtures)
 
 STATUS_LINE = re.compile(r"^OPTILLM-PROXY (OK|WARNING|CRITICAL|UNKNOWN) - .+ \| time=\d+\.\d{3}s;[\d.]+;[\d.]+;0$")
@@ -93,17 +93,17 @@ def test_refused_is_critical(monkeypatch):
     assert "connection refused by http://127.0.0.1:4020" in result.output
 
 
-# --- why the local unit is down (ops/unit_state.py), on a probe that got no HTTP answer --------
+# --- why the local unit is down (ops/probes/unit_state.py), on a probe that got no HTTP answer --------
 
 LIMIT_HIT = [{"Id": "optillm-proxy.service", "ActiveState": "failed", "Result": "exit-code"},
              {"Id": "optillm-proxy.socket", "ActiveState": "failed", "Result": "service-start-limit-hit"}]
 
 
 def test_refused_names_a_start_limit_hit_of_the_local_units(monkeypatch):
-    import ops.unit_state
+    import ops.probes.unit_state
 
     use_fetch(monkeypatch, raising(Refused("connection refused")))
-    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None, timeout=2.0: LIMIT_HIT)
+    monkeypatch.setattr(ops.probes.unit_state, "read", lambda runner=None, timeout=2.0: LIMIT_HIT)
     result = run()
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert ("connection refused by http://127.0.0.1:4020 (is optillm-proxy running? systemctl status optillm-proxy); "
@@ -114,18 +114,18 @@ def test_refused_names_a_start_limit_hit_of_the_local_units(monkeypatch):
 
 @pytest.mark.parametrize("url", ["http://10.0.0.9:4020", "http://127.0.0.1:4021"])
 def test_another_hosts_proxy_is_never_explained_by_this_hosts_units(monkeypatch, url):
-    import ops.unit_state
+    import ops.probes.unit_state
 
     use_fetch(monkeypatch, raising(Refused("connection refused")))
-    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None, timeout=2.0: pytest.fail("systemd asked for another host"))
+    monkeypatch.setattr(ops.probes.unit_state, "read", lambda runner=None, timeout=2.0: pytest.fail("systemd asked for another host"))
     result = run("--url", url)
     assert result.exit_code == 2 and "failed (" not in result.output
 
 
 def test_a_healthy_or_answering_proxy_never_asks_systemd(monkeypatch):
-    import ops.unit_state
+    import ops.probes.unit_state
 
-    monkeypatch.setattr(ops.unit_state, "read", lambda runner=None, timeout=2.0: pytest.fail("systemd asked on an answer"))
+    monkeypatch.setattr(ops.probes.unit_state, "read", lambda runner=None, timeout=2.0: pytest.fail("systemd asked on an answer"))
     use_fetch(monkeypatch, lambda path, headers: answer(503, text="down"))
     assert run().exit_code == 2
     use_fetch(monkeypatch, lambda path, headers: answer(200, {"status": "ok"}))
@@ -133,13 +133,13 @@ def test_a_healthy_or_answering_proxy_never_asks_systemd(monkeypatch):
 
 
 def test_a_diagnosis_that_breaks_keeps_the_critical(monkeypatch):
-    import ops.unit_state
+    import ops.probes.unit_state
 
     def broken(runner=None, timeout=2.0):
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
 
     use_fetch(monkeypatch, raising(Refused("connection refused")))
-    monkeypatch.setattr(ops.unit_state, "read", broken)
+    monkeypatch.setattr(ops.probes.unit_state, "read", broken)
     result = run()
     assert result.exit_code == 2 and "connection refused by" in result.output and "internal error" not in result.output
 
@@ -153,7 +153,7 @@ def test_a_closed_stdout_keeps_the_exit_code():
 
 
 def test_unit_state_reads_systemctl_show_and_says_nothing_without_systemd():
-    from ops import unit_state
+    from ops.probes import unit_state
 
     shown = ("Id=optillm-proxy.service\nActiveState=failed\nResult=exit-code\n\n"
              "Id=optillm-proxy.socket\nActiveState=active\nResult=success\n")
@@ -309,11 +309,11 @@ def test_internal_error_is_unknown_without_traceback(monkeypatch):
 
 
 def test_other_commands_keep_clicks_usage_code():
-    result = CliRunner().invoke(cli, ["fake-upstream", "--port", "notaport"])
+    result = CliRunner().invoke(cli, ["runtime", "prune", "--keep", "notanumber"])
     assert result.exit_code == 2
 
 
-# --- ops.client ---------------------------------------------------------------------------------
+# --- ops.probes.client ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("given, expected", [
     ("http://127.0.0.1:4020", "http://127.0.0.1:4020"),
@@ -427,8 +427,8 @@ def test_plain_health_imports_neither_click_nor_httpx(stub):
     done = opsctl("health", "--url", stub.url, "--timeout=5", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"] == "OK"
-    assert "ops.health" in imported(done, "ops.health"), done.stderr[-2000:]
-    assert imported(done, "click", "httpx", "ops.commands") == [], done.stderr[-2000:]
+    assert "ops.probes.health" in imported(done, "ops.probes.health"), done.stderr[-2000:]
+    assert imported(done, "click", "httpx", "ops.errors", "ops.probes.command") == [], done.stderr[-2000:]
 
 
 def test_plain_http_builds_no_ssl_context(stub, monkeypatch):

@@ -1,4 +1,4 @@
-"""ops.http_probe: the stdlib GET against real sockets, and the one /health poller."""
+"""ops.probes.http_probe: the stdlib GET against real sockets, and the one /health poller."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ops import http_probe
-from ops.http_probe import ProbeError, Refused, get, health_ok, wait_healthy
+from ops.probes import http_probe
+from ops.probes.http_probe import ProbeError, Refused, get, health_ok, wait_healthy
 
 
 def serve_once(reply: bytes) -> tuple[str, threading.Thread]:

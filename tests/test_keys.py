@@ -1,4 +1,4 @@
-"""ops/keys.py's migration of an earlier install's OPENAI_API_KEY= line into the upstream key file,
+"""ops/runtime/keys.py's migration of an earlier install's OPENAI_API_KEY= line into the upstream key file,
 case by case (install.sh runs it; tests/test_install.py proves it through a staged install)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from ops.keys import migrate_upstream_key
+from ops.runtime.keys import migrate_upstream_key
 from optillm_proxy_launcher.settings import UPSTREAM_KEY_PLACEHOLDER
 
 SHOWN = "/etc/optillm-proxy/upstream-key"

@@ -1,6 +1,6 @@
 """`opsctl health` and `opsctl smoke` against a REAL optillm 0.3.12 (full lock) and the recording upstream.
 
-This is where the strategy-ran signal (answer shape, see ops/smoke.py) is proven: the same smoke
+This is where the strategy-ran signal (answer shape, see ops/probes/smoke.py) is proven: the same smoke
 passes against the server in auto mode and names every strategy skipped with `--approach proxy`.
 opsctl runs as a subprocess (the installed console script), the key reaches it by environment.
 """

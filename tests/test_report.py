@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ops import report
+from ops.report import engine as report
 from ops.cli import cli
 from optillm_proxy_launcher.records import FIELD_NAMES, MARKER_FIELD, MARKER_VALUE, Record, stderr_sender
 

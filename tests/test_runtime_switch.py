@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ops import runtime as rt
-from ops import upgrade as up
+from ops.runtime import runtimes as rt
+from ops.runtime import upgrade as up
 from ops.cli import cli
-from ops.layout import Layout
+from ops.from_launcher.layout import Layout
 
 UNIT = """\
 [Unit]
@@ -176,7 +176,7 @@ def test_cli_list_and_prune_on_a_staged_root(layout):
 # --- the transient validation unit --------------------------------------------------------------
 
 def test_transient_unit_carries_the_hardening_and_swaps_runtime_and_port(layout):
-    from ops.transient_unit import build
+    from ops.runtime.transient_unit import build
 
     candidate = make_runtime(layout, "0.3.12-full-bbbbbbbbbbbb", profile="full")
     unit = build(layout.unit_file, Path("/opt/optillm-proxy/runtimes/x"), 45123, "optillm-proxy-validate-1")
@@ -197,7 +197,7 @@ def test_transient_unit_carries_the_hardening_and_swaps_runtime_and_port(layout)
 
 
 def test_transient_unit_follows_dropins(layout):
-    from ops.transient_unit import build
+    from ops.runtime.transient_unit import build
 
     layout.dropin_dir.mkdir()
     (layout.dropin_dir / "10-port.conf").write_text(
@@ -209,7 +209,7 @@ def test_transient_unit_follows_dropins(layout):
 
 
 def test_transient_unit_refuses_specifiers(layout):
-    from ops.transient_unit import UnitProblem, build
+    from ops.runtime.transient_unit import UnitProblem, build
 
     layout.unit_file.write_text(UNIT.replace("WorkingDirectory=/opt/optillm-proxy", "WorkingDirectory=%h"))
     with pytest.raises(UnitProblem, match="WorkingDirectory= uses a %-specifier"):
@@ -430,7 +430,7 @@ def test_reason_is_the_last_error_line():
 def deployed(layout, monkeypatch):
     """`layout` standing in for / (what upgrade/rollback act on), as root would run the CLI: the
     root check is test_cli_needs_root's; these run as any user."""
-    monkeypatch.setattr("ops.layout.DEFAULT", layout)
+    monkeypatch.setattr("ops.from_launcher.layout.DEFAULT", layout)
     monkeypatch.setattr("os.geteuid", lambda: 0)
     return layout
 

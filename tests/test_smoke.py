@@ -13,10 +13,10 @@ import time
 import httpx
 import pytest
 
-import ops.client
-import ops.smoke
-from ops.layout import Layout
-from ops.smoke import KEY_CHECK_SECONDS, approach_of, models_to_check, plugin_slugs_from_env
+import ops.probes.client
+import ops.probes.smoke
+from ops.from_launcher.layout import Layout
+from ops.probes.smoke import KEY_CHECK_SECONDS, approach_of, models_to_check, plugin_slugs_from_env
 from tests.probe_helpers import hermetic, raising, release, run_cli, use_transport  # noqa: F401, F811 (fixtures)
 
 ALL = ["jerry-xl", "moa-jerry-xl", "bon-jerry-xl", "plansearch-jerry-xl", "self_consistency-jerry-xl"]
@@ -152,7 +152,7 @@ def test_key_file_is_used_when_readable(monkeypatch, tmp_path):
     layout = Layout(tmp_path / "root")
     layout.key_file.parent.mkdir(parents=True)
     layout.key_file.write_text("opx-from-key-file\n")
-    monkeypatch.setattr(ops.client, "DEFAULT", layout)
+    monkeypatch.setattr(ops.probes.client, "DEFAULT", layout)
     seen = use_transport(monkeypatch, auto_mode)
     assert run("jerry-xl").exit_code == 0
     assert seen[0].headers["authorization"] == "Bearer opx-from-key-file"
@@ -332,7 +332,7 @@ def test_models_run_at_once_up_to_concurrency_and_rows_keep_their_order(monkeypa
     state["max"] = 0
     result = run(*args)  # default: 5 at a time
     assert result.exit_code == 0, result.output
-    assert list(rows_of(result.output)) == models and state["max"] == ops.smoke.DEFAULT_CONCURRENCY
+    assert list(rows_of(result.output)) == models and state["max"] == ops.probes.smoke.DEFAULT_CONCURRENCY
 
 
 def test_hung_proxy_costs_timeout_once_not_once_per_model(monkeypatch, release):
@@ -394,7 +394,7 @@ def test_concurrency_default_and_bad_value():
     from ops.cli import cli
 
     param = next(p for p in cli.commands["smoke"].params if p.name == "concurrency")
-    assert param.default == ops.smoke.DEFAULT_CONCURRENCY
+    assert param.default == ops.probes.smoke.DEFAULT_CONCURRENCY
     result = run("jerry-xl", "--concurrency", "0")
     assert result.exit_code == 3 and "--concurrency" in result.output
 

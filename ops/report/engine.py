@@ -30,7 +30,7 @@ from typing import Iterable
 from optillm_proxy_launcher.records import (FIELD_NAMES, MARKER_FIELD, MARKER_VALUE, NO_APPROACH, PREFIX, STDERR_TAG,
                                             Record)
 
-from ops.layout import SERVICE
+from ops.from_launcher.layout import SERVICE
 
 BASE_APPROACH = "none"  # the base model itself: the launcher's label for a pass-through
 # Latency histogram: bucket k >= 1 holds [GROWTH**(k-1), GROWTH**k) ms and reports its geometric

@@ -1,7 +1,7 @@
 """`opsctl runtime check`: would the service start with the configuration on disk now?
 
 Runs the launcher itself with `--check` in a transient unit built from the installed unit and its
-drop-ins (ops/transient_unit.py: the same user, sandbox, env file and credentials), so the answer
+drop-ins (ops/runtime/transient_unit.py: the same user, sandbox, env file and credentials), so the answer
 comes from the very checks a start runs, plugin imports included: one implementation, no second
 opinion. install.sh runs it before every restart and leaves a healthy service alone when the
 launcher would refuse the new configuration.
@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.layout import Layout
+from ops.from_launcher.layout import Layout
 
 CHECK_TIMEOUT = 180.0  # the full profile imports every plugin
 REFUSED_PREFIX = "optillm-proxy-launcher: refused: "
@@ -28,8 +28,8 @@ class CheckResult:
 
 def argv(layout: Layout, runtime: Path) -> list[str]:
     """systemd-run for the check: the installed unit's settings, the launcher with --check."""
-    from ops.transient_unit import build
-    from ops.upgrade import spare_port
+    from ops.runtime.transient_unit import build
+    from ops.runtime.upgrade import spare_port
 
     name = f"optillm-proxy-check-{secrets.token_hex(4)}"
     unit = build(layout.unit_file, runtime, spare_port(), name)
@@ -53,6 +53,6 @@ def verdict(code: int, output: str) -> CheckResult:
 
 
 def check(layout: Layout, runtime: Path, run) -> CheckResult:
-    """`run(argv, timeout) -> (code, output)` runs a command (ops.upgrade.System.run)."""
+    """`run(argv, timeout) -> (code, output)` runs a command (ops.runtime.upgrade.System.run)."""
     code, output = run(argv(layout, runtime), CHECK_TIMEOUT)
     return verdict(code, output)

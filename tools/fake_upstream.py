@@ -45,7 +45,7 @@ class _State:
 
 
 def _number(value) -> float | None:
-    # ops.eval_tasks.as_number, copied: this file is also loaded alone (tools/lean_probe.py runs
+    # ops.eval.tasks.as_number, copied: this file is also loaded alone (tools/lean_probe.py runs
     # it inside a runtime venv without `ops`; bench scripts run it by path), so it imports nothing.
     if isinstance(value, bool):
         return None
@@ -295,10 +295,10 @@ def serve(host: str, port: int, simulation: Simulation | None = None) -> None:
 
 
 def _main(argv: list[str]) -> None:
-    """python -m ops.fake_upstream PORT [--simulate TASKS.jsonl [--p 0.6] [--seed 7] [--wrong-values 4]]"""
+    """python -m tools.fake_upstream PORT [--simulate TASKS.jsonl [--p 0.6] [--seed 7] [--wrong-values 4]]"""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ops.fake_upstream", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.fake_upstream", description=__doc__.split("\n\n")[0])
     # No default port: stdlib only (tools/lean_probe.py loads this file into a bare runtime), so
     # it cannot read layout.env; callers pass LiteLLM's port from there (opsctl fake-upstream does).
     parser.add_argument("port", type=int)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.layout import DEFAULT, LISTEN_PORT
+from ops.from_launcher.layout import DEFAULT, LISTEN_PORT
 
 # The unit names the runtime through this path; the candidate replaces it.
 DEPLOYED_CURRENT = str(DEFAULT.current)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 
-from ops.layout import SERVICE, SOCKET_UNIT
+from ops.from_launcher.layout import SERVICE, SOCKET_UNIT
 
 PROPERTIES = ("Id", "ActiveState", "Result")
 SYSTEMCTL_TIMEOUT_S = 2.0

@@ -10,7 +10,7 @@ got and the same command resumes where it stopped:
   (HTTP error, timeout); asked again by the next run.
 - `{"kind": "batch", "model", "approach", "sent", "requests", "calls", "prompt_tokens",
   "completion_tokens", "at"}`: the proxy's counters for the model's approach, after minus before one
-  run of that model (see ops/eval_metrics.py); absent when /metrics was not the proxy's.
+  run of that model (see ops/eval/metrics.py); absent when /metrics was not the proxy's.
 
 A line that cannot be read (a run killed mid-write) is skipped and counted.
 """
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.eval_metrics import SOURCE_METRICS, SOURCE_USAGE
-from ops.eval_stats import nearest_rank, wilson
+from ops.eval.metrics import SOURCE_METRICS, SOURCE_USAGE
+from ops.eval.stats import nearest_rank, wilson
 
 REPLY_CHARS = 300
 

@@ -4,7 +4,7 @@ Rule (the spec's): GET /health; when that is not 200 with valid JSON, GET /v1/mo
 proxy key. 200 with valid JSON from either is healthy, and the status line says which one
 answered. /health never touches the upstream, so a stopped LiteLLM leaves health OK (that is
 `opsctl smoke`'s job to catch). When this host's own proxy gives no HTTP answer, the line also
-names a failed unit and its Result (ops/unit_state.py): a start-limit-hit does not heal by itself.
+names a failed unit and its Result (ops/probes/unit_state.py): a start-limit-hit does not heal by itself.
 
 Exit codes: 0 OK, 1 WARNING (healthy but slower than --warning), 2 CRITICAL (refused, timed out,
 both endpoints failed, 401 on the fallback, non-JSON 200, slower than --critical), 3 UNKNOWN
@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import time
 
-from ops.client import ApiKey, ProbeDeadline, run_with_deadline
-from ops.http_probe import Answer, ProbeError, Refused, TimedOut, get
+from ops.probes.client import ApiKey, ProbeDeadline, run_with_deadline
+from ops.probes.http_probe import Answer, ProbeError, Refused, TimedOut, get
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -139,7 +139,7 @@ def probe(base_url: str, key: ApiKey, timeout: float, warning: float, critical: 
 
 
 def validate(timeout: float, warning: float, critical: float, wait: float) -> None:
-    from ops.client import UsageProblem
+    from ops.probes.client import UsageProblem
 
     if timeout <= 0:
         raise UsageProblem(f"--timeout must be > 0 seconds (got {timeout:g})")
@@ -169,7 +169,7 @@ KEY_HELP = "Proxy key (prefer $OPSCTL_API_KEY or the key file: a command line is
 
 
 def options() -> tuple[Option, ...]:
-    from ops.layout import PROXY_URL
+    from ops.from_launcher.layout import PROXY_URL
 
     return (
         Option("--url", "url", str, PROXY_URL, "Proxy base URL."),
@@ -185,11 +185,11 @@ def options() -> tuple[Option, ...]:
 def _local_unit_clause(base_url: str, seconds: float) -> str:
     """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does,
     asked within what is left of --timeout. A diagnosis that fails adds nothing (the CRITICAL stays)."""
-    from ops.layout import PROXY_URL
+    from ops.from_launcher.layout import PROXY_URL
 
     if base_url != PROXY_URL:
         return ""
-    from ops import unit_state
+    from ops.probes import unit_state
 
     try:
         clause = unit_state.describe(unit_state.read(timeout=seconds))
@@ -201,7 +201,7 @@ def _local_unit_clause(base_url: str, seconds: float) -> str:
 def run(url: str, api_key: str | None, timeout: float, warning: float, critical: float, wait: float,
         as_json: bool) -> tuple[int, str]:
     """(exit code, the one line to print): what `opsctl health` does once its options are parsed."""
-    from ops.client import UsageProblem, parse_base_url, resolve_api_key
+    from ops.probes.client import UsageProblem, parse_base_url, resolve_api_key
 
     try:
         validate(timeout, warning, critical, wait)

@@ -15,7 +15,7 @@ def table() -> dict[str, dict]:
     """slug -> {"module", "profiles", "risk"}; raises settings.ConfigRefused when neither exists."""
     from optillm_proxy_launcher import settings
 
-    from ops.layout import DEFAULT
+    from ops.from_launcher.layout import DEFAULT
 
     try:
         return settings.plugin_table()

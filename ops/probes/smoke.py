@@ -50,8 +50,8 @@ from pathlib import Path
 
 from optillm_proxy_launcher import settings
 
-from ops.client import ApiKey
-from ops.layout import DEFAULT, STRATEGY_PREFIXES
+from ops.probes.client import ApiKey
+from ops.from_launcher.layout import DEFAULT, STRATEGY_PREFIXES
 
 PASSED, FAILED, UNREACHABLE = 0, 1, 2
 
@@ -61,7 +61,7 @@ CORE_APPROACHES = settings.CORE_APPROACHES
 
 
 def plugin_slugs() -> tuple[str, ...]:
-    from ops.plugins import table
+    from ops.from_launcher.plugins import table
 
     return tuple(table())
 # Approaches whose answer is the upstream's own body by design: no shape test for them.
@@ -136,7 +136,7 @@ def plugin_slugs_from_env(env_file: Path) -> tuple[list[str], str | None]:
         return [], f"plugin prefixes not checked: cannot read {env_file} ({exc.strerror}); use --plugin SLUG"
     value = parse_env_file(text).as_dict().get("PROXY_PLUGINS", "none")
     try:
-        from ops.plugins import table
+        from ops.from_launcher.plugins import table
 
         enabled = settings.parse_plugin_setting(value, table())
     except settings.ConfigRefused as exc:
@@ -160,8 +160,8 @@ def models_to_check(models: tuple[str, ...], all_models: bool, base_model: str,
 def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tuple[str, ...],
          env_file: str | None, timeout: float) -> tuple[list[str], list[str]]:
     """The models to check and notes for the operator; UsageProblem for bad arguments."""
-    from ops.client import UsageProblem
-    from ops.layout import DEFAULT
+    from ops.probes.client import UsageProblem
+    from ops.from_launcher.layout import DEFAULT
 
     if not models and not all_models and not plugins:
         raise UsageProblem("name at least one MODEL, or use --all / --plugin SLUG")
@@ -276,7 +276,7 @@ def request_body(model: str) -> dict:
 def check_model(client, model: str, key: ApiKey, timeout: float, clock=time.monotonic) -> SmokeRow:
     """One model's request and verdict. httpx bounds each operation by `timeout`; the whole run's
     bound (a server that trickles bytes) is run()'s."""
-    from ops.client import import_httpx
+    from ops.probes.client import import_httpx
 
     httpx = import_httpx()
 
@@ -302,7 +302,7 @@ def run(base_url: str, key: ApiKey, models: list[str], timeout: float, notes=(),
         transport=None, clock=time.monotonic, concurrency: int = DEFAULT_CONCURRENCY) -> SmokeReport:
     """Check the models at once (at most `concurrency` at a time) within `timeout` for the whole
     run; the rows keep the models' order."""
-    from ops.client import make_client
+    from ops.probes.client import make_client
 
     report = SmokeReport(url=base_url, key_source=key.source, notes=list(notes))
     if not models:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ops import runtime as rt
-from ops.layout import DEFAULT, LISTEN_HOST, PROXY_URL, SERVICE, Layout
+from ops.runtime import runtimes as rt
+from ops.from_launcher.layout import DEFAULT, LISTEN_HOST, PROXY_URL, SERVICE, Layout
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_DOWN = 0, 1, 2, 3, 4
 HEALTH_OK, HEALTH_WARNING = 0, 1  # opsctl health (Monitoring Plugins codes)
@@ -120,7 +120,7 @@ class System:
         return "\n".join(own or systemd)
 
     def healthz(self, url: str) -> bool:
-        from ops.http_probe import health_ok
+        from ops.probes.http_probe import health_ok
 
         return health_ok(url, timeout=3)
 
@@ -174,7 +174,7 @@ class Upgrader:
 
     def validate(self, candidate: rt.Runtime) -> None:
         """Lint the runtime, start it as a transient unit on a spare port, smoke it, stop it."""
-        from ops.transient_unit import UnitProblem, build
+        from ops.runtime.transient_unit import UnitProblem, build
 
         self.say(f"checking {candidate.name}'s optillm against the launcher's patch points")
         problem = self.system.optillm_problem(self.layout, candidate)

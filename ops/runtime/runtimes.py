@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.layout import FACTS, KEEP_RUNTIMES, OPTILLM_VERSION, PROFILES, Layout
+from ops.from_launcher.layout import FACTS, KEEP_RUNTIMES, OPTILLM_VERSION, PROFILES, Layout
 
 
 class RuntimeProblem(Exception):

@@ -49,7 +49,7 @@ def write(path: str, rows, title: str) -> int:
                 ET.SubElement(item, "circle", cx=str(x), cy=str(y), r=str(self._radius), fill=self._fill_color)
             return group
 
-    from ops.eval_metrics import SOURCE_METRICS
+    from ops.eval.metrics import SOURCE_METRICS
 
     # One basis for every dot: the proxy's prompt+completion tokens when all models have them, else
     # completion tokens (all an answer's usage reports for a strategy).

@@ -6,7 +6,7 @@ output), the launcher's own check (`opsctl runtime check`) must accept it, then 
 launcher drains, the socket queues), then the old key must get 401 and the new one must not. On any
 failure before the restart the old key file is put back and the service is left alone.
 
-install.sh writes the key files through this module too (`python -m ops.keys`, from opsctl's venv):
+install.sh writes the key files through this module too (`python -m ops.runtime.keys`, from opsctl's venv):
 a first proxy key, and the move of an earlier install's OPENAI_API_KEY= line into the upstream key
 file. Keys go straight from Python into 0600 files: never argv, the environment or any output.
 """
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.layout import PROXY_URL, SERVICE, Layout
+from ops.from_launcher.layout import PROXY_URL, SERVICE, Layout
 from optillm_proxy_launcher.settings import UPSTREAM_KEY_PLACEHOLDER
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -58,7 +58,7 @@ def key_status(url: str, key: str) -> int:
 
 
 def rotate(layout: Layout, system, check, url: str = PROXY_URL) -> Rotation:
-    """system: ops.upgrade.System (run, restart_service); check: () -> config_check.CheckResult."""
+    """system: ops.runtime.upgrade.System (run, restart_service); check: () -> config_check.CheckResult."""
     key_file = layout.key_file
     try:
         old = key_file.read_text(encoding="utf-8").strip()
@@ -125,7 +125,7 @@ def migrate_upstream_key(env_file: Path, key_file: Path, key_shown: str) -> str:
     return outcome
 
 
-USAGE = "usage: python -m ops.keys generate KEY_FILE | migrate ENV_FILE UPSTREAM_KEY_FILE SHOWN_NAME"
+USAGE = "usage: python -m ops.runtime.keys generate KEY_FILE | migrate ENV_FILE UPSTREAM_KEY_FILE SHOWN_NAME"
 
 
 def main(argv: list[str]) -> int:
@@ -140,10 +140,10 @@ def main(argv: list[str]) -> int:
             print(USAGE, file=sys.stderr)
             return EXIT_USAGE
     except OSError as exc:
-        print(f"ops.keys: {exc.filename or argv[1]}: {exc.strerror}", file=sys.stderr)
+        print(f"ops.runtime.keys: {exc.filename or argv[1]}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILED
     except UnicodeDecodeError as exc:
-        print(f"ops.keys: {argv[1]} or {argv[2]}: not UTF-8 text ({exc.reason}): fix it by hand", file=sys.stderr)
+        print(f"ops.runtime.keys: {argv[1]} or {argv[2]}: not UTF-8 text ({exc.reason}): fix it by hand", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -1,12 +1,12 @@
 """`opsctl eval`: does a strategy pay for itself on the operator's own tasks?
 
-Each task of a task file (ops/eval_tasks.py) is asked of each model, `--repeat` times, through the
+Each task of a task file (ops/eval/tasks.py) is asked of each model, `--repeat` times, through the
 proxy (default) or through LiteLLM, `--concurrency` requests at a time, one model after the other.
-Per model: accuracy with its 95% Wilson score interval (ops/eval_stats.py), latency p50/p95, upstream
+Per model: accuracy with its 95% Wilson score interval (ops/eval/stats.py), latency p50/p95, upstream
 calls and tokens per task (the proxy's /metrics when it serves them, else the answers' usage, said
-per row: ops/eval_metrics.py), and the cost multiplier against the first model.
+per row: ops/eval/metrics.py), and the cost multiplier against the first model.
 
-Every answer is appended to a results file as it comes (ops/eval_results.py): an interrupted run is
+Every answer is appended to a results file as it comes (ops/eval/results.py): an interrupted run is
 resumed by running the same command again; answers already scored are not asked again.
 
 Exit codes: 0 every (task, repeat) of every model scored; 1 some could not be (errors: run again to
@@ -24,9 +24,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ops.client import ApiKey, UsageProblem
-from ops.eval_results import ResultsFile, Row, add_costs, default_path, row_for
-from ops.eval_tasks import Task, TaskFileProblem, load
+from ops.probes.client import ApiKey, UsageProblem
+from ops.eval.results import ResultsFile, Row, add_costs, default_path, row_for
+from ops.eval.tasks import Task, TaskFileProblem, load
 
 OK, INCOMPLETE, UNREACHABLE, USAGE, INTERRUPTED = 0, 1, 2, 3, 130
 # A model whose first answers are all errors (not routed, approach not allowed) is given up after
@@ -85,7 +85,7 @@ class Report:
 
 def approach_label(model: str) -> str:
     """The launcher's approach label for a model name: its prefix, `none` for a base model."""
-    from ops.smoke import approach_of
+    from ops.probes.smoke import approach_of
 
     return approach_of(model) or "none"
 
@@ -96,7 +96,7 @@ def plan(tasks_path: str, models: tuple[str, ...], repeat: int, concurrency: int
          ) -> tuple[Options, list[Task], list[tuple[int, str]], str]:
     """Validated options and the parsed task file (its first `limit` tasks when given); UsageProblem
     (exit 3) before anything is sent."""
-    from ops.client import parse_base_url
+    from ops.probes.client import parse_base_url
 
     if not models:
         raise UsageProblem("name at least one --model (the first is the one the others are compared with)")
@@ -113,7 +113,7 @@ def plan(tasks_path: str, models: tuple[str, ...], repeat: int, concurrency: int
     else:
         metrics = parse_base_url(metrics_url)
     if plot is not None:
-        from ops.eval_plot import check_path
+        from ops.eval.plot import check_path
 
         try:
             check_path(plot)
@@ -153,7 +153,7 @@ def error_text(response) -> str:
 
 def ask(client, model: str, task: Task, rep: int, options: Options, clock=time.monotonic) -> dict:
     """One task asked of one model: a result or error record. Raises Unreachable or Refused."""
-    from ops.client import import_httpx
+    from ops.probes.client import import_httpx
 
     httpx = import_httpx()
     base = {"model": model, "task": task.id, "fp": task.fingerprint, "rep": rep}
@@ -186,7 +186,7 @@ def ask(client, model: str, task: Task, rep: int, options: Options, clock=time.m
     prompt_tokens = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
     completion_tokens = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
     if approach_label(model) != "none" and completion_tokens == 0:
-        # optillm 0.3.12's moa/bon/majority_voting swallow upstream errors into a 200 (ops/smoke.py).
+        # optillm 0.3.12's moa/bon/majority_voting swallow upstream errors into a 200 (ops/probes/smoke.py).
         return {"kind": "error", **base, "status": 200,
                 "error": f"upstream error via proxy: no completion from the upstream ({content.strip()[:120]!r})"}
     return {"kind": "result", **base, "correct": task.score(content), "latency_s": round(latency, 4),
@@ -228,7 +228,7 @@ def run_model(client, results: ResultsFile, model: str, todo: list[tuple[Task, i
               progress: Progress, notes: list[str], clock=time.monotonic, unrouted: list[str] | None = None) -> int:
     """Ask `todo` of one model, `options.concurrency` at a time, appending each answer; the requests sent.
     A strategy model whose answers the proxy's counters never saw is added to `unrouted`."""
-    from ops import eval_metrics
+    from ops.eval import metrics as eval_metrics
 
     approach = approach_label(model)
     before = eval_metrics.snapshot(client, options.metrics_url)
@@ -313,7 +313,7 @@ def run_model(client, results: ResultsFile, model: str, todo: list[tuple[Task, i
 
 def make_transport(base_url: str):
     """No retries (a retried strategy request costs its calls twice); plain http needs no CA bundle."""
-    from ops.client import import_httpx
+    from ops.probes.client import import_httpx
 
     return import_httpx().HTTPTransport(verify=not base_url.startswith("http://"), retries=0)
 
@@ -322,7 +322,7 @@ def run(options: Options, tasks: list[Task], skipped: list[tuple[int, str]], tas
         transport=None, show_progress: bool | None = None, clock=time.monotonic) -> Report:
     """Ask what is left to ask and add up the results file. Raises Unreachable, Refused,
     KeyboardInterrupt (each after keeping every answer so far), UsageProblem (results file)."""
-    from ops.client import import_httpx
+    from ops.probes.client import import_httpx
 
     path = Path(options.results_path) if options.results_path else default_path(options.tasks_path, tasks_sha,
                                                                               options.base_url)
@@ -360,7 +360,7 @@ def run(options: Options, tasks: list[Task], skipped: list[tuple[int, str]], tas
     report.rows = [row_for(results.records, m, approach_label(m), tasks, options.repeat) for m in options.models]
     add_costs(report.rows)
     if options.plot:
-        from ops.eval_plot import write
+        from ops.eval.plot import write
 
         try:
             write(options.plot, report.rows, f"opsctl eval: {Path(options.tasks_path).name}, {len(tasks)} tasks "

@@ -4,7 +4,7 @@ Light on purpose: `opsctl health` runs every minute, so this module imports only
 load time and httpx when a client is really built.
 
 Key order (first found wins): `--api-key`, `$OPSCTL_API_KEY`, the key file
-(`ops.layout.DEFAULT.key_file`, /etc/optillm-proxy/api-key) when the caller may read it.
+(`ops.from_launcher.layout.DEFAULT.key_file`, /etc/optillm-proxy/api-key) when the caller may read it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import threading
 from urllib.parse import urlsplit
 
-from ops.layout import DEFAULT, PROXY_URL
+from ops.from_launcher.layout import DEFAULT, PROXY_URL
 
 KEY_ENV = "OPSCTL_API_KEY"
 DEFAULT_URL = PROXY_URL
@@ -54,7 +54,7 @@ def parse_base_url(url: str) -> str:
 
 
 class ApiKey:
-    """Plain class: no `dataclasses` import on the health path (see ops.health.HealthResult)."""
+    """Plain class: no `dataclasses` import on the health path (see ops.probes.health.HealthResult)."""
 
     def __init__(self, value: str | None, source: str) -> None:
         self.value = value
