@@ -13,7 +13,7 @@ from functools import lru_cache
 @lru_cache(maxsize=1)
 def table() -> dict[str, dict]:
     """slug -> {"module", "profiles", "risk"}; raises settings.ConfigRefused when neither exists."""
-    from optillm_proxy_launcher import settings
+    from ops.from_launcher import settings
 
     from ops.from_launcher.layout import DEFAULT
 

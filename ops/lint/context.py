@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
-from optillm_proxy_launcher import manifest, settings
+from ops.from_launcher import manifest, settings
 
 from ops.from_launcher.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, UPSTREAM_URL, Layout
 from ops.lint.readers.envfile import EnvFile, parse_env_file

@@ -10,7 +10,7 @@ The "strategy ran" signal for 0.3.12 (optillm/server.py, `proxy()`):
   {'completion_tokens', 'completion_tokens_details'}}`: no `id`, no `object`, no `created`.
 So a prefixed model's answer without any of `id`/`object`/`created` means the strategy ran; with
 them, the request was passed through and the strategy was skipped (reported as a failure).
-Proven against a real 0.3.12 started both ways (tests/test_probes_real.py). Plugin prefixes
+Proven against a real 0.3.12 started both ways (tests/probes/test_probes_real.py). Plugin prefixes
 (e.g. `majority_voting-`) build their answer the same way, so the same test applies; the `proxy`
 plugin forwards by design and is checked like a base model.
 
@@ -48,7 +48,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.probes.client import ApiKey
 from ops.from_launcher.layout import DEFAULT, STRATEGY_PREFIXES

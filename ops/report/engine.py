@@ -27,10 +27,11 @@ from dataclasses import dataclass, fields as dataclass_fields
 from pathlib import Path
 from typing import Iterable
 
-from optillm_proxy_launcher.records import (FIELD_NAMES, MARKER_FIELD, MARKER_VALUE, NO_APPROACH, PREFIX, STDERR_TAG,
-                                            Record)
-
+from ops.from_launcher import records
 from ops.from_launcher.layout import SERVICE
+
+FIELD_NAMES, MARKER_FIELD, MARKER_VALUE = records.FIELD_NAMES, records.MARKER_FIELD, records.MARKER_VALUE
+NO_APPROACH, PREFIX, STDERR_TAG, Record = records.NO_APPROACH, records.PREFIX, records.STDERR_TAG, records.Record
 
 BASE_APPROACH = "none"  # the base model itself: the launcher's label for a pass-through
 # Latency histogram: bucket k >= 1 holds [GROWTH**(k-1), GROWTH**k) ms and reports its geometric

@@ -20,8 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.from_launcher import settings
 from ops.from_launcher.layout import PROXY_URL, SERVICE, Layout
-from optillm_proxy_launcher.settings import UPSTREAM_KEY_PLACEHOLDER
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KEY_PREFIX = "opx-"
@@ -110,7 +110,7 @@ def migrate_upstream_key(env_file: Path, key_file: Path, key_shown: str) -> str:
     value = values[-1]  # systemd applies the last assignment
     existing = key_file.read_text(encoding="utf-8").strip() if key_file.exists() else ""
     outcome = "dropped"
-    if value and value != UPSTREAM_KEY_PLACEHOLDER:
+    if value and value != settings.UPSTREAM_KEY_PLACEHOLDER:
         if existing and existing != value:
             return "conflict"
         if not existing:

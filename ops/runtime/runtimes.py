@@ -54,7 +54,7 @@ class Runtime:
 
 
 def read_manifest(layout: Layout, runtime_dir: Path) -> dict:
-    from optillm_proxy_launcher import manifest
+    from ops.from_launcher import manifest
 
     path = layout.runtime_manifest(runtime_dir)
     try:
@@ -73,7 +73,7 @@ def load(layout: Layout, runtime_dir: Path) -> Runtime:
 def check_optillm(layout: Layout, runtime: Runtime) -> None:
     """The launcher's own verification of the runtime's optillm (patches.verify_source: the pinned
     version, every patch point's dependencies), run from here before anything starts it."""
-    from optillm_proxy_launcher import internals, patches, settings
+    from ops.from_launcher import internals, patches, settings
 
     site = layout.site_packages(runtime.path)
     if not (site / "optillm").is_dir():

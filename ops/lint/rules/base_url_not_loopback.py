@@ -13,7 +13,7 @@ Passes:
 Fix: `--base-url http://127.0.0.1:4000/v1` (the local LiteLLM).
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.from_launcher.layout import UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
