@@ -30,7 +30,7 @@ from ops.eval.stats import majority_vote_accuracy, nearest_rank, wilson
 from ops.eval.tasks import Task, final_answer, last_number, load, parse_text
 from tools.fake_upstream import ANSWER, Simulation, make_server
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "eval" / "tasks.jsonl"
 KEY = "opx-eval-test-key-0123456789abcdef"
 

@@ -22,7 +22,7 @@ from tests.probe_helpers import hermetic, raising, release, run_cli, use_fetch  
 
 STATUS_LINE = re.compile(r"^OPTILLM-PROXY (OK|WARNING|CRITICAL|UNKNOWN) - .+ \| time=\d+\.\d{3}s;[\d.]+;[\d.]+;0$")
 KEY = ApiKey("opx-test-key", "test")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, env: dict | None = None):

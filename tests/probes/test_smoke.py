@@ -1,6 +1,6 @@
 """`opsctl smoke`: every exit path and the strategy-ran signal, with httpx.MockTransport.
 
-The mock answers use the two shapes a real 0.3.12 produces (tests/test_probes_real.py proves them
+The mock answers use the two shapes a real 0.3.12 produces (tests/probes/test_probes_real.py proves them
 against the real server): the upstream's pass-through body, and the body optillm builds itself.
 """
 
