@@ -14,13 +14,13 @@ use (`from ops.from_launcher import settings`), so a plain `opsctl health` pays 
 
 from __future__ import annotations
 
-import importlib
-
 LAUNCHER_MODULES = ("settings", "manifest", "records", "patches", "internals")
 
 
 def __getattr__(name: str):
     if name in LAUNCHER_MODULES:
+        import importlib
+
         module = importlib.import_module(f"optillm_proxy_launcher.{name}")
         globals()[name] = module
         return module

@@ -1,0 +1,6 @@
+"""opsctl runtime and key: side-by-side runtimes, validated upgrade and rollback, key rotation.
+
+runtimes.py lists, resolves and prunes runtimes, upgrade.py switches and switches back,
+config_check.py asks the launcher whether it would start (in transient_unit.py's unit), keys.py
+writes the key files (install.sh runs it as `python -m ops.runtime.keys`), command.py the click side.
+"""
