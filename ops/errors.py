@@ -12,11 +12,13 @@ import click
 
 
 class Fail(Exception):
-    """Stop the command: `opsctl <name>: <message>` on stderr, exit `code`."""
+    """Stop the command: `opsctl <name>: <message>` on stderr, exit `code`. `details` are for an
+    `exits(also=...)` hook (what a --json object adds)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, **details) -> None:
         super().__init__(message)
         self.code = code
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,11 @@ class On:
     usage: bool = False
 
 
-def exits(name: str, *on: On, internal: int = 1, hint: str = ""):
+def exits(name: str, *on: On, internal: int = 1, hint: str = "", also=None):
     """Decorate a click callback: `Fail` and each `On` become `opsctl <name>: ...` and their code;
     any other Exception is an internal error with exit `internal` (`hint` says what to check).
-    click's own exits and usage errors pass through untouched."""
+    click's own exits and usage errors pass through untouched. `also(code, text, exc, kwargs)`,
+    when given, runs first with the callback's arguments (a command's --json says it on stdout)."""
 
     def decorate(func):
         @functools.wraps(func)
@@ -47,18 +50,12 @@ def exits(name: str, *on: On, internal: int = 1, hint: str = ""):
                 return func(*args, **kwargs)
             except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
                 raise
-            except Fail as exc:
-                _stop(name, exc.code, str(exc))
             except BaseException as exc:
-                for rule in on:
-                    if isinstance(exc, _resolve(rule.kind)):
-                        text = rule.message if rule.message is not None else f"{exc}{rule.suffix}"
-                        if rule.usage:
-                            text += f" (see opsctl {click.get_current_context().command.name} --help)"
-                        _stop(name, rule.code, text)
-                if not isinstance(exc, Exception):
-                    raise
-                _stop(name, internal, f"internal error: {type(exc).__name__}: {exc}{' ' + hint if hint else ''}")
+                code, text = _mapped(exc, on, internal, hint)
+                if also is not None:
+                    also(code, text, exc, kwargs)
+                click.echo(f"opsctl {name}: {text}", err=True)
+                raise click.exceptions.Exit(code) from None
 
         return wrapper
 
@@ -74,9 +71,19 @@ def _resolve(kind: type[BaseException] | str) -> type[BaseException]:
     return kind
 
 
-def _stop(name: str, code: int, text: str):
-    click.echo(f"opsctl {name}: {text}", err=True)
-    raise click.exceptions.Exit(code) from None
+def _mapped(exc: BaseException, on: tuple[On, ...], internal: int, hint: str) -> tuple[int, str]:
+    """(exit code, line) for `exc`; re-raises what is not an Exception and not mapped."""
+    if isinstance(exc, Fail):
+        return exc.code, str(exc)
+    for rule in on:
+        if isinstance(exc, _resolve(rule.kind)):
+            text = rule.message if rule.message is not None else f"{exc}{rule.suffix}"
+            if rule.usage:
+                text += f" (see opsctl {click.get_current_context().command.name} --help)"
+            return rule.code, text
+    if not isinstance(exc, Exception):
+        raise exc
+    return internal, f"internal error: {type(exc).__name__}: {exc}{' ' + hint if hint else ''}"
 
 
 def require_root(why: str, command: str, code: int = 2) -> None:

@@ -85,3 +85,22 @@ def test_docs_code_md_names_every_top_level_entry_of_ops():
                if p.name not in ("__init__.py", "__pycache__")}
     assert listed == present
     assert all((repo / "ops" / name / "__init__.py").is_file() for name in present if name.endswith("/"))
+
+
+def test_also_sees_every_failure_with_the_callbacks_arguments():
+    seen = []
+
+    @click.command("j")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--boom", is_flag=True)
+    @exits("j", internal=2, also=lambda code, text, exc, kwargs: seen.append(
+        (code, text, getattr(exc, "details", None), kwargs["as_json"])))
+    def j(as_json, boom):
+        if boom:
+            raise ValueError("boom")
+        raise Fail(3, "switched back", changed=True)
+
+    assert CliRunner().invoke(j, ["--json"]).exit_code == 3
+    assert CliRunner().invoke(j, ["--boom"]).exit_code == 2
+    assert seen == [(3, "switched back", {"changed": True}, True),
+                    (2, "internal error: ValueError: boom", None, False)]
