@@ -300,7 +300,7 @@ def _main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m tools.fake_upstream", description=__doc__.split("\n\n")[0])
     # No default port: stdlib only (tools/lean_probe.py loads this file into a bare runtime), so
-    # it cannot read layout.env; callers pass LiteLLM's port from there (opsctl fake-upstream does).
+    # it cannot read layout.env; callers pass LiteLLM's port from there (the bench scripts do).
     parser.add_argument("port", type=int)
     parser.add_argument("--simulate", metavar="TASKS", help="answer this task file's prompts right with probability --p")
     parser.add_argument("--p", type=float, default=0.6)
