@@ -25,18 +25,11 @@ readonly EXIT_CONFIG_REFUSED=6 # the launcher would refuse the new configuration
 
 readonly SYSTEM_PYTHON="/usr/bin/python3"
 readonly DEBIAN_PACKAGES=(python3 python3-venv ca-certificates systemd)
-# The directories systemd-tmpfiles makes and keeps (path mode owner; the owner's group is its own).
-readonly DIRECTORIES=(
-  "${PREFIX_DIR} 0755 root"
-  "${RUNTIMES_DIR} 0755 root"
-  "${TOOLS_DIR} 0755 root"
-  "${CONF_DIR} 0755 root"
-  "${STATE_DIR} 0700 ${SERVICE_USER}"
-)
 # The service user's home has a root-owned .optillm/ for the provider file: without it, 0.3.12's
 # proxy plugin loads a packaged example that routes to public clouds. .optillm/logs is the mount
 # point for the unit's BindPaths= (the mcp plugin writes there); StateDirectory= makes the rest.
 # install -d makes these: systemd-tmpfiles refuses a root-owned path below a user-owned one.
+# The others: systemd/tmpfiles.conf.in.
 readonly HOME_DIRECTORIES=(
   "${STATE_DIR}/.optillm 0755 root"
   "${STATE_DIR}/.optillm/logs 0755 root"
@@ -48,6 +41,7 @@ PROFILE_GIVEN="${OPX_INSTALL_PROFILE:+1}"
 ROOT="${OPX_INSTALL_ROOT:-}"
 SKIP_START="${OPX_INSTALL_SKIP_START:-}"
 DRY_RUN=""
+JSON=""
 UNINSTALL=""
 PURGE=""
 UPGRADE=""
@@ -68,7 +62,7 @@ RUNTIME_NAME=""
 SERVICE_STATE=""
 HAS_SYSTEMD=""
 UPSTREAM_KEY_MISSING=""
-CONFIG_REFUSED=""
+HEALTH=""
 KEPT_RUNTIME=""
 
 usage() {
@@ -95,6 +89,9 @@ Options:
                   afterwards). Env: OPX_INSTALL_ROOT
   --dry-run       print each step and what it would change; write nothing
   --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
+  --json          the summary as one JSON object on stdout (changed, restarted, runtime, profile,
+                  lock, health, next); progress goes to stderr. With --upgrade/--rollback: opsctl
+                  runtime's outcome (exit_code, changed, message, current, previous)
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
                   keeps ${CONF_DIR} and ${STATE_DIR}
   --purge         with --uninstall: also remove ${CONF_DIR}, ${STATE_DIR} and unit drop-ins
@@ -182,6 +179,18 @@ apply() {
 R() { printf '%s%s' "${ROOT}" "$1"; }
 
 real_install() { [[ -z "${ROOT}" && -z "${DRY_RUN}" ]]; }
+
+# A repo template with each @NAME@ replaced by its value: layout.env's keys, ROOT and the exit
+# codes (the tests render the provider template the same way).
+render() {
+  local text name names
+  mapfile -t names < <(sed -n 's/^\([A-Z_]*\)=.*/\1/p' "${REPO}/launcher/optillm_proxy_launcher/layout.env")
+  text="$(<"$1")"
+  for name in "${names[@]}" ROOT EXIT_STEP_FAILED EXIT_USAGE EXIT_PREREQ; do
+    text="${text//"@${name}@"/"${!name}"}"
+  done
+  printf '%s\n' "${text}"
+}
 
 sha256_of() {
   if [[ -e "$1" ]]; then
@@ -287,6 +296,7 @@ parse_args() {
         ROOT="$2"; shift 2 ;;
       --root=*) ROOT="${1#*=}"; shift ;;
       --dry-run) DRY_RUN=1; shift ;;
+      --json) JSON=1; shift ;;
       --no-start) SKIP_START=1; shift ;;
       --uninstall) UNINSTALL=1; shift ;;
       --purge) PURGE=1; shift ;;
@@ -298,6 +308,7 @@ parse_args() {
   if [[ -n "${PURGE}" && -z "${UNINSTALL}" ]]; then
     die "${EXIT_USAGE}" "--purge only goes with --uninstall"
   fi
+  [[ -z "${JSON}" || -z "${UNINSTALL}" ]] || die "${EXIT_USAGE}" "--json goes with an install, --upgrade or --rollback run, not with --uninstall"
   if [[ -n "${UPGRADE}${ROLLBACK}" ]]; then
     [[ -n "${UPGRADE}" && -n "${ROLLBACK}" ]] && die "${EXIT_USAGE}" "--upgrade and --rollback are two separate runs"
     [[ -n "${ROOT}${DRY_RUN}${UNINSTALL}${SKIP_START}" ]] &&
@@ -438,14 +449,13 @@ check_python() {
 }
 
 # The user comes from systemd-sysusers and the directories (mode, owner) from systemd-tmpfiles,
-# each from a file written here from layout.env; systemd re-applies both at every boot. Staged
+# each from a file rendered from systemd/*.conf.in; systemd re-applies both at every boot. Staged
 # under --root: the two files are written, the directories made with their modes, no user.
 create_service_user() {
   step "service user" "check ${SYSUSERS_FILE}, then: systemd-sysusers ${SYSUSERS_FILE}"
   local conf
   conf="$(mktemp)"
-  printf '# Written by install.sh from layout.env (systemd-sysusers): the service user, home = state dir.\nu %s - "%s service" %s /usr/sbin/nologin\n' \
-    "${SERVICE_USER}" "${SERVICE}" "${STATE_DIR}" >"${conf}"
+  render "${REPO}/systemd/sysusers.conf.in" >"${conf}"
   sync_file "${conf}" "${SYSUSERS_FILE}" 0644 "${SYSUSERS_FILE}"
   rm -f "${conf}"
   if [[ -n "${ROOT}" ]]; then
@@ -457,23 +467,25 @@ create_service_user() {
   fi
 }
 
+# "path mode owner" of each directory: the `d` lines of tmpfiles.d file $1, then HOME_DIRECTORIES.
+directories() {
+  local type dir mode owner rest
+  while read -r type dir mode owner rest; do
+    [[ "${type}" != d ]] || echo "${dir} ${mode} ${owner}"
+  done <"$1"
+  printf '%s\n' "${HOME_DIRECTORIES[@]}"
+}
+
 create_directories() {
   step "directories" "check ${TMPFILES_FILE} and the paths it names, then: systemd-tmpfiles --create ${TMPFILES_FILE}"
-  local conf entry dir mode owner differ=()
+  local conf dir mode owner differ=()
   conf="$(mktemp)"
-  {
-    echo "# Written by install.sh from layout.env (systemd-tmpfiles): optillm-proxy's directories."
-    for entry in "${DIRECTORIES[@]}"; do
-      read -r dir mode owner <<<"${entry}"
-      echo "d ${dir} ${mode} ${owner} ${owner} -"
-    done
-  } >"${conf}"
+  render "${REPO}/systemd/tmpfiles.conf.in" >"${conf}"
   sync_file "${conf}" "${TMPFILES_FILE}" 0644 "${TMPFILES_FILE}"
-  rm -f "${conf}"
-  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
-    read -r dir mode owner <<<"${entry}"
+  while read -r dir mode owner; do
     dir_differs "$(R "${dir}")" "${mode}" "${owner}" && differ+=("${dir}")
-  done
+  done < <(directories "${conf}")
+  rm -f "${conf}"
   if ((${#differ[@]})); then
     apply "make ${differ[*]}" "made ${differ[*]}" make_directories
   else
@@ -481,8 +493,8 @@ create_directories() {
   fi
 }
 
-# systemd-tmpfiles for DIRECTORIES, install -d for HOME_DIRECTORIES; staged under --root,
-# install -d (no owner) for all of them.
+# systemd-tmpfiles, then install -d for HOME_DIRECTORIES; staged under --root, install -d (no
+# owner) for all of them.
 make_directories() {
   local entry dir mode owner
   if [[ -z "${ROOT}" ]]; then
@@ -493,10 +505,9 @@ make_directories() {
     done
     return
   fi
-  for entry in "${DIRECTORIES[@]}" "${HOME_DIRECTORIES[@]}"; do
-    read -r dir mode owner <<<"${entry}"
+  while read -r dir mode owner; do
     install -d -m "${mode}" "$(R "${dir}")"
-  done
+  done < <(directories "$(R "${TMPFILES_FILE}")")
 }
 
 uv_version_wanted() { sed -n 's/^uv==\([0-9.]*\).*/\1/p' "${REPO}/locks/uv.txt"; }
@@ -720,7 +731,7 @@ EOF
   chmod 0755 "${dest}"
 }
 
-# The provider file lives in the service user's home (see DIRECTORIES). Written only if absent.
+# The provider file lives in the service user's home (see HOME_DIRECTORIES). Written only if absent.
 write_provider_file() {
   step "provider file" "check ${PROVIDER_FILE} by hand, then re-run"
   local dest
@@ -738,8 +749,7 @@ write_provider_file() {
 write_provider() {
   local tmp
   tmp="$(mktemp)"
-  sed -e "s|@OPTILLM_VERSION@|${OPTILLM_VERSION}|g" -e "s|@UPSTREAM_URL@|${UPSTREAM_URL}|g" \
-    "${REPO}/etc/optillm-proxy/proxy_config.yaml.in" >"${tmp}"
+  render "${REPO}/etc/optillm-proxy/proxy_config.yaml.in" >"${tmp}"
   put_file "${tmp}" "$1" 0644
   rm -f "${tmp}"
 }
@@ -845,46 +855,21 @@ install_unit() {
 
 # --- change detection and (re)start ------------------------------------------------------------
 
-# What the running service depends on, one "component sha256" line each. Stored after each run;
-# a component that differs from the stored line is a reason to restart.
-fingerprint() {
-  local libexec dropins
-  libexec="$(R "${CURRENT_LINK}")/libexec"
-  echo "runtime $(readlink "$(R "${CURRENT_LINK}")" 2>/dev/null || echo absent)"
-  if [[ -d "${libexec}" ]]; then
-    echo "launcher $(cd "${libexec}" && find . -type f -not -path "*/__pycache__/*" | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
-  else
-    echo "launcher absent"
-  fi
-  echo "unit $(sha256_of "$(R "${UNIT_FILE}")")"
-  echo "socket $(sha256_of "$(R "${SOCKET_FILE}")")"
-  dropins="$(R "${DROPIN_DIR}")"
-  if [[ -d "${dropins}" ]]; then
-    echo "drop-ins $(cd "${dropins}" && find . -type f -name '*.conf' | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)"
-  else
-    echo "drop-ins absent"
-  fi
-  echo "env-file $(sha256_of "$(R "${ENV_FILE}")")"
-  echo "key-file $(sha256_of "$(R "${KEY_FILE}")")"
-  echo "upstream-key $(sha256_of "$(R "${UPSTREAM_KEY_FILE}")")"
-  echo "provider-file $(sha256_of "$(R "${PROVIDER_FILE}")")"
-}
-
-# A dry run writes nothing, so it compares what is on disk now (an edited env file, say) with the
-# last run's record, and counts what the steps above would write as a change too.
+# ops/runtime/install_state.py compares what the service depends on with the record of the last run (opsctl
+# records after its own restarts too) and, unless a dry run, records the host; it prints what
+# changed, one component a line. From opsctl's venv, which a dry run on a new host lacks: nothing
+# is recorded there either.
 detect_changes() {
   step "change detection" "remove ${INSTALL_STATE_FILE} to force a restart, then re-run"
-  local state new old line
-  state="$(R "${INSTALL_STATE_FILE}")"
-  new="$(fingerprint)"
-  old="$(cat "${state}" 2>/dev/null || true)"
-  if [[ -z "${old}" ]]; then
-    RESTART_REASONS+=("first-install")
+  local python changed args=(changes --record)
+  python="$(R "${TOOLS_DIR}")/opsctl/bin/python"
+  [[ -z "${DRY_RUN}" ]] || args=(changes)
+  if [[ -x "${python}" ]]; then
+    changed="$("${python}" -I -m ops.runtime.install_state "${args[@]}" "${ROOT:-/}")"
   else
-    while IFS= read -r line; do
-      grep -qxF "${line}" <<<"${old}" || RESTART_REASONS+=("${line%% *}")
-    done <<<"${new}"
+    changed="first-install"
   fi
+  [[ -z "${changed}" ]] || mapfile -t RESTART_REASONS <<<"${changed}"
   if [[ -n "${DRY_RUN}" ]]; then
     ((${#CHANGES[@]})) && RESTART_REASONS+=("files this run would write")
     if ((${#RESTART_REASONS[@]})); then
@@ -892,43 +877,40 @@ detect_changes() {
     else
       report "dry run: nothing changed, no restart would follow"
     fi
-    return
-  fi
-  [[ "${new}" == "${old}" ]] || record_state "${new}" "${state}"
-  if ((${#RESTART_REASONS[@]})); then
+  elif ((${#RESTART_REASONS[@]})); then
     report "changed since the last install: ${RESTART_REASONS[*]}"
   else
     report "nothing the service depends on changed"
   fi
 }
 
-record_state() {
-  local tmp="$2.install-tmp.$$"
-  (umask 077 && printf '%s\n' "$1" >"${tmp}")
-  if real_install; then chown root:root "${tmp}"; fi
-  mv -f "${tmp}" "$2"
-}
-
 service_is_active() { systemctl is-active --quiet "${SERVICE}"; }
+
+# The service's outcome: HEALTH for --json (staged, dry-run, not-started, running: not restarted,
+# healthy or unhealthy: (re)started by this run, refused: kept on the previous configuration).
+service_is() {
+  HEALTH="$1"
+  SERVICE_STATE="$2"
+}
 
 start_service() {
   step "service" "see: journalctl -u ${SERVICE} -n 50 --no-pager; systemctl status ${SERVICE}"
   if [[ -n "${ROOT}" ]]; then
-    SERVICE_STATE="staged under ${ROOT}: not started (--root never runs systemctl)"
+    service_is staged "staged under ${ROOT}: not started (--root never runs systemctl)"
     report "skipped under --root"
     return
   fi
   if [[ -n "${DRY_RUN}" ]]; then
     if ((${#RESTART_REASONS[@]})); then
-      SERVICE_STATE="dry run: would check the configuration (opsctl runtime check) and restart ${SERVICE} (changed: ${RESTART_REASONS[*]})"
+      service_is dry-run "dry run: would check the configuration (opsctl runtime check) and restart ${SERVICE} (changed: ${RESTART_REASONS[*]})"
     else
-      SERVICE_STATE="dry run: would not restart ${SERVICE} (nothing changed)"
+      service_is dry-run "dry run: would not restart ${SERVICE} (nothing changed)"
     fi
     report "${SERVICE_STATE#dry run: }"
     return
   fi
   if [[ -z "${HAS_SYSTEMD}" ]]; then
-    SERVICE_STATE="NOT STARTED: systemd is not PID 1 here (container or CI?); on a systemd host run: systemctl daemon-reload && systemctl enable --now ${SERVICE}"
+    service_is not-started "NOT STARTED: systemd is not PID 1 here (container or CI?); on a systemd host run: systemctl daemon-reload && systemctl enable --now ${SERVICE}"
     report "systemd is not running here: installed, but could not start ${SERVICE}"
     return
   fi
@@ -939,12 +921,12 @@ start_service() {
       systemctl enable --quiet "${SOCKET_UNIT}" "${SERVICE}"
   fi
   if [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
-    SERVICE_STATE="NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line: a LiteLLM virtual key limited to ${BASE_MODEL}), then re-run install.sh"
+    service_is not-started "NOT STARTED: no LiteLLM key in ${UPSTREAM_KEY_FILE}; write it (sudoedit ${UPSTREAM_KEY_FILE}; one line: a LiteLLM virtual key limited to ${BASE_MODEL}), then re-run install.sh"
     report "not started: ${UPSTREAM_KEY_FILE} is missing or empty"
     return
   fi
   if [[ -n "${SKIP_START}" ]]; then
-    SERVICE_STATE="not (re)started (--no-start)${RESTART_REASONS[*]:+; pending changes: ${RESTART_REASONS[*]}}"
+    service_is not-started "not (re)started (--no-start)${RESTART_REASONS[*]:+; pending changes: ${RESTART_REASONS[*]}}"
     report "skipped (--no-start)"
     return
   fi
@@ -954,7 +936,7 @@ start_service() {
   elif ! service_is_active; then
     action="started (it was not running)"
   else
-    SERVICE_STATE="running, not restarted (nothing changed)"
+    service_is running "running, not restarted (nothing changed)"
     report "nothing changed: not restarted"
     return
   fi
@@ -966,11 +948,11 @@ start_service() {
   # the service serves, or fails (a refused config exits 78 and is not retried). The old process
   # drains its requests first while new connections wait in the socket's backlog.
   if systemctl restart "${SERVICE}"; then
-    SERVICE_STATE="${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
+    service_is healthy "${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
     CHANGES+=("${SERVICE} ${action}")
   else
     CHANGES+=("tried to ${action%% *} ${SERVICE}: it failed")
-    SERVICE_STATE="${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
+    service_is unhealthy "${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
   fi
 }
@@ -1007,8 +989,7 @@ configuration_accepted() {
     report "configuration accepted by the launcher's checks"
     return 0
   fi
-  CONFIG_REFUSED=1
-  SERVICE_STATE="NOT RESTARTED: the launcher would refuse the new configuration, so the service keeps running the previous one: ${out##*$'\n'} (fix it, check with: sudo opsctl lint, then re-run install.sh)"
+  service_is refused "NOT RESTARTED: the launcher would refuse the new configuration, so the service keeps running the previous one: ${out##*$'\n'} (fix it, check with: sudo opsctl lint, then re-run install.sh)"
   report "refused: ${out##*$'\n'}"
   return 1
 }
@@ -1027,6 +1008,30 @@ hold_socket() {
   fi
 }
 
+# What an operator runs next (the summary and --json print the same).
+# Only commands that can work in the state the service is left in (health and smoke need it
+# running): one a line, the command, a tab, and what the summary adds about it.
+next_commands() {
+  if [[ -z "${ROOT}${DRY_RUN}" && -z "${HAS_SYSTEMD}" ]]; then
+    printf '%s\t%s\n' "sudo opsctl lint" "(health and smoke need the service started, on a systemd host)"
+  elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
+    printf '%s\t%s\n' "sudoedit ${UPSTREAM_KEY_FILE}" "(one line)" "sudo ./install.sh" "(starts it)" \
+      "sudo opsctl lint" ""
+  else
+    printf '%s\t%s\n' "sudo opsctl health" "" "sudo opsctl smoke --all" "" "sudo opsctl lint" "" \
+      "journalctl -u ${SERVICE} -f" ""
+  fi
+}
+
+# What changed: what this run wrote and did, or else what changed since the last run (empty: nothing).
+changed_items() {
+  if ((${#CHANGES[@]})); then
+    printf '%s\n' "${CHANGES[@]}"
+  elif ((${#RESTART_REASONS[@]})); then
+    echo "nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
+  fi
+}
+
 print_summary() {
   local item
   echo
@@ -1036,7 +1041,7 @@ print_summary() {
     echo "  changed:"
     for item in "${CHANGES[@]}"; do echo "    - ${item}"; done
   elif ((${#RESTART_REASONS[@]})); then
-    echo "  changed:   nothing written by install.sh (changed since the last run: ${RESTART_REASONS[*]})"
+    echo "  changed:   $(changed_items)"
   else
     echo "  changed:   nothing (no change; nothing restarted)"
   fi
@@ -1050,16 +1055,38 @@ print_summary() {
   echo "  uninstall: sudo ./install.sh --uninstall (or ${UNINSTALL_SCRIPT}); --purge also removes ${CONF_DIR}"
 }
 
-# Only commands that can work in the state the service is left in: health and smoke need it running.
 print_next_commands() {
-  if [[ -z "${ROOT}${DRY_RUN}" && -z "${HAS_SYSTEMD}" ]]; then
-    echo "  next:      sudo opsctl lint (health and smoke need the service started, on a systemd host)"
-  elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
-    echo "  next:      sudoedit ${UPSTREAM_KEY_FILE} (one line); sudo ./install.sh (starts it); sudo opsctl lint"
+  local cmd note shown=() joined
+  while IFS=$'\t' read -r cmd note; do shown+=("${cmd}${note:+ ${note}}"); done < <(next_commands)
+  if ((${#shown[@]} == 4)); then
+    echo "  next:      ${shown[0]}; ${shown[1]}; ${shown[2]}"
+    echo "             ${shown[3]}; after editing the env file: sudo ./install.sh (restarts once)"
   else
-    echo "  next:      sudo opsctl health; sudo opsctl smoke --all; sudo opsctl lint"
-    echo "             journalctl -u ${SERVICE} -f; after editing the env file: sudo ./install.sh (restarts once)"
+    printf -v joined '%s; ' "${shown[@]}"
+    echo "  next:      ${joined%; }"
   fi
+}
+
+# --json: one object on the invoker's stdout (fd 3; everything else went to stderr), built by
+# Python's json from NAME=VALUE arguments (a repeated NAME is a list).
+print_json() {
+  local args=(profile="${PROFILE}" runtime="${RUNTIME_NAME}" optillm_version="${OPTILLM_VERSION}" lock="${LOCK_SHOWN}"
+    lock_sha256="${LOCK_SHA}" health="${HEALTH}" service="${SERVICE_STATE}" dry_run="${DRY_RUN}" root="${ROOT}"
+    exit_code="$(exit_code)") item
+  while IFS= read -r item; do args+=("changed=${item}"); done < <(changed_items)
+  for item in "${RESTART_REASONS[@]}"; do args+=("restart_reasons=${item}"); done
+  for item in "${NOTES[@]}"; do args+=("notes=${item}"); done
+  while IFS=$'\t' read -r item _; do args+=("next=${item}"); done < <(next_commands)
+  "${SYSTEM_PYTHON}" -I - "${args[@]}" >&3 <<'EOF'
+import json, sys
+out = {key: [] for key in ("changed", "restart_reasons", "notes", "next")}
+for arg in sys.argv[1:]:
+    key, _, value = arg.partition("=")
+    out[key].append(value) if key in out and isinstance(out[key], list) else out.__setitem__(key, value)
+out.update(restarted=out["health"] in ("healthy", "unhealthy"), dry_run=bool(out["dry_run"]),
+           exit_code=int(out["exit_code"]), root=out["root"] or None)
+print(json.dumps(out, indent=2))
+EOF
 }
 
 exit_code() {
@@ -1067,139 +1094,39 @@ exit_code() {
     echo "${EXIT_OK}"
   elif [[ -z "${HAS_SYSTEMD}" ]]; then
     echo "${EXIT_NO_SYSTEMD}"
-  elif [[ "${SERVICE_STATE}" == *"NOT HEALTHY"* ]]; then
+  elif [[ "${HEALTH}" == unhealthy ]]; then
     echo "${EXIT_UNHEALTHY}"
   elif [[ -n "${UPSTREAM_KEY_MISSING}" ]]; then
     echo "${EXIT_PREREQ}"
-  elif [[ -n "${CONFIG_REFUSED}" ]]; then
+  elif [[ "${HEALTH}" == refused ]]; then
     echo "${EXIT_CONFIG_REFUSED}"
   else
     echo "${EXIT_OK}"
   fi
 }
 
-# --- uninstall (these functions are also written into the generated uninstall script) ---------
+# --- uninstall: uninstall.sh.in, rendered --------------------------------------------------------
 
-uninstall_stop_unit() {
-  step "stop service" "stop it by hand: systemctl disable --now ${SERVICE}"
-  if [[ -n "${ROOT}" || ! -d /run/systemd/system ]]; then
-    report "no systemd here${ROOT:+ (--root)}: nothing to stop"
-  else
-    apply "stop and disable ${SERVICE} and ${SOCKET_UNIT}" "stopped and disabled ${SERVICE} and ${SOCKET_UNIT}" stop_units
-  fi
-}
-
-stop_units() {
-  systemctl disable --now "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-  systemctl reset-failed "${SERVICE}" "${SOCKET_UNIT}" >/dev/null 2>&1 || true
-}
-
-uninstall_remove() {
-  local what
-  for what in "$@"; do
-    if [[ -e "$(R "${what}")" || -L "$(R "${what}")" ]]; then
-      apply "remove ${what}" "removed ${what}" rm -rf "$(R "${what}")"
-    fi
-  done
-}
-
-# The sysusers.d and tmpfiles.d files go too, or the next boot would make the directories again.
-uninstall_files() {
-  step "remove files" "remove the remaining paths by hand (rm -rf), then re-run"
-  uninstall_remove "${UNIT_FILE}" "${SOCKET_FILE}" "${TMPFILES_FILE}" "${SYSUSERS_FILE}"
-  if [[ -z "${ROOT}" && -d /run/systemd/system ]]; then
-    apply "reload systemd" "reloaded systemd" systemctl daemon-reload
-  fi
-  local link
-  link="$(R "${OPSCTL_LINK}")"
-  if [[ -L "${link}" && "$(readlink "${link}")" == *"${TOOLS_DIR#/}/opsctl/"* ]]; then
-    uninstall_remove "${OPSCTL_LINK}"
-  fi
-  uninstall_remove "${PREFIX_DIR}"
-}
-
-# systemd-sysusers never removes a user: userdel does (its files under --purge go with the state).
-uninstall_user() {
-  step "remove user" "remove it by hand: userdel ${SERVICE_USER}"
-  if [[ -n "${ROOT}" ]]; then
-    report "skipped under --root"
-  elif getent passwd "${SERVICE_USER}" >/dev/null; then
-    apply "remove user ${SERVICE_USER}" "removed user ${SERVICE_USER}" userdel "${SERVICE_USER}"
-  fi
-}
-
-uninstall_purge() {
-  step "purge" "remove ${CONF_DIR} and ${STATE_DIR} by hand"
-  if [[ -z "${PURGE}" ]]; then
-    report "kept ${CONF_DIR} (env, key) and ${STATE_DIR}; --purge removes them"
-  else
-    uninstall_remove "${DROPIN_DIR}" "${CONF_DIR}" "${STATE_DIR}"
-  fi
-}
-
-uninstall_main() {
+# install.sh --uninstall runs what the installed uninstall script runs, rendered afresh.
+run_uninstall() {
   if [[ -z "${ROOT}" && -z "${DRY_RUN}" && ${EUID} -ne 0 ]]; then
     die "${EXIT_PREREQ}" "must run as root to uninstall: sudo $0 --uninstall"
   fi
-  uninstall_stop_unit
-  uninstall_files
-  uninstall_user
-  uninstall_purge
-  log "uninstalled${DRY_RUN:+ (dry run: nothing removed)}"
+  local script rc=0
+  script="$(mktemp)"
+  render "${REPO}/uninstall.sh.in" >"${script}"
+  bash "${script}" ${PURGE:+--purge} ${DRY_RUN:+--dry-run} || rc=$?
+  rm -f "${script}"
+  exit "${rc}"
 }
 
-# A standalone uninstall script (k3s style): the same functions, with this install's values.
+# The standalone uninstall script (k3s style), with this install's values.
 write_uninstall_script() {
   step "uninstall script" "check ${PREFIX_DIR} by hand, then re-run"
   local tmp
   tmp="$(mktemp)"
-  {
-    echo '#!/usr/bin/env bash'
-    echo "# Generated by install.sh: removes optillm-proxy (unit, runtimes, tools, opsctl link, user)."
-    echo "# Keeps ${CONF_DIR} and ${STATE_DIR} unless --purge. Flags: --purge --dry-run."
-    echo 'set -Eeuo pipefail'
-    declare -p SERVICE SERVICE_USER PREFIX_DIR TOOLS_DIR CONF_DIR STATE_DIR UNIT_FILE SOCKET_FILE SOCKET_UNIT \
-      DROPIN_DIR OPSCTL_LINK SYSUSERS_FILE TMPFILES_FILE \
-      EXIT_USAGE EXIT_PREREQ EXIT_STEP_FAILED
-    printf 'ROOT=%q\n' "${ROOT}"
-    echo 'DRY_RUN="" PURGE="" CURRENT_STEP="" CURRENT_HINT="" CHANGES=()'
-    declare -f log warn die step report apply R on_error uninstall_stop_unit stop_units uninstall_remove uninstall_files \
-      uninstall_user uninstall_purge uninstall_main
-    cat <<'EOF'
-for arg in "$@"; do
-  case "${arg}" in
-    --purge) PURGE=1 ;;
-    --dry-run) DRY_RUN=1 ;;
-    # What the not-root message above prints (`sudo $0 --uninstall`): accepted, changes nothing.
-    --uninstall) ;;
-    -h|--help)
-      cat <<USAGE
-Usage: $0 [--purge] [--dry-run] [-h|--help]
-
-Removes optillm-proxy as install.sh installed it${ROOT:+ under ${ROOT}}:
-  - stops and disables ${SERVICE} and ${SOCKET_UNIT}
-  - removes ${UNIT_FILE}, ${SOCKET_FILE}, ${SYSUSERS_FILE} and ${TMPFILES_FILE}
-  - removes ${PREFIX_DIR} (runtimes, tools, this script) and the ${OPSCTL_LINK} link
-  - removes the system user ${SERVICE_USER}
-Keeps ${CONF_DIR} (env file, proxy key, LiteLLM key) and ${STATE_DIR} unless --purge.
-Run as root. Re-running is safe: what is already gone is skipped.
-
-  --purge      also remove ${CONF_DIR}, ${STATE_DIR} and ${DROPIN_DIR}
-  --dry-run    print what would be removed; remove nothing
-  -h, --help   print this text and exit 0
-
-Exit codes: 0 uninstalled (or dry run, or nothing left to remove); ${EXIT_STEP_FAILED} a step failed (the
-message names it and what to do); ${EXIT_USAGE} unknown argument; ${EXIT_PREREQ} not root.
-USAGE
-      exit 0 ;;
-    *) die "${EXIT_USAGE}" "unknown argument '${arg}' (flags: --purge --dry-run --help)" ;;
-  esac
-done
-trap 'on_error $? $LINENO' ERR
-uninstall_main
-EOF
-  } >"${tmp}"
-  # Derived from this script like bytecode from source: kept current, not listed as a change.
+  render "${REPO}/uninstall.sh.in" >"${tmp}"
+  # Derived from uninstall.sh.in like bytecode from source: kept current, not listed as a change.
   if file_differs "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755; then
     [[ -n "${DRY_RUN}" ]] || put_file "${tmp}" "$(R "${UNINSTALL_SCRIPT}")" 0755
     report "${DRY_RUN:+would write }${UNINSTALL_SCRIPT}"
@@ -1227,7 +1154,7 @@ check_installation() {
 run_opsctl_runtime() {
   step "runtime $1" "read the line above; opsctl runtime --help explains each exit code"
   local rc=0
-  "${TOOLS_DIR}/opsctl/bin/opsctl" runtime "$@" || rc=$?
+  "${TOOLS_DIR}/opsctl/bin/opsctl" runtime "$@" ${JSON:+--json} >&3 || rc=$?
   exit "${rc}"
 }
 
@@ -1248,6 +1175,9 @@ upgrade_main() {
 main() {
   umask 022
   parse_args "$@"
+  # fd 3 is the invoker's stdout; with --json only the object goes there.
+  exec 3>&1
+  [[ -z "${JSON}" ]] || exec 1>&2
   trap 'on_error $? $LINENO' ERR
   if [[ -n "${UPGRADE}" ]]; then
     upgrade_main
@@ -1255,8 +1185,7 @@ main() {
     check_installation
     run_opsctl_runtime rollback
   elif [[ -n "${UNINSTALL}" ]]; then
-    uninstall_main
-    exit "${EXIT_OK}"
+    run_uninstall
   fi
   choose_profile
   check_system
@@ -1279,7 +1208,7 @@ main() {
   write_uninstall_script
   detect_changes
   start_service
-  print_summary
+  if [[ -n "${JSON}" ]]; then print_json; else print_summary; fi
   exit "$(exit_code)"
 }
 

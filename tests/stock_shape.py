@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from flask import Flask, g, jsonify, request
 from werkzeug.serving import make_server
 
-from optillm_proxy_launcher import patches, routes, settings
+from optillm_proxy_launcher import patches, routes, settings, usage
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.policy import Policy, Verdict
 from optillm_proxy_launcher.upstream import Registry
@@ -110,7 +110,9 @@ def build(policy: Policy | None = None, **env) -> Stock:
     def proxy():
         verdicts = g.get("verdicts", [])
         body = request.get_data()
-        passed = bool(verdicts) and isinstance(verdicts[-1][1], Verdict) and verdicts[-1][0] == body
+        # The bytes the policy accepted, less stream_options (the proxy honours those itself).
+        passed = (bool(verdicts) and isinstance(verdicts[-1][1], Verdict)
+                  and usage.without_stream_options(verdicts[-1][1].body, verdicts[-1][0]) == body)
         stock.chat_runs.append(ChatRun(request.environ.get("REQUEST_METHOD", ""),
                                        request.environ.get("RAW_URI"), passed,
                                        request.environ.get(routes.APPROACH_KEY, "")))

@@ -1,5 +1,5 @@
 """The playbooks in ansible/ parse (ansible-playbook --syntax-check) and pass ansible-lint, and the
-install.sh summary line the role reads for `changed_when` is the one install.sh prints.
+role reads install.sh's outcome from its --json object and every deployed path from layout.env.
 
 No network, no root: fast tier. The playbooks run for real against booted boxes in tests/test_fleet.py.
 """
@@ -66,38 +66,127 @@ def test_every_task_that_touches_a_key_has_no_log():
                 assert task.get("no_log") is True, f"{path.name}: task {task.get('name')!r} touches a key without no_log"
 
 
-def _summary(changes: str, reasons: str) -> list[str]:
-    """install.sh's print_summary for these CHANGES and RESTART_REASONS (sourced: runs nothing else)."""
+def _install_sh(function: str, changes: str, reasons: str) -> str:
+    """install.sh's FUNCTION (print_summary or print_json) for these CHANGES and RESTART_REASONS
+    (sourced: runs nothing else)."""
     import shlex
 
-    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; "
-              f"PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy CHANGES=({changes}) NOTES=() "
-              f"RESTART_REASONS=({reasons}); print_summary")
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; exec 3>&1; "
+              f"PROFILE=lean RUNTIME_NAME=lean-x LOCK_SHOWN=locks/x.txt LOCK_SHA=abc HEALTH=running "
+              f"SERVICE_STATE=running CHANGES=({changes}) NOTES=() RESTART_REASONS=({reasons}); {function}")
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
 
 
-def test_changed_when_reads_the_line_install_sh_prints_when_nothing_changed():
-    """The role's changed_when looks for one summary line: install.sh prints it exactly when a run
-    changed nothing and restarted nothing, and not when it wrote something or restarted."""
-    line = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["optillm_proxy_unchanged_line"]
-    assert line in _summary("", "")
-    assert line not in _summary("'wrote /etc/optillm-proxy/env from env.example'", "")
-    assert line not in _summary("", "env-file")
-    marker = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["optillm_proxy_upgrade_noop_marker"]
-    assert marker in (REPO / "ops" / "runtime" / "upgrade.py").read_text()
+def _task(tasks_file: str, task_name: str) -> dict:
+    def find(tasks):
+        for task in tasks:
+            if task.get("name") == task_name:
+                return task
+            found = find(task.get("block", []))
+            if found:
+                return found
+        return None
+
+    return find(yaml.safe_load((ROLE / "tasks" / tasks_file).read_text()))
 
 
-def test_role_paths_match_the_layout():
-    from ops.from_launcher.layout import DEFAULT as L
-    from ops.from_launcher.layout import SERVICE
+def _jinja():
+    import json
 
-    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
-    assert role_vars["optillm_proxy_env_file"] == str(L.env_file)
-    assert role_vars["optillm_proxy_api_key_path"] == str(L.key_file)
-    assert role_vars["optillm_proxy_upstream_key_path"] == str(L.upstream_key_file)
-    assert role_vars["optillm_proxy_current_link"] == str(L.current)
-    assert role_vars["optillm_proxy_conf_dir"] == str(L.conf_dir)
-    assert role_vars["optillm_proxy_service"] == f"{SERVICE}.service"
+    import jinja2
+
+    env = jinja2.Environment()
+    env.filters["from_json"] = json.loads
+    env.filters["basename"] = os.path.basename
+    return env
+
+
+def _changed_when(tasks_file: str, task_name: str, register: str, stdout: str) -> bool:
+    """A task's changed_when, evaluated by Jinja2 as Ansible does, on this stdout."""
+    expression = _task(tasks_file, task_name)["changed_when"]
+    return bool(_jinja().compile_expression(expression)(**{register: {"stdout": stdout}}))
+
+
+def _parsed_by_install_sh(argv: list[str]) -> dict[str, str]:
+    """What install.sh's parse_args makes of argv (sourced: runs nothing else)."""
+    import shlex
+
+    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; parse_args {shlex.join(argv[1:])}; "
+              'printf "%s\\n" "UPGRADE=${UPGRADE}" "UPGRADE_LOCK=${UPGRADE_LOCK}" "JSON=${JSON}" "DRY_RUN=${DRY_RUN}"')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, cwd="/").stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def _role_changed(stdout: str) -> bool:
+    return _changed_when("install.yml", "Run install.sh", "optillm_proxy_install", stdout)
+
+
+@pytest.mark.parametrize("changes, reasons, changed", [
+    ("", "", False),
+    ("'wrote /etc/optillm-proxy/env from env.example'", "", True),
+    ("", "env-file", True),
+    ("'optillm-proxy restarted (changed: key-file)'", "key-file", True),
+])
+def test_the_role_reads_changed_from_install_sh_json(changes, reasons, changed):
+    """install.sh --json's `changed` is empty exactly when its summary says nothing changed, and
+    the role's changed_when follows it (no prose read)."""
+    import json
+
+    out = json.loads(_install_sh("print_json", changes, reasons))
+    assert (out["changed"] != []) is changed
+    assert ("changed:   nothing (no change; nothing restarted)" in _install_sh("print_summary", changes, reasons)) \
+        is not changed
+    assert _role_changed(json.dumps(out)) is changed
+    assert _role_changed("") is False  # install.sh stopped before its summary: the failure task says why
+
+
+def test_the_rolling_upgrade_reads_changed_from_opsctl_runtime_json():
+    """install.sh --upgrade --json hands opsctl runtime's object through: a switch is a change, an
+    already current runtime is not, and a run stopped before opsctl printed nothing."""
+    import json
+
+    def changed(stdout):
+        return _changed_when("upgrade.yml", "Run install.sh --upgrade", "optillm_proxy_upgrade", stdout)
+
+    base = {"exit_code": 0, "message": "", "current": "b", "previous": "a"}
+    assert changed(json.dumps({**base, "changed": True})) is True
+    assert changed(json.dumps({**base, "changed": False})) is False
+    assert changed("") is False
+
+
+@pytest.mark.parametrize("lock", ["", "/srv/locks/next.txt"])
+def test_install_sh_reads_the_argv_the_role_passes(lock):
+    """The argv the install and upgrade tasks render, as install.sh's own parser reads it: --json
+    always, and --upgrade's optional LOCK where the role puts it."""
+    def argv(tasks_file, task_name, **values):
+        expression = _task(tasks_file, task_name)["ansible.builtin.command"]["argv"].strip()[2:-2]
+        return _jinja().compile_expression(expression)(**values)
+
+    upgrade = argv("upgrade.yml", "Run install.sh --upgrade", optillm_proxy_upgrade_lock=lock,
+                   optillm_proxy_toolkit_dir="/usr/local/lib/toolkit")
+    parsed = _parsed_by_install_sh(upgrade)
+    assert parsed["UPGRADE"] == "1" and parsed["JSON"] == "1", upgrade
+    assert parsed["UPGRADE_LOCK"] == ("/usr/local/lib/toolkit-locks/next.txt" if lock else ""), upgrade
+    for check_mode in (False, True):
+        install = argv("install.yml", "Run install.sh", optillm_proxy_profile="lean", ansible_check_mode=check_mode)
+        parsed = _parsed_by_install_sh(install)
+        assert parsed["JSON"] == "1" and parsed["UPGRADE"] == "" and parsed["DRY_RUN"] == ("1" if check_mode else "")
+
+
+def test_role_layout_is_generated_from_layout_env():
+    """vars/main/layout.yml is what tools/gen_layout_vars.py writes from layout.env, the role
+    loads it, and no deployed path is written anywhere else in the role."""
+    from ops.from_launcher.layout import FACTS
+
+    check = subprocess.run([sys.executable, str(REPO / "tools" / "gen_layout_vars.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert yaml.safe_load((ROLE / "vars" / "main" / "layout.yml").read_text())["optillm_proxy_layout"] == FACTS
+    paths = {v for k, v in FACTS.items() if v.startswith("/")}
+    for path in [*(ROLE / "tasks").glob("*.yml"), *(ROLE / "templates").iterdir(), ROLE / "vars" / "main" / "role.yml",
+                 ROLE / "handlers" / "main.yml"]:
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+        assert not [p for p in paths if p in code], f"{path.relative_to(ROLE)} spells a deployed path"
 
 
 def test_toolkit_paths_cover_what_install_sh_reads():

@@ -17,6 +17,7 @@ import pytest
 
 from ops.from_launcher.layout import DEFAULT as LAYOUT, LISTEN_PORT, SERVICE
 from tests.box import service
+from tests.box.install import assert_rerun_changes_nothing
 from tests.box.machine import INSTALL_ENV
 from tests.fixtures.box import record
 
@@ -274,10 +275,13 @@ def test_opsctl_key_rotate_refuses_the_old_key_and_accepts_the_new_one(box, rest
         models = f"http://127.0.0.1:{LISTEN_PORT}/v1/models"
         assert urllib_status(models, old) == 401 and urllib_status(models, new) != 401
         assert new not in box.run(f"journalctl -u {SERVICE} --no-pager -n 300").stdout
+        assert_rerun_changes_nothing(box, "opsctl key rotate")
     finally:
-        # Back to the key LiteLLM (box_upstream) presents, for the tests after this one.
+        # Back to the key LiteLLM (box_upstream) presents, for the tests after this one, the way an
+        # operator puts a key in place: edit the file, re-run install.sh (one restart).
         proxy_key_path(box).write_text(old + "\n")
-        box.run(f"systemctl reset-failed {SERVICE} && systemctl restart {SERVICE}", timeout=120)
+        box.run(f"systemctl reset-failed {SERVICE}")
+        assert box.run("cd /repo && bash ./install.sh", env=INSTALL_ENV, timeout=900).ok
         service.wait_healthy(box)
 
 

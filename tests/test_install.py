@@ -33,7 +33,7 @@ from tests.fixtures.runtime import launcher_credentials, python_version
 from tests.prerequisites import require_root, require_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-SNAPSHOT_PARTS = ("install.sh", "locks", "launcher", "systemd", "etc", "ops")
+SNAPSHOT_PARTS = ("install.sh", "uninstall.sh.in", "locks", "launcher", "systemd", "etc", "ops")
 
 
 @functools.cache
@@ -323,6 +323,47 @@ def test_dry_run_predicts_the_restart_an_edited_env_file_causes(staged_copy):
     assert "changed since the last install: env-file" in real.output, real.output
 
 
+JSON_KEYS = {"changed", "restart_reasons", "notes", "next", "profile", "runtime", "optillm_version", "lock",
+             "lock_sha256", "health", "service", "dry_run", "root", "exit_code", "restarted"}
+
+
+def run_json(*args: str) -> tuple[dict, str]:
+    """install.sh --json: the object on stdout (nothing else there), and the progress on stderr."""
+    proc = subprocess.run([str(INSTALL_SH), *args, "--json"], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+def test_json_dry_run_on_an_empty_root_is_one_object_naming_every_write(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    out, progress = run_json("--root", str(root), "--profile", PROFILE, "--dry-run")
+    assert set(out) == JSON_KEYS
+    assert (out["dry_run"], out["restarted"], out["health"], out["exit_code"]) == (True, False, "staged", 0)
+    assert (out["profile"], out["runtime"], out["optillm_version"], out["lock"], out["lock_sha256"]) == \
+        (PROFILE, runtime_name(), OPTILLM_VERSION, f"locks/py{python_version()}/{PROFILE}.txt", lock_sha())
+    assert f"would: build {runtime_name()} from {out['lock']}" in out["changed"]
+    assert "would: generate the proxy key into /etc/optillm-proxy/api-key" in out["changed"]
+    assert out["restart_reasons"] == ["first-install", "files this run would write"]
+    assert out["root"] == str(root) and out["next"][0] == "sudo opsctl health"
+    assert "==> check system: " in progress and "install summary" not in progress
+    assert list(root.iterdir()) == []
+
+
+def test_json_rerun_says_nothing_changed_then_names_an_edited_file(staged_copy):
+    lay = staged_copy
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE)
+    assert (out["changed"], out["restart_reasons"], out["restarted"], out["dry_run"]) == ([], [], False, False)
+    lay.env_file.write_text(lay.env_file.read_text() + "UPSTREAM_RETRIES=2\n")
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE, "--dry-run")
+    assert out["restart_reasons"] == ["env-file"] and out["changed"] != []
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE)
+    assert out["changed"] == ["nothing written by install.sh (changed since the last run: env-file)"]
+    assert out["restart_reasons"] == ["env-file"]
+    out, _ = run_json("--root", str(lay.root), "--profile", PROFILE)
+    assert out["changed"] == [] and out["restart_reasons"] == []
+
+
 def test_dry_run_uninstall_removes_nothing(staged):
     run = run_install("--uninstall", "--purge", "--dry-run", "--root", str(staged.root))
     assert run.returncode == 0, run.output
@@ -531,6 +572,7 @@ def test_generated_uninstall_script_removes_the_install(staged, staged_copy):
     (["--profile", "tiny"], 2, "unknown profile 'tiny': use --profile lean or --profile full"),
     (["--purge"], 2, "--purge only goes with --uninstall"),
     (["--root"], 2, "--root needs a directory"),
+    (["--json", "--uninstall"], 2, "--json goes with an install, --upgrade or --rollback run, not with --uninstall"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, code, message):
     run = run_install(*args)
@@ -541,7 +583,7 @@ def test_bad_arguments_exit_2_with_one_line(args, code, message):
 def test_help_documents_flags_and_exit_codes():
     run = run_install("--help")
     assert run.returncode == 0
-    for text in ("--profile", "--root", "--dry-run", "--uninstall", "--purge", "--no-start",
+    for text in ("--profile", "--root", "--dry-run", "--uninstall", "--purge", "--no-start", "--json",
                  "Exit codes:", "  3  installed, but systemd is not PID 1"):
         assert text in run.output
 
@@ -573,9 +615,26 @@ def test_a_step_failing_inside_a_command_substitution_reports_once(tmp_path):
     assert proc.stderr.count("what to do:") == 1, proc.stderr
 
 
-def test_shellcheck_is_clean():
+def render(template: str, root: str = "") -> str:
+    """A repo template as install.sh renders it (sourced: runs nothing else)."""
+    script = 'source "$1/install.sh"; ROOT="$2"; render "$1/$3"'
+    return subprocess.run(["bash", "-c", script, "-", str(CHECKOUT), root, template], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("template", ["uninstall.sh.in", "systemd/sysusers.conf.in", "systemd/tmpfiles.conf.in",
+                                      "etc/optillm-proxy/proxy_config.yaml.in"])
+def test_templates_render_every_name_from_layout_env(template):
+    text = render(template, "/srv/stage")
+    assert not re.findall(r"@[A-Z_]+@", text), text
+    assert text == render(template, "/srv/stage") and text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_shellcheck_is_clean(tmp_path):
     require_tool("shellcheck", "shellcheck")
-    scripts = [str(CHECKOUT / "install.sh")] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
+    uninstall = tmp_path / "uninstall.sh"
+    uninstall.write_text(render("uninstall.sh.in", "/srv/stage"))
+    scripts = [str(CHECKOUT / "install.sh"), str(uninstall)] + [str(p) for p in (CHECKOUT / "bench").glob("*.sh")]
     proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 

@@ -39,6 +39,27 @@ def _installed(layout, code: int = EXIT_USAGE) -> None:
         raise Fail(code, f"{layout.unit_file} not found: run install.sh first")
 
 
+def _say_json(code: int, changed: bool, message: str) -> None:
+    """--json: the outcome as one object on stdout (the fleet's upgrade reads `changed` from it)."""
+    import json
+
+    from ops.runtime import runtimes as rt
+
+    layout = _layout(None)
+    names = {link: getattr(rt.link_target(path), "name", None)
+             for link, path in (("current", layout.current), ("previous", layout.previous))}
+    click.echo(json.dumps({"exit_code": code, "changed": changed, "message": message, **names}))
+
+
+def _json_failure(code: int, text: str, exc: BaseException, kwargs: dict) -> None:
+    if kwargs.get("as_json"):
+        _say_json(code, getattr(exc, "details", {}).get("changed", False), text)
+
+
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Also print the outcome as one JSON object on stdout (exit_code, changed, message, "
+                                 "current, previous).")
+
 _root_option = click.option("--root", type=click.Path(file_okay=False), default=None,
                             help="A staged layout (install.sh --root DIR) instead of /.")
 
@@ -61,7 +82,7 @@ def runtime_list(root: str | None) -> None:
                    f"lock={r.lock_sha256[:12]}{refused}")
 
 
-def _run_switch(action) -> None:
+def _run_switch(action, as_json: bool) -> None:
     """Root, installed, the upgrade lock; then `action(layout, upgrader)` and its outcome's code."""
     from ops.runtime import runtimes as rt
     from ops.runtime import upgrade as up
@@ -80,22 +101,25 @@ def _run_switch(action) -> None:
     finally:
         lock.close()
     if outcome.code != EXIT_OK:
-        raise Fail(outcome.code, outcome.message)
-    click.echo(outcome.message)
+        raise Fail(outcome.code, outcome.message, changed=outcome.changed)
+    if as_json:
+        _say_json(outcome.code, outcome.changed, outcome.message)
+    click.echo(outcome.message, err=as_json)
 
 
 @runtime_group.command("upgrade")
 @click.argument("runtime_dir")
 @click.option("--no-prune", is_flag=True, help="Keep every older runtime.")
-@exits("runtime", internal=EXIT_USAGE, hint=_CHECK_HINT)
-def runtime_upgrade(runtime_dir: str, no_prune: bool) -> None:
+@_json_option
+@exits("runtime", internal=EXIT_USAGE, hint=_CHECK_HINT, also=_json_failure)
+def runtime_upgrade(runtime_dir: str, no_prune: bool, as_json: bool) -> None:
     """Validate RUNTIME_DIR (a built runtime) on a spare port, switch to it, check, or switch back."""
     from ops.runtime import runtimes as rt
 
     def action(layout, upgrader):
         return upgrader.upgrade(rt.resolve_runtime(layout, runtime_dir), prune=not no_prune)
 
-    _run_switch(action)
+    _run_switch(action, as_json)
 
 
 @runtime_group.command("check")
@@ -127,10 +151,11 @@ def runtime_check(runtime_dir: str | None) -> None:
 
 
 @runtime_group.command("rollback")
-@exits("runtime", internal=EXIT_USAGE, hint=_CHECK_HINT)
-def runtime_rollback() -> None:
+@_json_option
+@exits("runtime", internal=EXIT_USAGE, hint=_CHECK_HINT, also=_json_failure)
+def runtime_rollback(as_json: bool) -> None:
     """Swap current and previous, in one restart; switch back if the previous one is not healthy."""
-    _run_switch(lambda layout, upgrader: upgrader.rollback())
+    _run_switch(lambda layout, upgrader: upgrader.rollback(), as_json)
 
 
 @runtime_group.command("prune")
@@ -168,7 +193,7 @@ def key_rotate() -> None:
     require_root("it writes the root-only key file and restarts the service", "key rotate", KEY_EXIT_USAGE)
     if not layout.unit_file.exists() or not layout.key_file.exists():
         raise Fail(KEY_EXIT_USAGE, f"{layout.unit_file} or {layout.key_file} not found: run install.sh first")
-    system = System()
+    system = System(layout=layout)
     try:
         result = keys.rotate(layout, system,
                              lambda: config_check.check(layout, layout.current.resolve(), system.run))

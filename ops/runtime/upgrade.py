@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ops.runtime import install_state
 from ops.runtime import runtimes as rt
 from ops.from_launcher.layout import DEFAULT, LISTEN_HOST, PROXY_URL, SERVICE, Layout
 
@@ -43,6 +44,8 @@ class Failed(Exception):
 class Outcome:
     code: int
     message: str
+    # The service was restarted (switched, or switched and back): what `--json` reports as changed.
+    changed: bool = False
 
 
 def spare_port() -> int:
@@ -59,8 +62,9 @@ def _tail(text: str, lines: int = 1) -> str:
 class System:
     """The real machine: systemd and opsctl as subprocesses."""
 
-    def __init__(self, opsctl: list[str] | None = None) -> None:
+    def __init__(self, opsctl: list[str] | None = None, layout: Layout = DEFAULT) -> None:
         self.opsctl_argv = opsctl or _opsctl_argv()
+        self.layout = layout
 
     def run(self, argv: list[str], timeout: float) -> tuple[int, str]:
         try:
@@ -96,7 +100,10 @@ class System:
         # A deliberate restart must not be refused by the start rate limit that earlier failures
         # (a candidate that failed after the switch) used up.
         self.run(["systemctl", "reset-failed", SERVICE], 30)
-        return self.run(["systemctl", "restart", SERVICE], START_TIMEOUT)
+        result = self.run(["systemctl", "restart", SERVICE], START_TIMEOUT)
+        # What it restarted with is what a plain install.sh must find unchanged (ops/runtime/install_state.py).
+        install_state.record_restart(self.layout)
+        return result
 
     def main_pid(self) -> str:
         return self.run(["systemctl", "show", "-p", "MainPID", "--value", SERVICE], 30)[1].strip()
@@ -155,7 +162,7 @@ class Upgrader:
     def __init__(self, layout: Layout = DEFAULT, system: System | None = None,
                  say: Callable[[str], None] | None = None, start_timeout: float = START_TIMEOUT) -> None:
         self.layout = layout
-        self.system = system or System()
+        self.system = system or System(layout=layout)
         self.say = say or (lambda line: print(f"==> {line}", file=sys.stderr, flush=True))
         self.start_timeout = start_timeout
 
@@ -231,8 +238,9 @@ class Upgrader:
         try:
             self.restart_and_check(back_to)
         except Exception as again:
-            return Outcome(EXIT_DOWN, f"{failure}; switching back to {back_to} ALSO failed: {again}")
-        return Outcome(failure_code, f"{failure}; switched back to {back_to}, which is serving and healthy")
+            return Outcome(EXIT_DOWN, f"{failure}; switching back to {back_to} ALSO failed: {again}", changed=True)
+        return Outcome(failure_code, f"{failure}; switched back to {back_to}, which is serving and healthy",
+                       changed=True)
 
     # --- the commands ---------------------------------------------------------------------------
 
@@ -262,7 +270,7 @@ class Upgrader:
         removed = rt.prune(self.layout) if prune else []
         note = f"; pruned {', '.join(p.name for p in removed)}" if removed else ""
         return Outcome(EXIT_OK, f"upgraded to {candidate.describe()}; previous is {before.current.name} "
-                                f"(back with: install.sh --rollback){note}")
+                                f"(back with: install.sh --rollback){note}", changed=True)
 
     def rollback(self) -> Outcome:
         before = rt.swap(self.layout)
@@ -274,7 +282,7 @@ class Upgrader:
         except Exception as exc:
             return self._switch_back(before, f"rollback to {target} failed: internal error: "
                                              f"{type(exc).__name__}: {exc}", EXIT_ROLLED_BACK)
-        return Outcome(EXIT_OK, f"rolled back to {target}; previous is now {before.current.name}")
+        return Outcome(EXIT_OK, f"rolled back to {target}; previous is now {before.current.name}", changed=True)
 
 
 class Busy(Exception):

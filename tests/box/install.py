@@ -51,3 +51,19 @@ def install(box: Box, *args: str, timeout: float = 1500.0) -> float:
                        f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     box.last_install_output = result.stdout + result.stderr
     return took
+
+
+NO_CHANGE_LINE = "changed:   nothing (no change; nothing restarted)"
+
+
+def assert_rerun_changes_nothing(box: Box, after: str) -> None:
+    """A plain install.sh after an opsctl action (`after`) prints the no-change summary and leaves
+    the service's MainPID as it was: the action recorded what it restarted with."""
+    from tests.box.service import main_pid
+
+    pid = main_pid(box)
+    install(box, timeout=900)
+    output = box.last_install_output
+    summary = output[output.rindex("install summary"):]
+    assert NO_CHANGE_LINE in summary, f"a plain install.sh after {after} changed something:\n{output[-3000:]}"
+    assert main_pid(box) == pid, f"a plain install.sh after {after} restarted the service:\n{output[-3000:]}"

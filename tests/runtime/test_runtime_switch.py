@@ -293,6 +293,7 @@ def test_upgrade_validates_then_switches_and_checks(installed):
     system = FakeSystem(layout)
     outcome = upgrader(layout, system).upgrade(b)
     assert outcome.code == up.EXIT_OK, outcome.message
+    assert outcome.changed
     assert names(layout) == (b.name, a.name)
     assert system.calls == [
         f"check optillm {b.name}", f"opsctl lint --venv {b}", "systemd-run", system.calls[3],
@@ -329,7 +330,7 @@ def test_a_candidate_failing_validation_is_refused_and_the_service_untouched(ins
     layout, a, b = installed
     system = FakeSystem(layout, **{failing: 1})
     outcome = upgrader(layout, system).upgrade(b)
-    assert outcome.code == up.EXIT_REFUSED
+    assert outcome.code == up.EXIT_REFUSED and not outcome.changed
     assert outcome.message.startswith(f"refused {b.name} at validation, optillm-proxy untouched: ")
     assert names(layout) == (a.name, None)
     assert not any(c.startswith("restart") for c in system.calls)
@@ -342,7 +343,7 @@ def test_failure_after_switch_switches_back_by_itself(installed):
     layout, a, b = installed
     system = FakeSystem(layout, health_ok={b.name: False})
     outcome = upgrader(layout, system).upgrade(b)
-    assert outcome.code == up.EXIT_ROLLED_BACK
+    assert outcome.code == up.EXIT_ROLLED_BACK and outcome.changed  # restarted twice
     assert f"switched back to {a.name}, which is serving and healthy" in outcome.message
     assert f"opsctl health exited 2 on {b.name}" in outcome.message
     assert names(layout) == (a.name, None)
@@ -362,7 +363,7 @@ def test_upgrade_to_current_is_a_no_op(installed):
     layout, a, _ = installed
     system = FakeSystem(layout)
     outcome = upgrader(layout, system).upgrade(a)
-    assert outcome.code == up.EXIT_OK and "already current" in outcome.message
+    assert outcome.code == up.EXIT_OK and "already current" in outcome.message and not outcome.changed
     assert system.calls == []
 
 
@@ -381,7 +382,7 @@ def test_rollback_swaps_in_one_restart(installed):
     rt.activate(layout, b)
     system = FakeSystem(layout)
     outcome = upgrader(layout, system).rollback()
-    assert outcome.code == up.EXIT_OK
+    assert outcome.code == up.EXIT_OK and outcome.changed
     assert names(layout) == (a.name, b.name)
     assert [c for c in system.calls if c.startswith("restart")] == [f"restart on {a.name}"]
 
@@ -454,6 +455,21 @@ def test_cli_rollback_without_previous_is_exit_2(deployed):
     result = CliRunner().invoke(cli, ["runtime", "rollback"])
     assert result.exit_code == 2
     assert "nothing to roll back to" in one_line_error(result)
+
+
+def test_cli_json_is_one_object_on_stdout_and_the_line_on_stderr(deployed):
+    import json
+
+    a = make_runtime(deployed, "0.3.12-lean-aaaaaaaaaaaa")
+    rt.activate(deployed, a)
+    result = CliRunner().invoke(cli, ["runtime", "rollback", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"exit_code": 2, "changed": False, "current": a.name, "previous": None,
+                                         "message": result.stderr.strip().removeprefix("opsctl runtime: ")}
+    assert "nothing to roll back to" in result.stderr
+    done = CliRunner().invoke(cli, ["runtime", "upgrade", "--json", a.name])
+    assert done.exit_code == 0 and json.loads(done.stdout)["changed"] is False
+    assert "already current" in done.stderr
 
 
 def test_cli_without_an_installed_unit_is_exit_2(deployed):
