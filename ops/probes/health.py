@@ -155,7 +155,7 @@ def unknown(message: str, url: str, warning: float = 1.0, critical: float = 3.0)
     return HealthResult(UNKNOWN, message, url, 0.0, warning, critical)
 
 
-# --- the command: its options (click's wiring in ops/commands.py reads this table), the probe
+# --- the command: its options (the click command in ops/probes/command.py reads this table), the probe
 # run both ways, and the fast path opsctl takes for a plain invocation.
 
 
