@@ -297,3 +297,13 @@ def test_readme_supported_systems_table_says_what_the_locks_hold():
     for python, entry in table.items():
         for column, profile in ((4, "lean"), (5, "full")):
             assert rows[python][column] == ("yes" if profile in entry["profiles"] else "no"), (python, profile)
+
+
+def test_docs_code_md_names_every_top_level_entry_of_ops():
+    """docs/code.md's table and ops/'s top level: packages, cli.py and shared modules only."""
+    listed = set(re.findall(r"^\| `ops/([a-z_]+(?:/|\.py))`", (REPO / "docs" / "code.md").read_text(), re.M))
+    present = {p.name + "/" if p.is_dir() else p.name for p in (REPO / "ops").iterdir()
+               if p.name not in ("__init__.py", "__pycache__")}
+    assert listed == present
+    assert all((REPO / "ops" / name / "__init__.py").is_file() for name in present if name.endswith("/"))
+

@@ -74,19 +74,6 @@ def test_require_root_says_why_and_the_sudo_command(monkeypatch):
     require_root("it restarts the service", "runtime rollback")
 
 
-def test_docs_code_md_names_every_top_level_entry_of_ops():
-    """docs/code.md's table and ops/'s top level: packages, cli.py and shared modules only."""
-    import re
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    listed = set(re.findall(r"^\| `ops/([a-z_]+(?:/|\.py))`", (repo / "docs" / "code.md").read_text(), re.M))
-    present = {p.name + "/" if p.is_dir() else p.name for p in (repo / "ops").iterdir()
-               if p.name not in ("__init__.py", "__pycache__")}
-    assert listed == present
-    assert all((repo / "ops" / name / "__init__.py").is_file() for name in present if name.endswith("/"))
-
-
 def test_also_sees_every_failure_with_the_callbacks_arguments():
     seen = []
 
