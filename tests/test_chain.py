@@ -135,6 +135,52 @@ def test_a_litellm_client_that_picks_the_approach_in_band_is_told_why(chain):
 
 
 
+def wait_until_litellm_serves_the_model_again(chain, seconds: float = 60.0) -> None:
+    """LiteLLM's router cools a deployment down after a 401 (seconds): the tests after this one
+    need it back."""
+    import time
+
+    end = time.monotonic() + seconds
+    while True:
+        if chain.ask(BASE_MODEL).status_code == 200:
+            chain.upstream.reset()
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"LiteLLM did not serve {BASE_MODEL} again within {seconds:g} s")
+        time.sleep(1)
+
+
+def test_an_upstream_401_quoting_the_key_never_reaches_litellms_client(chain):
+    """The model behind LiteLLM answers 401 quoting the Authorization header it received, as
+    LiteLLM's own 401 does for a key it does not know (this test LiteLLM has no database, so it
+    answers a wrong key with `No connected db.` instead). LiteLLM relays the model's text to the
+    proxy; the proxy's client, LiteLLM, and so LiteLLM's end user, read the proxy's fixed reason;
+    neither key is in the body or in the proxy's output, and moa makes one upstream call."""
+    chain.upstream.reset()
+    chain.upstream.fail_with(401, quote_authorization=True)
+    try:
+        r = chain.ask(f"moa-{BASE_MODEL}")
+        calls = chain.upstream.calls()
+    finally:
+        chain.upstream.reset()
+        wait_until_litellm_serves_the_model_again(chain)
+    print(f"\nwhat LiteLLM's client reads: {r.status_code} {r.text[:600]}")
+    assert r.status_code >= 400
+    for leaked in (DEFAULT_UPSTREAM_KEY, DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY, "Received API Key", "Key Hash",
+                   chain.litellm.base_url, "/etc/optillm-proxy"):
+        assert leaked not in r.text, leaked
+    assert "upstream_key_refused" in r.text or "refused this proxy's credentials" in r.text, r.text
+    log = chain.optillm.log_text()
+    assert not [k for k in (DEFAULT_UPSTREAM_KEY, DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY) if k in log]
+    journal = [line for line in log.splitlines() if "upstream_key_refused (502 to the client)" in line]
+    # LiteLLM relayed the model's text, the model's key quoted in it; the proxy's journal has it redacted.
+    assert journal and "Received API Key = Bearer [redacted]" in journal[-1], log[-3000:]
+    # One upstream call per try (LiteLLM may try the proxy more than once: its own retries).
+    assert all(": 1 of 1 upstream call(s)" in line for line in journal), journal
+    assert len(calls) == len(journal), (calls, journal)
+    print(f"journal line: {journal[-1]}\nupstream calls: {len(calls)}, tries of the proxy by LiteLLM: {len(journal)}")
+
+
 def test_opsctl_smoke_all_passes_against_the_proxy(chain, tmp_path):
     env_file = tmp_path / "env"
     env_file.write_text("OPENAI_API_KEY=unused-here\nPROXY_PLUGINS=none\n")

@@ -4,7 +4,9 @@ Stdlib only, so it runs anywhere a python3 does (tests, demos, the test box). Ea
 as {"path", "model", "n", "fields", "authorization", "peer", "headers", "usage"} (`fields`: the body's
 keys; `usage`: what the answer reported, null for a failed call); GET /_calls lists them, POST /_reset forgets them,
 POST /_status {"status": 500} makes chat completions fail with that status until reset (with
-"times": N, only the next N of them), and
+"times": N, only the next N of them; with "quote_authorization": true the error message quotes the
+Authorization header and its token back, as LiteLLM 1.80.11's 401 for an unknown key does:
+`Received API Key = ..., Key Hash (Token) =...`), and
 POST /_delay {"seconds": 2.5} makes each chat completion wait that long first (a slow or hung
 LiteLLM) until reset.
 
@@ -39,6 +41,7 @@ class _State:
         self.calls: list[dict] = []
         self.fail_status: int | None = None
         self.fail_times: int | None = None  # None: every call fails while fail_status is set
+        self.quote_authorization = False
         self.delay_seconds: float = 0.0
         self.release = threading.Event()  # set by /_reset: delayed answers stop waiting
         self.simulation: Simulation | None = None
@@ -201,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.state.calls.clear()
                 self.state.fail_status = None
                 self.state.fail_times = None
+                self.state.quote_authorization = False
                 self.state.delay_seconds = 0.0
                 self.state.simulation = None
                 self.state.release.set()
@@ -210,6 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.fail_status = body.get("status")
                 self.state.fail_times = body.get("times")
+                self.state.quote_authorization = bool(body.get("quote_authorization"))
             return self._send(200, {"status": body.get("status")})
         if self.path == "/_simulate":
             try:
@@ -235,8 +240,15 @@ class _Handler(BaseHTTPRequestHandler):
                 fail = self.state.fail_status if self.state.fail_times != 0 else None
                 if fail and self.state.fail_times:
                     self.state.fail_times -= 1
+                quote = self.state.quote_authorization
             if fail:
-                return self._send(fail, {"error": {"message": "injected failure"}})
+                message = "injected failure"
+                if quote:
+                    received = self.headers.get("Authorization") or ""
+                    message = ("Authentication Error, Invalid proxy server token passed. Received API Key = "
+                               f"{received}, Key Hash (Token) ={received.split(' ', 1)[-1]}. Unable to find "
+                               "token in cache or `LiteLLM_VerificationTokenTable`")
+                return self._send(fail, {"error": {"message": message}})
             n = int(body.get("n") or 1)
             simulation = self.state.simulation
             if simulation is not None:

@@ -102,10 +102,15 @@ class Gate:
     # -- after optillm ---------------------------------------------------------------------------
 
     def _replacement(self, ctx: RequestContext, status: int) -> Answer | None:
-        """What the client should get instead of optillm's answer, given what happened upstream."""
+        """What the client should get instead of optillm's answer, given what happened upstream.
+
+        The client reads a fixed reason (the upstream's status, never its text: LiteLLM's 401 quotes
+        the key it was given); the upstream's own words go to stderr, the journal, where the
+        launcher's redacting stream (redact.py) takes keys and bearer tokens out."""
         with ctx.lock:
             deadline_hit, timed_out = ctx.deadline_hit, ctx.timed_out
             failures, ok, upstream_status = list(ctx.failures), ctx.ok, ctx.last_failure_status
+            skipped, refused_status = ctx.skipped, ctx.refused_status
         if deadline_hit:
             return _error(504, "deadline_exceeded", "deadline_exceeded",
                           f"the request ran into this proxy's deadline of {ctx.deadline_seconds:g} s "
@@ -113,20 +118,35 @@ class Gate:
                           f"upstream call(s); no further upstream call was started")
         if not failures or (status < 500 and ok > 0):
             return None
-        summary = (f"{len(failures)} of {ok + len(failures)} upstream call(s) to {self.upstream_url} failed; "
-                   f"last: {failures[-1]}")
+        upstream_status = refused_status or upstream_status  # what stopped the request, if anything did
+        operator_hint = ""
         if timed_out:
-            return _error(504, "upstream_timeout", "upstream_timeout",
-                          f"upstream error: {summary} (UPSTREAM_TIMEOUT_SECONDS)")
-        if upstream_status == 429:
-            return _error(429, "upstream_error", "upstream_rate_limited", f"upstream error: {summary}")
-        if upstream_status in (401, 403):
-            return _error(502, "upstream_error", "upstream_key_refused",
-                          f"upstream error: {summary} (LiteLLM refused the proxy's key in {UPSTREAM_KEY_FILE})")
-        if upstream_status is not None and 400 <= upstream_status < 500:
+            answer = (504, "upstream_timeout", "upstream_timeout",
+                      "an upstream call timed out (UPSTREAM_TIMEOUT_SECONDS)")
+        elif upstream_status == 429:
+            answer = (429, "upstream_error", "upstream_rate_limited", "the upstream is rate-limiting this proxy (HTTP 429)")
+        elif upstream_status in (401, 403):
+            answer = (502, "upstream_error", "upstream_key_refused",
+                      f"the upstream refused this proxy's credentials (HTTP {upstream_status})")
+            operator_hint = (f" (LiteLLM refused the proxy's key in {UPSTREAM_KEY_FILE}, or the model behind "
+                             "LiteLLM refused LiteLLM's key for it: the upstream's words above say which)")
+        elif upstream_status is not None and 400 <= upstream_status < 500:
             # LiteLLM judged the request itself invalid: the client's to fix, as a 400.
-            return _error(400, "invalid_request_error", "upstream_rejected", f"upstream rejected the request: {summary}")
-        return _error(502, "upstream_error", "upstream_error", f"upstream error: {summary}")
+            answer = (400, "invalid_request_error", "upstream_rejected",
+                      f"the upstream rejected the request (HTTP {upstream_status})")
+        elif upstream_status is not None:
+            answer = (502, "upstream_error", "upstream_error", f"the upstream failed (HTTP {upstream_status})")
+        else:
+            answer = (502, "upstream_error", "upstream_error", "no connection to the upstream (refused or failed)")
+        client_status, kind, code, reason = answer
+        calls = ok + len(failures)
+        not_sent = f"; {skipped} more not sent after HTTP {refused_status}" if skipped else ""
+        print(f"optillm-proxy-launcher: request {ctx.id}: {code} ({client_status} to the client): {len(failures)} "
+              f"of {calls} upstream call(s) to {self.upstream_url} failed{not_sent}; last: {failures[-1]}"
+              f"{operator_hint}", file=sys.stderr, flush=True)
+        return _error(client_status, kind, code,
+                      f"upstream error: {reason}; {len(failures)} of {calls} upstream call(s) failed"
+                      f"{not_sent} (the proxy's journal has the detail, request {ctx.id})")
 
     def _send(self, start_response: Callable, answer: Answer, ctx: RequestContext, environ: dict):
         start_response(f"{answer.status} {STATUS_TEXT.get(answer.status, 'ERROR')}",
@@ -153,7 +173,7 @@ class Gate:
                 base_model=environ.get(routes.BASE_MODEL_KEY, ""), status=status,
                 duration_ms=round((time.monotonic() - ctx.started) * 1000), upstream_calls=ctx.calls,
                 upstream_prompt_tokens=ctx.prompt_tokens, upstream_completion_tokens=ctx.completion_tokens,
-                upstream_errors=len(ctx.failures), upstream_retries=ctx.retries,
+                upstream_errors=len(ctx.failures), upstream_retries=ctx.retries, upstream_skipped=ctx.skipped,
                 deadline_hit=int(ctx.deadline_hit), upstream_timeout=int(ctx.timed_out),
                 policy_rule=rule, error_code=error_code)
         for observe in self.observers:

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from optillm_proxy_launcher import notify, patches, records, routes, serving, settings
+from optillm_proxy_launcher import notify, patches, records, redact, routes, serving, settings
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
 from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
@@ -61,12 +61,18 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
 
     metrics = Metrics(approaches=sorted(request.approaches))
     sender = records.make_sender(request.records, os.environ)
+    if sender:  # journald directly, around the redacting stderr: redact its fields too
+        sender = redact.redacting_sender(sender, redact.Redactor(known_keys(prepared)))
     observers = [metrics.observe] + ([sender] if sender else [])
     patches.apply(server, load_plugins=loader, upstream=upstream,
                   gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url, observers,
                                                 metrics.app, metrics.in_flight),
                   guard_routes=lambda app: routes.install(app, policy), run=run)
     return upstream
+
+
+def known_keys(prepared: settings.Prepared) -> dict[str, str]:
+    return {"proxy-key": prepared.key, "upstream-key": prepared.upstream_key}
 
 
 def check_and_exit(server, prepared: settings.Prepared) -> NoReturn:
@@ -113,6 +119,8 @@ def main() -> None:
     faulthandler.enable()
     # python -I ignores PYTHONUNBUFFERED; line-buffer stdout so prints reach the journal promptly.
     sys.stdout.reconfigure(line_buffering=True)
+    # Before optillm's import: the logging handlers it makes keep the stream they were given.
+    redact.install(known_keys(prepared))
     logging.getLogger("werkzeug").addFilter(notify.DropOwnProbes())
 
     import optillm.server as server

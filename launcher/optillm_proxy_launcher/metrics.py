@@ -51,6 +51,9 @@ class Metrics:
                                        registry=registry)
         self.upstream_retries = Counter("optillm_proxy_upstream_retries", "Upstream calls retried, by approach.",
                                         ["approach"], registry=registry)
+        self.upstream_skipped = Counter("optillm_proxy_upstream_skipped", "Upstream calls not sent because an "
+                                        "earlier call of the same request was refused (401, 403) or rejected "
+                                        "(400, 404, 422), by approach.", ["approach"], registry=registry)
         self.upstream_timeouts = Counter("optillm_proxy_upstream_timeouts", "Requests in which an upstream call "
                                          "hit UPSTREAM_TIMEOUT_SECONDS or the deadline, by approach.",
                                          ["approach"], registry=registry)
@@ -64,7 +67,7 @@ class Metrics:
         self.app = make_wsgi_app(registry)
         for approach in ("none", *approaches):
             self.duration.labels(approach)
-            for counter in (self.upstream_calls, self.upstream_errors, self.upstream_retries,
+            for counter in (self.upstream_calls, self.upstream_errors, self.upstream_retries, self.upstream_skipped,
                             self.upstream_timeouts, self.deadline_exceeded):
                 counter.labels(approach)
             for kind in ("prompt", "completion"):
@@ -82,6 +85,8 @@ class Metrics:
             self.upstream_errors.labels(approach).inc(record.upstream_errors)
         if record.upstream_retries:
             self.upstream_retries.labels(approach).inc(record.upstream_retries)
+        if record.upstream_skipped:
+            self.upstream_skipped.labels(approach).inc(record.upstream_skipped)
         if record.upstream_timeout or record.deadline_hit:
             self.upstream_timeouts.labels(approach).inc()
         if record.deadline_hit:

@@ -44,6 +44,8 @@ class Record:
     upstream_timeout: int  # 0 or 1
     policy_rule: str  # the refusal's rule, "" when admitted
     error_code: str  # the JSON error's code the client got, "" on success
+    # calls not sent after the request's first non-transient upstream answer (upstream.py)
+    upstream_skipped: int = 0
 
     def journal_fields(self) -> dict[str, str]:
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclass_fields(self)}

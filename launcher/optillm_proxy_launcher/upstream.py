@@ -8,7 +8,13 @@ nothing bounding a whole request. Here:
   request, so calls made on optillm's worker threads are still attributed to the right request;
 - `BoundedTransport` strips that header, refuses a call once the request's deadline has passed,
   caps each call's timeouts at the per-call bound and the time left, retries refused connections,
-  429 and 5xx (never past the deadline) and counts calls, failures, retries and usage tokens.
+  429 and 5xx (never past the deadline) and counts calls, failures, retries and usage tokens;
+- after a request's first non-transient answer (the key refused, the request rejected), the
+  request's further calls are answered here with the same status and never reach LiteLLM: an
+  approach that catches the error and asks again (moa's fallback, a plugin's per-sample loop)
+  would only hear the same refusal several times. One exception: a 400 to a call that asked for
+  several choices (n > 1) stops nothing, since 0.3.12's approaches answer "n not supported" by
+  asking for the choices one by one, which a provider without `n` accepts.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import httpx
 REQUEST_HEADER = "x-optillm-proxy-request"
 CONNECT_TIMEOUT_SECONDS = 5.0  # LiteLLM is on loopback: a connect slower than this is a dead peer
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers that the same request asking again cannot change: the key refused (401, 403), the
+# request itself rejected (400, an unknown model 404, 422).
+NON_TRANSIENT_STATUSES = frozenset({400, 401, 403, 404, 422})
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 4.0
 _ids = itertools.count(1)
@@ -51,6 +60,8 @@ class RequestContext:
     deadline_hit: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    refused_status: int | None = None  # the first non-transient answer: later calls are not sent
+    skipped: int = 0  # calls answered here because of it (never sent, not in `calls`)
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -108,6 +119,8 @@ class BoundedTransport(httpx.BaseTransport):
             # The request this call belongs to has ended (an approach's thread outlived it).
             raise DeadlineExceeded("the client request this upstream call belongs to has already ended",
                                    request=request)
+        if ctx is not None and ctx.refused_status is not None:
+            return self._skip(ctx, request)
         attempt = 0
         while True:
             timeout = self._timeout(ctx, request)
@@ -124,11 +137,11 @@ class BoundedTransport(httpx.BaseTransport):
                 raise
             if response.status_code in RETRY_STATUSES:
                 if self._retry(ctx, attempt, response):
-                    self._answered(ctx, response)
+                    self._answered(ctx, response, request)
                     response.close()
                     attempt += 1
                     continue
-            self._answered(ctx, response)
+            self._answered(ctx, response, request)
             return response
 
     def _timeout(self, ctx: RequestContext | None, request: httpx.Request) -> float:
@@ -177,7 +190,7 @@ class BoundedTransport(httpx.BaseTransport):
             if timed_out and ctx.remaining() <= 0:
                 ctx.deadline_hit = True
 
-    def _answered(self, ctx: RequestContext | None, response: httpx.Response) -> None:
+    def _answered(self, ctx: RequestContext | None, response: httpx.Response, request: httpx.Request) -> None:
         if ctx is None:
             return
         if response.is_success:
@@ -190,21 +203,58 @@ class BoundedTransport(httpx.BaseTransport):
                 ctx.prompt_tokens += usage[0]
                 ctx.completion_tokens += usage[1]
             return
-        reason = f"HTTP {response.status_code}{_error_message(response.read())}"
+        status = response.status_code
+        reason = f"HTTP {status}{_error_message(response.read())}"
+        stops = status in NON_TRANSIENT_STATUSES and not (status == 400 and _asks_several(request))
         with ctx.lock:
             ctx.calls += 1
             ctx.failures.append(reason)
-            ctx.last_failure_status = response.status_code
+            ctx.last_failure_status = status
+            if stops and ctx.refused_status is None:
+                ctx.refused_status = status
+
+    @staticmethod
+    def _skip(ctx: RequestContext, request: httpx.Request) -> httpx.Response:
+        """The answer to a call not sent: the request's first non-transient status, our own words."""
+        with ctx.lock:
+            ctx.skipped += 1
+            status = ctx.refused_status
+        message = (f"not sent by optillm-proxy: an earlier upstream call of this request was answered "
+                   f"HTTP {status}, which asking again cannot change")
+        return httpx.Response(status, json={"error": {"message": message, "type": "upstream_refused_earlier",
+                                                      "code": status}}, request=request)
+
+
+ERROR_MESSAGE_CHARS = 400
 
 
 def _error_message(content: bytes) -> str:
-    """`: <the upstream's own error message>` (bounded, one line), or nothing."""
+    """`: <the upstream's own error message>` (bounded, one line), or nothing.
+
+    For the journal only (gateway.py), where redact.py takes keys out; it recognises a key only
+    whole, so the bound cuts between words, never inside one (keys hold no whitespace)."""
     try:
         error = json.loads(content).get("error")
         message = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
         return ""
-    return f": {' '.join(str(message).split())[:200]}" if message else ""
+    words, length = [], 0
+    for word in str(message).split() if message else ():
+        length += len(word) + 1
+        if length > ERROR_MESSAGE_CHARS:
+            words.append("...")
+            break
+        words.append(word)
+    return f": {' '.join(words)}" if words else ""
+
+
+def _asks_several(request: httpx.Request | None) -> bool:
+    """Whether the call asked for more than one choice (`n` > 1 in its JSON body)."""
+    try:
+        n = json.loads(request.content).get("n") if request is not None else None
+    except (ValueError, AttributeError, httpx.RequestNotRead):
+        return False
+    return isinstance(n, int) and n > 1
 
 
 def _usage(content: bytes) -> tuple[int, int]:

@@ -424,7 +424,8 @@ def test_policy_refusal_is_reported_with_its_rule(monkeypatch):
     (504, "upstream_timeout", "upstream_timeout", None),
 ])
 def test_launcher_upstream_errors_name_the_upstream(monkeypatch, status, kind, code, hint):
-    message = "upstream error: 2 of 2 upstream call(s) to http://127.0.0.1:4000/v1 failed; last: HTTP 401"
+    message = ("upstream error: the upstream refused this proxy's credentials (HTTP 401); 1 of 1 upstream call(s) "
+               "failed; 3 more not sent after HTTP 401 (the proxy's journal has the detail, request 4-7748aeb3)")
     use_transport(monkeypatch, lambda r: httpx.Response(status, json={"error": {
         "message": message, "type": kind, "code": code}}))
     result = run("bon-jerry-xl")
