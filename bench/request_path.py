@@ -2,6 +2,9 @@
 
 Usage: uv run python bench/request_path.py --venv PATH [--requests N] [--json]
        (e.g. --venv /tmp/leanrt, or a runtime under /opt/optillm-proxy/runtimes/)
+       uv run python bench/request_path.py --venv PATH --baseline-launcher CHECKOUT
+       (the "stock" column becomes the launcher of another checkout, e.g. a worktree of another
+       commit: two launchers side by side in one run, same venv, same settings)
 
 Starts the recording upstream (tools.fake_upstream, a subprocess on a free loopback port) and, from
 the same venv, stock `optillm` and the launcher (launcher/optillm-proxy-launcher.py, as the unit
@@ -76,6 +79,9 @@ REQUEST_TIMEOUT_SECONDS = 120.0  # one request, under the phase's cap; stock que
 CPU_GOAL_MS = 5.0
 RSS_GOAL_BYTES = 250e6
 VARIANTS = ("stock", "launcher")
+# --baseline-launcher: the checkout whose launcher takes the "stock" column, and the column's label.
+BASELINE: Path | None = None
+LABELS = {"stock": "stock", "launcher": "launcher"}
 
 
 class StepFailed(Exception):
@@ -189,7 +195,7 @@ def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: s
     # Nothing inherited: an OPTILLM_* variable makes the launcher refuse (78) and changes stock.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(root / "home"), "LANG": "C.UTF-8"}
     flags = ["--host", "127.0.0.1", "--port", str(port), "--base-url", f"{upstream.url}/v1", "--model", MODEL]
-    if variant == "stock":
+    if variant == "stock" and BASELINE is None:
         env["OPENAI_API_KEY"] = UPSTREAM_KEY  # stock reads it there; the launcher refuses a key in the environment
         argv = [str(venv / "bin" / "optillm"), *flags, "--optillm-api-key", key]
     else:
@@ -200,7 +206,8 @@ def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: s
         (credentials / "upstream-key").write_text(UPSTREAM_KEY + "\n")
         env["CREDENTIALS_DIRECTORY"] = str(credentials)
         env.update(extra_env or {})
-        argv = [str(venv / "bin" / "python"), "-I", str(LAUNCHER), *flags]
+        launcher = BASELINE / "launcher" / LAUNCHER.name if variant == "stock" else LAUNCHER
+        argv = [str(venv / "bin" / "python"), "-I", str(launcher), *flags]
     return spawn(f"{variant} ({tag})", argv, env, root / "cwd", root / "server.log", port, started)
 
 
@@ -430,7 +437,8 @@ def ratio(stock: float | None, launcher: float | None) -> str:
 
 def table(result: dict) -> str:
     cpu, rss, fan = result["cpu"], result["rss"], result["fanout"]
-    rows = [("metric", "stock", "launcher", "ratio (launcher/stock)"), ("---", "---:", "---:", "---:")]
+    a, b = LABELS["stock"], LABELS["launcher"]
+    rows = [("metric", a, b, f"ratio ({b}/{a})"), ("---", "---:", "---:", "---:")]
     s, l = cpu["stock"]["ms_per_request"], cpu["launcher"]["ms_per_request"]
     rows.append((f"CPU per pass-through request, ms ({cpu['launcher']['requests']} sequential; "
                  f"goal launcher <= {CPU_GOAL_MS:g})", f"{s:.1f}", f"{l:.1f}", ratio(s, l)))
@@ -497,7 +505,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cap", type=float, default=120.0,
                         help="wall-clock cap of each phase per server, seconds (default 120)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--baseline-launcher", type=Path, metavar="CHECKOUT",
+                        help="compare against the launcher of this checkout instead of stock optillm")
     args = parser.parse_args()
+    if args.baseline_launcher is not None:
+        if not (args.baseline_launcher / "launcher" / LAUNCHER.name).exists():
+            parser.error(f"{args.baseline_launcher / 'launcher' / LAUNCHER.name} does not exist: "
+                         "--baseline-launcher must be a checkout of this repository")
+        global BASELINE
+        BASELINE = args.baseline_launcher.resolve()
+        LABELS.update(stock=f"baseline ({BASELINE.name})", launcher="this launcher")
     for name in ("requests", "load_requests", "burst"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} wants a positive integer")

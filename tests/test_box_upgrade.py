@@ -291,7 +291,7 @@ def test_a_runtime_of_the_next_optillm_is_refused_with_the_audits_reasons(box, b
     started = time.monotonic()
     built = box.run(
         f"set -e; rm -rf {dst}; cp -a {src} {dst}; "
-        f"$(command -v uv || echo {L.prefix}/tools/uv/bin/uv) pip sync -q --python {dst}/bin/python --require-hashes {lock_in_box}; "
+        f"$(command -v uv || echo {L.prefix}/tools/uv/bin/uv) --system-certs pip sync -q --python {dst}/bin/python --require-hashes {lock_in_box}; "
         f"install -m 0644 {lock_in_box} {dst}/libexec/lean.txt; "
         f"{dst}/bin/python -I -c 'import importlib.metadata as m; print(m.version(\"optillm\"))'",
         env=INSTALL_ENV, timeout=600)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "RUNBOOK.md", "docs/request-path.md", "docs/monitoring.md", "docs/testing.md",
-        "docs/reference/cli.md", "docs/reference/lint-rules.md")
+        "docs/reference/cli.md", "docs/reference/lint-rules.md", "docs/serving.md")
 # --help is rendered at a fixed width, so the text does not depend on the terminal it runs in:
 # the width click uses in any terminal of 80 columns or more (its default max_content_width 80,
 # minus 2), so the reference reads as `opsctl COMMAND --help` prints.
@@ -79,11 +79,11 @@ def request_routes() -> str:
                       "| request | method | HTTP | rule |", "|---|---|---|---|", *refused]) + "\n"
 
 
-def request_bounds() -> str:
-    from optillm_proxy_launcher.settings import BOUNDS
+def request_bounds(which: str = "REQUEST_BOUNDS") -> str:
+    from optillm_proxy_launcher import settings
 
     rows = []
-    for b in BOUNDS:
+    for b in getattr(settings, which):
         default = int(b.default) if float(b.default).is_integer() else b.default
         rows.append(f"| `{b.name}` | {default} | {b.range} | {b.why} |")
     return "\n".join(["| setting | default | range | why |", "|---|---|---|---|", *rows]) + "\n"
@@ -139,6 +139,26 @@ def metrics_table() -> str:
         labels = ", ".join(f"`{label}`" for label in metric._labelnames) or "-"
         rows.append(f"| `{name}` | {metric._type} | {labels} | {cell(metric._documentation)} |")
     return "\n".join(["| metric | type | labels | what it counts |", "|---|---|---|---|", *rows]) + "\n"
+
+
+def server_options() -> str:
+    """What serving.py passes to waitress, with the settings it comes from."""
+    from optillm_proxy_launcher import serving, settings
+
+    request = settings.RequestSettings(**{**_default_request(), "approaches": frozenset()})
+    rows = [f"| `{name}` | `{value!r}` |" for name, value in serving.server_options(request).items()]
+    return "\n".join(["| waitress adjustment | value with the default settings |", "|---|---|", *rows]) + "\n"
+
+
+def _default_request() -> dict:
+    from optillm_proxy_launcher import settings
+
+    values = {b.name: b.parse({}) for b in settings.BOUNDS}
+    return dict(upstream_timeout=values["UPSTREAM_TIMEOUT_SECONDS"], upstream_retries=int(values["UPSTREAM_RETRIES"]),
+                deadline=values["REQUEST_DEADLINE_SECONDS"], max_request_bytes=int(values["MAX_REQUEST_BYTES"]),
+                max_n=int(values["MAX_N"]), drain=values["DRAIN_SECONDS"], threads=int(values["SERVER_THREADS"]),
+                connection_limit=int(values["CONNECTION_LIMIT"]), client_timeout=int(values["CLIENT_TIMEOUT_SECONDS"]),
+                admit_body_bytes=int(values["ADMIT_BODY_BYTES"]))
 
 
 def _commands(group, ctx, path=()):
@@ -225,6 +245,8 @@ REGIONS: dict[str, Callable[[], str]] = {
     "policy-rules": policy_rules,
     "request-routes": request_routes,
     "request-bounds": request_bounds,
+    "serving-bounds": lambda: request_bounds("SERVING_BOUNDS"),
+    "server-options": server_options,
     "opsctl-help": opsctl_help,
     "install-help": install_help,
     "install-steps": install_steps,

@@ -10,7 +10,6 @@ unit's RestartPreventExitStatus=78 makes that a visible failed unit instead of a
 from __future__ import annotations
 
 import faulthandler
-import logging
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ import threading
 from typing import NoReturn
 
 from optillm_proxy_launcher import notify, patches, records, redact, routes, serving, settings
+from optillm_proxy_launcher.admission import Admission
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
 from optillm_proxy_launcher.policy import CLIENT_OPTIONS, Policy
@@ -65,14 +65,24 @@ def install(server, prepared: settings.Prepared, run) -> SharedUpstream:
         sender = redact.redacting_sender(sender, redact.Redactor(known_keys(prepared)))
     observers = [metrics.observe] + ([sender] if sender else [])
     patches.apply(server, load_plugins=loader, upstream=upstream,
-                  gate_factory=lambda app: Gate(app, policy, registry, prepared.upstream_url, observers,
-                                                metrics.app, metrics.in_flight),
+                  gate_factory=lambda app: Gate(admission_layer(request)(app), policy, registry,
+                                                prepared.upstream_url, observers, metrics.app, metrics.in_flight),
                   guard_routes=lambda app: routes.install(app, policy), run=run)
     return upstream
 
 
 def known_keys(prepared: settings.Prepared) -> dict[str, str]:
     return {"proxy-key": prepared.key, "upstream-key": prepared.upstream_key}
+
+
+def admission_layer(request: settings.RequestSettings):
+    """admission.py around optillm's Flask app, inside the gate: a 503 it sends is recorded and
+    counted by the gate like any refusal, under its own rule (overloaded_busy, overloaded_memory)."""
+    return lambda app: Admission(app, request.admit_requests, request.admit_body_bytes, note_refusal)
+
+
+def note_refusal(environ: dict, reason: str) -> None:
+    environ[routes.RULE_KEY] = f"overloaded_{reason}"
 
 
 def check_and_exit(server, prepared: settings.Prepared) -> NoReturn:
@@ -121,13 +131,12 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     # Before optillm's import: the logging handlers it makes keep the stream they were given.
     redact.install(known_keys(prepared))
-    logging.getLogger("werkzeug").addFilter(notify.DropOwnProbes())
 
     import optillm.server as server
 
     supervisor_stop = threading.Event()
     try:
-        install(server, prepared, serving.make_run(notifier, prepared.request.drain, listen, supervisor_stop))
+        install(server, prepared, serving.make_run(notifier, prepared.request, listen, supervisor_stop))
         if prepared.check_only:
             check_and_exit(server, prepared)
     except ConfigRefused as exc:

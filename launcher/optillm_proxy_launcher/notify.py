@@ -7,7 +7,6 @@ only while /health keeps answering, so a hung server is aborted and restarted by
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import sys
@@ -19,8 +18,8 @@ from optillm_proxy_launcher.settings import ROUTED_STRATEGIES
 
 HEALTH_POLL_SECONDS = 0.2
 HEALTH_TIMEOUT_SECONDS = 2.0
-# The launcher's own /health probes carry this query (the route ignores it) so their access-log
-# lines can be dropped: a watchdog ping every 10 s would otherwise flood the journal.
+# The launcher's own /health probes carry this query (the route ignores it): they can be told
+# apart from an operator's in a trace or a proxy's log.
 PROBE_QUERY = "probe=optillm-proxy-launcher"
 
 
@@ -122,10 +121,3 @@ def supervise(server, notifier: Notifier, host: str, port: int, interval: float 
         next_ping = max(next_ping + period, time.monotonic())
         stop.wait(next_ping - time.monotonic())
 
-
-class DropOwnProbes(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            return PROBE_QUERY not in record.getMessage()
-        except Exception:
-            return True

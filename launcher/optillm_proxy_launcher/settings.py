@@ -394,7 +394,7 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-BOUNDS = (
+REQUEST_BOUNDS = (
     Bound("UPSTREAM_TIMEOUT_SECONDS", float, 120, 1, 3600,
           "one upstream call (LiteLLM on loopback); long enough for a long completion, short enough "
           "that a hung LiteLLM is noticed well before the request deadline"),
@@ -412,6 +412,26 @@ BOUNDS = (
           "on stop (restart, upgrade, key rotation) requests in flight may finish this long while new "
           "connections wait in the socket's backlog; as long as the default deadline, so none is cut"),
 )
+# Serving (serving.py, admission.py): docs/serving.md shows them and says how to size them.
+SERVING_BOUNDS = (
+    Bound("SERVER_THREADS", int, 64, 4, 256,
+          "requests run at once (one thread each); all but two may be chat completions, so /health "
+          "and /metrics always find a thread; more requests wait, already read, in the server's queue"),
+    Bound("CONNECTION_LIMIT", int, 1024, 16, 4096,
+          "client connections open at once (each a descriptor and a small buffer); past it the server "
+          "stops accepting and new connections wait in the socket's backlog, never refused; as large as "
+          "the backlog, so idle connections alone cannot make real requests wait"),
+    Bound("CLIENT_TIMEOUT_SECONDS", int, 20, 5, 25,
+          "a connection that sends nothing this long (an unfinished request, an idle keep-alive) is "
+          "closed; checked every 5 s, so one is gone within this plus 5 s (30 s at most)"),
+    Bound("ADMIT_BODY_BYTES", int, 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024,
+          "request bytes (Content-Length) in the app at once; past it a request gets 503 with "
+          "Retry-After. Sized so the largest admitted load stays under the unit's MemoryHigh "
+          "(bench/memory_per_byte.py); at least MAX_REQUEST_BYTES"),
+)
+BOUNDS = REQUEST_BOUNDS + SERVING_BOUNDS
+# Threads kept for requests that are not chat completions (/health feeds the watchdog).
+RESERVED_THREADS = 2
 APPROACHES_VARIABLE = "PROXY_APPROACHES"
 RECORDS_VARIABLE = "PROXY_RECORDS"
 RECORDS_CHOICES = ("journal", "off")  # one structured record per request, or none
@@ -449,6 +469,15 @@ class RequestSettings:
     approaches: frozenset[str]  # allowed prefixes; combined ones as written (`moa&bon`)
     records: str = RECORDS_CHOICES[0]
     usage: str = USAGE_CHOICES[0]
+    threads: int = 64
+    connection_limit: int = 1024
+    client_timeout: int = 20
+    admit_body_bytes: int = 32 * 1024 * 1024
+
+    @property
+    def admit_requests(self) -> int:
+        """Chat completions (any request with a body) in the app at once."""
+        return self.threads - RESERVED_THREADS
 
 
 def default_approaches(plugins: list[str]) -> list[str]:
@@ -486,6 +515,7 @@ def parse_approaches(raw: str | None, plugins: list[str], table: Mapping[str, di
 def request_settings(environ: Mapping[str, str], plugins: list[str],
                      table: Mapping[str, dict]) -> RequestSettings:
     values = {b.name: b.parse(environ) for b in BOUNDS}
+    check_admission(values)
     return RequestSettings(
         upstream_timeout=values["UPSTREAM_TIMEOUT_SECONDS"],
         upstream_retries=int(values["UPSTREAM_RETRIES"]),
@@ -496,7 +526,24 @@ def request_settings(environ: Mapping[str, str], plugins: list[str],
         approaches=parse_approaches(environ.get(APPROACHES_VARIABLE), plugins, table),
         records=parse_records(environ.get(RECORDS_VARIABLE)),
         usage=parse_usage(environ.get(USAGE_VARIABLE)),
+        threads=int(values["SERVER_THREADS"]),
+        connection_limit=int(values["CONNECTION_LIMIT"]),
+        client_timeout=int(values["CLIENT_TIMEOUT_SECONDS"]),
+        admit_body_bytes=int(values["ADMIT_BODY_BYTES"]),
     )
+
+
+def check_admission(values: Mapping[str, float]) -> None:
+    """Bounds that only make sense together: a request of the largest size must be admissible, and
+    the server must accept at least as many connections as it runs requests."""
+    if values["ADMIT_BODY_BYTES"] < values["MAX_REQUEST_BYTES"]:
+        raise ConfigRefused(f"ADMIT_BODY_BYTES={_number(values['ADMIT_BODY_BYTES'])} is below MAX_REQUEST_BYTES="
+                            f"{_number(values['MAX_REQUEST_BYTES'])}: a request of the largest size could never "
+                            f"run; raise ADMIT_BODY_BYTES or lower MAX_REQUEST_BYTES in {ENV_FILE_HINT}")
+    if values["CONNECTION_LIMIT"] < values["SERVER_THREADS"]:
+        raise ConfigRefused(f"CONNECTION_LIMIT={_number(values['CONNECTION_LIMIT'])} is below SERVER_THREADS="
+                            f"{_number(values['SERVER_THREADS'])}: threads could never all be used; raise "
+                            f"CONNECTION_LIMIT or lower SERVER_THREADS in {ENV_FILE_HINT}")
 
 
 # ---------------------------------------------------------------------------------------------

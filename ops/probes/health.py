@@ -4,9 +4,12 @@ Rule (the spec's): GET /health; when that is not 200 with valid JSON, GET /v1/mo
 proxy key. 200 with valid JSON from either is healthy, and the status line says which one
 answered. /health never touches the upstream, so a stopped LiteLLM leaves health OK (that is
 `opsctl smoke`'s job to catch). When this host's own proxy gives no HTTP answer, the line also
-names a failed unit and its Result (ops/probes/unit_state.py): a start-limit-hit does not heal by itself.
+names a failed unit and its Result (ops/probes/unit_state.py): a start-limit-hit does not heal by itself;
+or, when the service is draining, restarting or starting with its socket listening, says so with
+systemd's STATUS= line and is a WARNING (the probe's connection waits in the backlog meanwhile).
 
-Exit codes: 0 OK, 1 WARNING (healthy but slower than --warning), 2 CRITICAL (refused, timed out,
+Exit codes: 0 OK, 1 WARNING (healthy but slower than --warning, or no answer while the local
+service drains or restarts), 2 CRITICAL (refused, timed out,
 both endpoints failed, 401 on the fallback, non-JSON 200, slower than --critical), 3 UNKNOWN
 (bad arguments, internal error). Output: one status line with perfdata
 `OPTILLM-PROXY OK - /health 200 in 0.004s | time=0.004s;1;3;0`, or one JSON object (--json).
@@ -182,20 +185,25 @@ def options() -> tuple[Option, ...]:
     )
 
 
-def _local_unit_clause(base_url: str, seconds: float) -> str:
-    """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does,
-    asked within what is left of --timeout. A diagnosis that fails adds nothing (the CRITICAL stays)."""
+def _local_unit_clause(base_url: str, seconds: float) -> tuple[str, bool]:
+    """For this host's own proxy that gave no HTTP answer: why systemd has it down, if it does, or
+    that it is draining/restarting (True: a WARNING, not a failure), asked within what is left of
+    --timeout. A diagnosis that fails adds nothing (the CRITICAL stays)."""
     from ops.from_launcher.layout import PROXY_URL
 
     if base_url != PROXY_URL:
-        return ""
+        return "", False
     from ops.probes import unit_state
 
     try:
-        clause = unit_state.describe(unit_state.read(timeout=seconds))
+        units = unit_state.read(timeout=seconds)
+        clause = unit_state.describe(units)
+        moving = "" if clause else unit_state.transition(units)
     except Exception:  # noqa: BLE001 - an extra clause must never turn CRITICAL into UNKNOWN
-        return ""
-    return f"; {clause}" if clause else ""
+        return "", False
+    if moving:
+        return f"; {moving}", True
+    return (f"; {clause}" if clause else ""), False
 
 
 def run(url: str, api_key: str | None, timeout: float, warning: float, critical: float, wait: float,
@@ -209,7 +217,10 @@ def run(url: str, api_key: str | None, timeout: float, warning: float, critical:
         key = resolve_api_key(api_key)
         result = probe(base_url, key, timeout, warning, critical, wait)
         if result.code == CRITICAL and result.http_status is None:
-            result.message += _local_unit_clause(base_url, max(0.2, timeout - result.elapsed_s))
+            clause, moving = _local_unit_clause(base_url, max(0.2, timeout - result.elapsed_s))
+            result.message += clause
+            if moving:
+                result.code = WARNING
     except UsageProblem as exc:
         result = unknown(str(exc), url, warning, critical)
     except Exception as exc:  # a probe reports UNKNOWN, never a traceback

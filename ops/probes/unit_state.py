@@ -1,4 +1,5 @@
-"""Why the local service is down, as systemd sees it: one clause for a probe's CRITICAL line.
+"""Why the local service is down, as systemd sees it: one clause for a probe's CRITICAL line,
+or what it is doing instead (a drain, a restart) when the probe got no answer because of that.
 
 A crash loop ends at StartLimitBurst: systemd then refuses every start, the socket's included,
 and the port refuses connections. Said plainly, the operator knows the service will not come back
@@ -12,7 +13,10 @@ import subprocess
 
 from ops.from_launcher.layout import SERVICE, SOCKET_UNIT
 
-PROPERTIES = ("Id", "ActiveState", "Result")
+PROPERTIES = ("Id", "ActiveState", "SubState", "Result", "StatusText")
+# The service is on its way somewhere (a restart's drain, a start): with the socket listening,
+# connections wait in its backlog and are served when it is up.
+TRANSITIONS = ("deactivating", "activating", "reloading")
 SYSTEMCTL_TIMEOUT_S = 2.0
 
 
@@ -53,3 +57,16 @@ def describe(units: list[dict[str, str]]) -> str:
                 f"then sudo systemctl reset-failed {SERVICE} {SOCKET_UNIT} && sudo systemctl start {SOCKET_UNIT} "
                 f"{SERVICE} (or re-run sudo ./install.sh)")
     return f"{states}: see journalctl -u {SERVICE} -b"
+
+
+def transition(units: list[dict[str, str]]) -> str:
+    """One clause when the service is stopping (draining), restarting or starting while its socket
+    listens: a probe then waits in the backlog, which is no failure. "" otherwise."""
+    by_id = {u.get("Id"): u for u in units}
+    unit, socket_unit = by_id.get(f"{SERVICE}.service", {}), by_id.get(SOCKET_UNIT, {})
+    state = unit.get("ActiveState", "")
+    if state not in TRANSITIONS or socket_unit.get("ActiveState") != "active":
+        return ""
+    status = unit.get("StatusText", "")
+    return (f"{SERVICE}.service is {state} ({unit.get('SubState', '?')}){': ' + status if status else ''}; "
+            f"new connections wait in {SOCKET_UNIT}'s backlog until it serves again")

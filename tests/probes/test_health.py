@@ -144,6 +144,31 @@ def test_a_diagnosis_that_breaks_keeps_the_critical(monkeypatch):
     assert result.exit_code == 2 and "connection refused by" in result.output and "internal error" not in result.output
 
 
+DRAINING = [{"Id": "optillm-proxy.service", "ActiveState": "deactivating", "SubState": "stop-sigterm",
+             "Result": "success", "StatusText": "draining: 3 request(s) in flight, up to 300 s (DRAIN_SECONDS)"},
+            {"Id": "optillm-proxy.socket", "ActiveState": "active", "SubState": "running", "Result": "success"}]
+
+
+def test_no_answer_during_a_drain_is_a_warning_that_says_so(monkeypatch):
+    import ops.probes.unit_state
+
+    use_fetch(monkeypatch, raising(TimedOut("timed out")))
+    monkeypatch.setattr(ops.probes.unit_state, "read", lambda runner=None, timeout=2.0: DRAINING)
+    result = run()
+    assert result.exit_code == 1 and "WARNING" in result.output, result.output
+    assert ("optillm-proxy.service is deactivating (stop-sigterm): draining: 3 request(s) in flight, up to 300 s "
+            "(DRAIN_SECONDS); new connections wait in optillm-proxy.socket's backlog") in result.output
+
+
+def test_a_restart_without_a_listening_socket_stays_critical(monkeypatch):
+    import ops.probes.unit_state
+
+    socket_down = [DRAINING[0], {**DRAINING[1], "ActiveState": "inactive"}]
+    use_fetch(monkeypatch, raising(Refused("connection refused")))
+    monkeypatch.setattr(ops.probes.unit_state, "read", lambda runner=None, timeout=2.0: socket_down)
+    assert run().exit_code == 2
+
+
 def test_a_closed_stdout_keeps_the_exit_code():
     """Monitoring reads the exit code; a probe whose stdout is gone must still give it, no traceback."""
     done = subprocess.run([sys.executable, "-c", "import os, sys; os.close(1); sys.stdout = None; "

@@ -1,8 +1,10 @@
 """A request setting in the env file (a bound or PROXY_APPROACHES) is one the launcher refuses.
 
 Why: the launcher reads UPSTREAM_TIMEOUT_SECONDS, UPSTREAM_RETRIES, REQUEST_DEADLINE_SECONDS,
-MAX_REQUEST_BYTES, MAX_N, PROXY_APPROACHES, PROXY_RECORDS and PROXY_USAGE from the env file and refuses to
-start (exit 78) when a bound is not a number or out of its range, when PROXY_APPROACHES names an
+MAX_REQUEST_BYTES, MAX_N, the serving bounds (SERVER_THREADS, CONNECTION_LIMIT, ...),
+PROXY_APPROACHES, PROXY_RECORDS and PROXY_USAGE from the env file and refuses to start (exit 78)
+when a bound is not a number or out of its range, when ADMIT_BODY_BYTES is below
+MAX_REQUEST_BYTES or CONNECTION_LIMIT below SERVER_THREADS, when PROXY_APPROACHES names an
 unknown approach, a plugin PROXY_PLUGINS does not enable, or a malformed combined form, or when
 PROXY_RECORDS is neither journal nor off (the per-request records), or PROXY_USAGE neither
 upstream nor stock (what an answer's usage reports); an edit therefore takes
@@ -42,14 +44,21 @@ def check(ctx):
     if ctx.env is None:
         return
     path = str(ctx.inputs.env_file)
+    values, parsed = {}, True
     for bound in settings.BOUNDS:
         a = ctx.env.get(bound.name)
-        if a is None:
-            continue
         try:
-            bound.parse({bound.name: a.value})
+            values[bound.name] = bound.parse({bound.name: a.value} if a is not None else {})
         except settings.ConfigRefused as exc:
+            parsed = False
             yield Problem(path, a.line, REFUSES + str(exc))
+    if parsed:
+        try:
+            settings.check_admission(values)
+        except settings.ConfigRefused as exc:
+            # The message starts with the setting at fault (NAME=value): point at its line.
+            a = ctx.env.get(str(exc).split("=", 1)[0])
+            yield Problem(path, a.line if a is not None else 1, REFUSES + str(exc))
     for variable, parse in ((settings.RECORDS_VARIABLE, settings.parse_records),
                             (settings.USAGE_VARIABLE, settings.parse_usage)):
         a = ctx.env.get(variable)
