@@ -706,7 +706,7 @@ build_opsctl() {
   uv_cmd pip sync --python "${tmp}/bin/python" --require-hashes --compile-bytecode "${REPO}/locks/opsctl.txt"
   site="$("${tmp}/bin/python" -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
   (cd "${REPO}" && find ops -name '*.py' -type f -print0 | xargs -0 cp --parents -t "${site}")
-  # lint calls the launcher's own configuration checks; ops.layout reads its layout.env.
+  # lint calls the launcher's own configuration checks; ops.from_launcher.layout reads its layout.env.
   (cd "${REPO}/launcher" && launcher_files | grep '^optillm_proxy_launcher/' | xargs cp --parents -t "${site}")
   "${tmp}/bin/python" -I -m compileall -q "${site}/ops" "${site}/optillm_proxy_launcher" >/dev/null
   write_opsctl_script "${tmp}/bin/opsctl" "$(R "${TOOLS_DIR}")/opsctl" "${site#"${tmp}"/}"
@@ -773,13 +773,13 @@ tighten_mode() {
   [[ "$(stat -c '%a' "${path}")" == 600 ]] || apply "set the mode of ${shown} to 0600" "mode of ${shown} set to 0600" chmod 0600 "${path}"
 }
 
-# ops/keys.py writes both key files (opsctl key rotate writes the proxy key the same way), from
+# ops/runtime/keys.py writes both key files (opsctl key rotate writes the proxy key the same way), from
 # opsctl's venv, which the "opsctl" step installed.
-keys_tool() { "$(R "${TOOLS_DIR}")/opsctl/bin/python" -I -m ops.keys "$@"; }
+keys_tool() { "$(R "${TOOLS_DIR}")/opsctl/bin/python" -I -m ops.runtime.keys "$@"; }
 
 # The LiteLLM key is a credential of its own (LoadCredential=upstream-key), never in the env file.
 # An env file from an earlier install that still holds OPENAI_API_KEY= is migrated: the value goes
-# into the key file and each such line becomes a comment (ops/keys.py: the value never passes argv,
+# into the key file and each such line becomes a comment (ops/runtime/keys.py: the value never passes argv,
 # the environment or this script's output).
 write_upstream_key_file() {
   step "upstream key" "check ${UPSTREAM_KEY_FILE} and the OPENAI_API_KEY lines of ${ENV_FILE} by hand, then re-run"
@@ -855,7 +855,7 @@ install_unit() {
 
 # --- change detection and (re)start ------------------------------------------------------------
 
-# ops/install_state.py compares what the service depends on with the record of the last run (opsctl
+# ops/runtime/install_state.py compares what the service depends on with the record of the last run (opsctl
 # records after its own restarts too) and, unless a dry run, records the host; it prints what
 # changed, one component a line. From opsctl's venv, which a dry run on a new host lacks: nothing
 # is recorded there either.
@@ -865,7 +865,7 @@ detect_changes() {
   python="$(R "${TOOLS_DIR}")/opsctl/bin/python"
   [[ -z "${DRY_RUN}" ]] || args=(changes)
   if [[ -x "${python}" ]]; then
-    changed="$("${python}" -I -m ops.install_state "${args[@]}" "${ROOT:-/}")"
+    changed="$("${python}" -I -m ops.runtime.install_state "${args[@]}" "${ROOT:-/}")"
   else
     changed="first-install"
   fi

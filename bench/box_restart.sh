@@ -80,7 +80,7 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 start_upstream() {
-  (cd "${REPO}" && exec python3 -m ops.fake_upstream "${UPSTREAM_PORT}") >"${WORK}/upstream.log" 2>&1 &
+  (cd "${REPO}" && exec python3 -m tools.fake_upstream "${UPSTREAM_PORT}") >"${WORK}/upstream.log" 2>&1 &
   UPSTREAM_PID=$!
 }
 

@@ -72,7 +72,7 @@ start_endpoint() {
     [[ -n "$URL" ]] && return 0
     local port
     port="$(free_port)"
-    python3 "$REPO/ops/fake_upstream.py" "$port" >/dev/null 2>&1 &
+    python3 "$REPO/tools/fake_upstream.py" "$port" >/dev/null 2>&1 &
     SERVER_PID=$!
     URL="http://127.0.0.1:$port"
     wait_for_health
@@ -89,7 +89,7 @@ lock_ports() {
 start_box() {
     WORK="$(mktemp -d)"
     lock_ports
-    (cd "$REPO" && exec python3 ops/fake_upstream.py "${UPSTREAM_PORT}") >"$WORK/upstream.log" 2>&1 &
+    (cd "$REPO" && exec python3 tools/fake_upstream.py "${UPSTREAM_PORT}") >"$WORK/upstream.log" 2>&1 &
     SERVER_PID=$!
     (cd "$REPO" && exec uv run --frozen python -m tests.box serve --state "$WORK/box.json") >"$WORK/box.log" 2>&1 &
     BOX_PID=$!

@@ -59,7 +59,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) 
 
 start_upstream() {
   FAKE_PORT="$(free_port)"
-  (cd "${REPO}" && exec python3 -m ops.fake_upstream "${FAKE_PORT}") >"${WORK}/upstream.log" 2>&1 &
+  (cd "${REPO}" && exec python3 -m tools.fake_upstream "${FAKE_PORT}") >"${WORK}/upstream.log" 2>&1 &
   PIDS+=("$!")
   local i
   for i in $(seq 100); do

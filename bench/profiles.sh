@@ -98,7 +98,7 @@ free_port() {
 # Sets UPSTREAM_PID and FAKE_PORT (globals: a $(...) subshell would lose the background pid).
 start_upstream() {
   FAKE_PORT="$(free_port)"
-  python3 "${REPO}/ops/fake_upstream.py" "${FAKE_PORT}" >/dev/null 2>&1 &
+  python3 "${REPO}/tools/fake_upstream.py" "${FAKE_PORT}" >/dev/null 2>&1 &
   UPSTREAM_PID=$!
 }
 

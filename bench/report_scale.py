@@ -53,7 +53,7 @@ sys.path[:0] = [str(REPO), str(REPO / "launcher")]
 
 from optillm_proxy_launcher.layout import BASE_MODEL  # noqa: E402
 from optillm_proxy_launcher.records import MARKER_FIELD, MARKER_VALUE, Record, stderr_sender  # noqa: E402
-from ops import report  # noqa: E402
+from ops.report import engine as report  # noqa: E402
 
 WALL_GOAL_SECONDS = 30.0
 # approach (or "-"), share, calls, median ms

@@ -6,7 +6,7 @@ Usage: uv run python bench/request_path.py --venv PATH [--requests N] [--json]
        (the "stock" column becomes the launcher of another checkout, e.g. a worktree of another
        commit: two launchers side by side in one run, same venv, same settings)
 
-Starts the recording upstream (ops.fake_upstream, a subprocess on a free loopback port) and, from
+Starts the recording upstream (tools.fake_upstream, a subprocess on a free loopback port) and, from
 the same venv, stock `optillm` and the launcher (launcher/optillm-proxy-launcher.py, as the unit
 runs it: python -I, the key from CREDENTIALS_DIRECTORY, a clean environment, default settings),
 then measures, stock and launcher alternately for each figure:
@@ -181,7 +181,7 @@ def spawn(name: str, argv: list[str], env: dict, cwd: Path, log_path: Path, port
 
 def start_upstream(work: Path, started: list[Server]) -> Server:
     port = free_port()
-    return spawn("upstream", [sys.executable, "-m", "ops.fake_upstream", str(port)], dict(os.environ), REPO,
+    return spawn("upstream", [sys.executable, "-m", "tools.fake_upstream", str(port)], dict(os.environ), REPO,
                  work / "upstream.log", port, started)
 
 
@@ -212,7 +212,7 @@ def start_variant(variant: str, venv: Path, work: Path, upstream: Server, key: s
 
 
 def wait_healthy(server: Server, timeout: float = HEALTH_TIMEOUT_SECONDS) -> float:
-    from ops.http_probe import wait_healthy as poll
+    from ops.probes.http_probe import wait_healthy as poll
 
     took = poll(server.url, timeout, check=server.check_alive)
     if took is not None:

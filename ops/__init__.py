@@ -1,1 +1,3 @@
-"""optillm-proxy ops toolkit: probes, lint and layout knowledge for a hardened OptiLLM 0.3.12."""
+"""optillm-proxy ops toolkit, one package per concern: probes (health, smoke), lint, runtime
+(runtimes, upgrade, keys), eval, report; from_launcher is what ops takes from the launcher.
+cli.py wires the packages' commands, errors.py maps failures to exit codes."""

@@ -48,7 +48,7 @@ def _test(test: str, text: str, why: str) -> Proof:
 
 UPGRADE = "tests/test_box_upgrade.py"
 FAULTS = "tests/test_box_faults.py"
-EVAL = "tests/test_eval.py"
+EVAL = "tests/eval/test_eval.py"
 FLEET = "tests/test_fleet.py"
 
 PROOFS: dict[str, Proof] = {
@@ -128,8 +128,8 @@ PROOFS: dict[str, Proof] = {
               "a LiteLLM key and the operator's task file: the test runs the same options on its own"),
     "opsctl eval --tasks my-tasks.jsonl --model jerry-xl --model moa-jerry-xl --json":
         _test(f"{EVAL}::test_json_shape_resume_and_plot", '"--json"', "the operator's task file"),
-    "uv run --frozen pytest -q -s -m real tests/test_eval.py -k demonstration": Proof("ci"),
-    "python3 -m ops.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7":
+    "uv run --frozen pytest -q -s -m real tests/eval/test_eval.py -k demonstration": Proof("ci"),
+    "python3 -m tools.fake_upstream 4000 --simulate eval/tasks.jsonl --p 0.6 --seed 7":
         _test(f"{EVAL}::test_fake_upstream_command_line_serves_the_simulation", "--simulate",
               "it serves until stopped: the test starts it as printed on a free port"),
     # a fleet (RUNBOOK 7a): tests/test_fleet.py runs them from the controller's namespace against two boxes
@@ -156,7 +156,7 @@ PROOFS: dict[str, Proof] = {
         "the lock is set per host in the test's inventory (the variable -e sets for all)"),
     # the developers' test command (README)
     "sudo scripts/test.sh": Proof("ci"),
-    "sudo scripts/test.sh tests/test_health.py -x": Proof("ci"),
+    "sudo scripts/test.sh tests/probes/test_health.py -x": Proof("ci"),
     "uv run --frozen pytest -m fast": Proof("ci"),
     "sudo scripts/test-fast-unprivileged.sh": Proof("ci"),  # scripts/test.sh runs it
 }

@@ -11,18 +11,18 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-import ops.client
-import ops.unit_state
+import ops.probes.client
+import ops.probes.unit_state
 from ops.cli import cli
-from ops.layout import Layout
+from ops.from_launcher.layout import Layout
 
 
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch, tmp_path):
     """Never read the host's key file, env file, environment or systemd units."""
-    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
+    monkeypatch.setattr(ops.probes.client, "DEFAULT", Layout(tmp_path / "root"))
     monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
-    monkeypatch.setattr(ops.unit_state, "_run", raising(OSError("no systemd in a unit test")))
+    monkeypatch.setattr(ops.probes.unit_state, "_run", raising(OSError("no systemd in a unit test")))
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def use_transport(monkeypatch, handler) -> list[httpx.Request]:
         seen.append(request)
         return handler(request)
 
-    real = ops.client.make_client
-    monkeypatch.setattr(ops.client, "make_client",
+    real = ops.probes.client.make_client
+    monkeypatch.setattr(ops.probes.client, "make_client",
                         lambda url, timeout, transport=None: real(url, timeout, httpx.MockTransport(recording)))
     return seen
 
@@ -57,7 +57,7 @@ def use_transport(monkeypatch, handler) -> list[httpx.Request]:
 def use_fetch(monkeypatch, fetch) -> list[tuple[str, dict]]:
     """Answer `opsctl health`'s GETs with `fetch(path, headers) -> Answer` (or its exception);
     returns the (path, headers) it saw. The real GET is tested against real sockets."""
-    import ops.health
+    import ops.probes.health
 
     seen: list[tuple[str, dict]] = []
 
@@ -65,7 +65,7 @@ def use_fetch(monkeypatch, fetch) -> list[tuple[str, dict]]:
         seen.append((path, dict(headers or {})))
         return fetch(path, headers or {})
 
-    monkeypatch.setattr(ops.health, "get", get)
+    monkeypatch.setattr(ops.probes.health, "get", get)
     return seen
 
 

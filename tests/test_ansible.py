@@ -176,7 +176,7 @@ def test_install_sh_reads_the_argv_the_role_passes(lock):
 def test_role_layout_is_generated_from_layout_env():
     """vars/main/layout.yml is what tools/gen_layout_vars.py writes from layout.env, the role
     loads it, and no deployed path is written anywhere else in the role."""
-    from ops.layout import FACTS
+    from ops.from_launcher.layout import FACTS
 
     check = subprocess.run([sys.executable, str(REPO / "tools" / "gen_layout_vars.py"), "--check"],
                            capture_output=True, text=True)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ops.layout import DEFAULT as LAYOUT, LISTEN_PORT, SERVICE
+from ops.from_launcher.layout import DEFAULT as LAYOUT, LISTEN_PORT, SERVICE
 from tests.box import service
 from tests.box.install import assert_rerun_changes_nothing
 from tests.box.machine import INSTALL_ENV

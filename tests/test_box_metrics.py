@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ops.layout import BASE_MODEL, LISTEN_PORT, SERVICE, STRATEGY_PREFIXES
+from ops.from_launcher.layout import BASE_MODEL, LISTEN_PORT, SERVICE, STRATEGY_PREFIXES
 from tests.box import service
 from tests.fixtures.box import record
 from tests.test_prometheus import (COMPLETION_TOKENS_PER_CHOICE, FAN_OUT, JOB, PROMPT_TOKENS_PER_CALL, Prometheus,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.box
 SOCKET = f"{SERVICE}.socket"
 PROXY = f"http://127.0.0.1:{LISTEN_PORT}"
 TARGET = f"127.0.0.1:{LISTEN_PORT}"
-# The order `opsctl smoke --all` runs its models in (ops/smoke.py): base, then the four prefixes.
+# The order `opsctl smoke --all` runs its models in (ops/probes/smoke.py): base, then the four prefixes.
 SMOKE_ORDER = ("none", *STRATEGY_PREFIXES)
 COUNTERS = ("optillm_proxy_requests_total", "optillm_proxy_upstream_calls_total",
             "optillm_proxy_upstream_tokens_total", "optillm_proxy_upstream_retries_total")

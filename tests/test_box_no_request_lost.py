@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from ops.layout import BASE_MODEL, DEFAULT as LAYOUT, LISTEN_PORT, SERVICE
+from ops.from_launcher.layout import BASE_MODEL, DEFAULT as LAYOUT, LISTEN_PORT, SERVICE
 from tests.box import service
 from tests.box.machine import INSTALL_ENV
 from tests.fixtures.box import record

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from ops.layout import DEFAULT as LAYOUT
+from ops.from_launcher.layout import DEFAULT as LAYOUT
 from tests.box import service
 from tests.box.machine import INSTALL_ENV
 from tests.fixtures.box import INSTALL_ARGS, record

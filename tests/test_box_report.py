@@ -3,7 +3,7 @@ native journald fields through cysystemd under the hardened unit, read back by j
 
 After `opsctl smoke --all` (behind the real LiteLLM, upstream = the recording model server), the
 report's calls per request are 1/3/4/4/5 and its tokens per request equal what the model server
-itself counted for those calls (prompt 10 per call, completion 7 per choice: ops/fake_upstream.py;
+itself counted for those calls (prompt 10 per call, completion 7 per choice: tools/fake_upstream.py;
 LiteLLM passes usage through unchanged, tests/test_box_metrics.py).
 """
 
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from ops.layout import BASE_MODEL, SERVICE, STRATEGY_PREFIXES
-from ops.fake_upstream import TOKENS_PER_CHOICE
+from ops.from_launcher.layout import BASE_MODEL, SERVICE, STRATEGY_PREFIXES
+from tools.fake_upstream import TOKENS_PER_CHOICE
 
 pytestmark = pytest.mark.box
 

@@ -26,7 +26,7 @@ import time
 import httpx
 import pytest
 
-from ops.layout import BASE_MODEL, LISTEN_PORT, SERVICE
+from ops.from_launcher.layout import BASE_MODEL, LISTEN_PORT, SERVICE
 from tests.box import service
 from tests.fixtures.box import record
 from tests.test_box_no_request_lost import proxy_key

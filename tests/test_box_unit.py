@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from ops.layout import BASE_MODEL, DEFAULT as LAYOUT, LISTEN_PORT, SERVICE, SERVICE_USER, STRATEGY_PREFIXES
+from ops.from_launcher.layout import BASE_MODEL, DEFAULT as LAYOUT, LISTEN_PORT, SERVICE, SERVICE_USER, STRATEGY_PREFIXES
 from tests.box import service
 from tests.box.mirror import RELEASE_PYTHON, box_release
 from tests.fixtures.box import record

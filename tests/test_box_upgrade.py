@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.layout import DEFAULT as L
-from ops.layout import OPTILLM_VERSION as L_VERSION
+from ops.from_launcher.layout import DEFAULT as L
+from ops.from_launcher.layout import OPTILLM_VERSION as L_VERSION
 from tests.box.errors import BoxError
 from tests.box.install import assert_rerun_changes_nothing
 from tests.box.machine import INSTALL_ENV
@@ -216,7 +216,7 @@ def test_a_plain_rerun_after_an_upgrade_applies_env_changes_on_the_current_runti
         output = result.stdout + result.stderr
         assert result.ok, f"install.sh exited {result.rc}:\n{output[-3000:]}"
         assert f"kept the current runtime {current}" in output
-        # Only the env file: opsctl recorded the runtime it switched to (ops/install_state.py).
+        # Only the env file: opsctl recorded the runtime it switched to (ops/runtime/install_state.py).
         assert re.search(r"restarted \(changed: env-file\)", output), output[-2000:]
         assert link_name(box, L.current) == current and main_pid(box) not in (0, pid_before)
     finally:
@@ -418,7 +418,7 @@ def test_a_plain_rerun_with_another_profile_is_refused_not_switched(box, origina
 
 def test_validation_unit_has_the_service_hardening(box, original):
     """The transient unit is built from the installed unit: same exposure score, same identity."""
-    from ops.transient_unit import build
+    from ops.runtime.transient_unit import build
 
     unit = build(box_path(box, str(L.unit_file)), Path(f"{L.runtimes}/{original}"), 45987,
                  "optillm-proxy-validate-exposure")

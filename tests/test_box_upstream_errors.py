@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ops.layout import BASE_MODEL, SERVICE
-from ops.layout import DEFAULT as LAYOUT
+from ops.from_launcher.layout import BASE_MODEL, SERVICE
+from ops.from_launcher.layout import DEFAULT as LAYOUT
 from tests.fixtures.litellm import DEFAULT_UPSTREAM_KEY
 
 

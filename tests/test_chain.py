@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.layout import BASE_MODEL
+from ops.from_launcher.layout import BASE_MODEL
 from tests.fixtures.litellm import (
     DEFAULT_MASTER_KEY,
     DEFAULT_PROXY_KEY,

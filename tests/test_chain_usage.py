@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops.layout import BASE_MODEL, STRATEGY_PREFIXES
+from ops.from_launcher.layout import BASE_MODEL, STRATEGY_PREFIXES
 from tests.fixtures.litellm import DEFAULT_MASTER_KEY, DEFAULT_PROXY_KEY, start_litellm
 from tests.fixtures.runtime import REPO, free_port, launcher_credentials, start_optillm
 

@@ -194,12 +194,12 @@ def test_every_opsctl_command_install_summary_prints_runs_as_printed(monkeypatch
     as printed (with no proxy listening: the probes fail, but not for their arguments)."""
     import httpx
 
-    import ops.client
-    from ops.layout import Layout
-    from ops.http_probe import Refused
+    import ops.probes.client
+    from ops.from_launcher.layout import Layout
+    from ops.probes.http_probe import Refused
     from tests.probe_helpers import raising, run_cli, use_fetch, use_transport
 
-    monkeypatch.setattr(ops.client, "DEFAULT", Layout(tmp_path / "root"))
+    monkeypatch.setattr(ops.probes.client, "DEFAULT", Layout(tmp_path / "root"))
     monkeypatch.delenv("OPSCTL_API_KEY", raising=False)
     use_transport(monkeypatch, raising(httpx.ConnectError("[Errno 111] Connection refused")))
     use_fetch(monkeypatch, raising(Refused("connection refused")))
@@ -238,10 +238,10 @@ def _all_commands(group: click.Group = cli, path: tuple[str, ...] = ()):
 
 
 def test_no_help_names_a_python_constant_instead_of_its_value():
-    """`--help` shows defaults as values (`[default: 2]`), never as `ops.layout.KEEP_RUNTIMES`."""
+    """`--help` shows defaults as values (`[default: 2]`), never as `ops.from_launcher.layout.KEEP_RUNTIMES`."""
     from click.testing import CliRunner
 
-    from ops.layout import KEEP_RUNTIMES
+    from ops.from_launcher.layout import KEEP_RUNTIMES
 
     for path in _all_commands():
         result = CliRunner().invoke(cli, [*path, "--help"])
@@ -254,7 +254,7 @@ def test_no_help_names_a_python_constant_instead_of_its_value():
 def test_runbook_testinfra_commands_are_the_one_ci_runs_and_need_no_uv():
     """The deployed-host suite is run on a host as printed: no uv on PATH, a read-only checkout.
     The RUNBOOK prints tests/testinfra/run.sh, the box test runs that same command."""
-    from ops.layout import DEFAULT
+    from ops.from_launcher.layout import DEFAULT
     from tests.test_box_testinfra import RUNBOOK_COMMAND
 
     runbook = (REPO / "RUNBOOK.md").read_text()
@@ -297,3 +297,13 @@ def test_readme_supported_systems_table_says_what_the_locks_hold():
     for python, entry in table.items():
         for column, profile in ((4, "lean"), (5, "full")):
             assert rows[python][column] == ("yes" if profile in entry["profiles"] else "no"), (python, profile)
+
+
+def test_docs_code_md_names_every_top_level_entry_of_ops():
+    """docs/code.md's table and ops/'s top level: packages, cli.py and shared modules only."""
+    listed = set(re.findall(r"^\| `ops/([a-z_]+(?:/|\.py))`", (REPO / "docs" / "code.md").read_text(), re.M))
+    present = {p.name + "/" if p.is_dir() else p.name for p in (REPO / "ops").iterdir()
+               if p.name not in ("__init__.py", "__pycache__")}
+    assert listed == present
+    assert all((REPO / "ops" / name / "__init__.py").is_file() for name in present if name.endswith("/"))
+

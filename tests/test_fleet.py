@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.layout import DEFAULT as L
+from ops.from_launcher.layout import DEFAULT as L
 from tests.fixtures.box import record
 
 pytestmark = pytest.mark.fleet

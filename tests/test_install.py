@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
+from ops.from_launcher.layout import OPTILLM_VERSION, UPSTREAM_URL, Layout
 from tests.fixtures.runtime import launcher_credentials, python_version
 from tests.prerequisites import require_root, require_tool
 
@@ -496,8 +496,8 @@ def test_staged_key_is_well_formed(staged):
 
 
 def keys_tool(*args: str) -> subprocess.CompletedProcess:
-    """What install.sh's keys_tool runs (`python -I -m ops.keys`), from the dev venv."""
-    return subprocess.run([sys.executable, "-I", "-m", "ops.keys", *args], capture_output=True, text=True, timeout=60)
+    """What install.sh's keys_tool runs (`python -I -m ops.runtime.keys`), from the dev venv."""
+    return subprocess.run([sys.executable, "-I", "-m", "ops.runtime.keys", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_generated_keys_are_random_0600_and_never_in_any_output(tmp_path):
@@ -516,7 +516,7 @@ def test_an_existing_key_file_is_never_regenerated(tmp_path):
     path = tmp_path / "key"
     path.write_text("keep-me\n")
     proc = keys_tool("generate", str(path))
-    assert proc.returncode == 1 and proc.stderr.strip() == f"ops.keys: {path}: File exists", proc.stderr
+    assert proc.returncode == 1 and proc.stderr.strip() == f"ops.runtime.keys: {path}: File exists", proc.stderr
     assert path.read_text() == "keep-me\n"
 
 

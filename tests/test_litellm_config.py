@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ops.layout import BASE_MODEL, PROXY_URL
+from ops.from_launcher.layout import BASE_MODEL, PROXY_URL
 from tests.fixtures.litellm import CONFIG, render_config
 from tests.probe_helpers import opsctl_bin
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from ops import fake_upstream
+from tools import fake_upstream
 from tests.fixtures.runtime import REPO, free_port
 from tests.fixtures.upstream import Upstream
 from tests.test_request_path import KEY, chat, launch, post
@@ -44,7 +44,7 @@ ALERTS = ("OptillmProxyDown", "OptillmProxyErrorRatio", "OptillmProxyLatencyP95"
           "OptillmProxyFanOutAboveExpectation")
 # Upstream calls per request optillm 0.3.12 makes (bench/README.md); the rules file has the same.
 FAN_OUT = {"none": 1, "moa": 3, "bon": 4, "plansearch": 4, "self_consistency": 5}
-# The recording upstream's usage (ops/fake_upstream.py): per call, prompt 10, completion 7 per choice.
+# The recording upstream's usage (tools/fake_upstream.py): per call, prompt 10, completion 7 per choice.
 PROMPT_TOKENS_PER_CALL = 10
 COMPLETION_TOKENS_PER_CHOICE = 7
 WAIT_SECONDS = 60.0

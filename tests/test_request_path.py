@@ -19,8 +19,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from ops.client import ApiKey
-from ops.smoke import SmokeRow, judge
+from ops.probes.client import ApiKey
+from ops.probes.smoke import SmokeRow, judge
 from optillm_proxy_launcher.policy import RULES
 from tests.fixtures.runtime import REPO, free_port, launcher_credentials, start_optillm
 from tests.stock_shape import error_code, raw_request

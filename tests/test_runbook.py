@@ -79,7 +79,7 @@ def printed_anchors() -> list[tuple[str, str, str]]:
 def test_the_code_prints_doc_anchors():
     """The scan below sees what it must: install.sh's and opsctl's pointers into the RUNBOOK."""
     files = {file for file, _, _ in printed_anchors()}
-    assert {"ops/keys.py", "etc/prometheus/optillm-proxy.rules.yml"} <= files, files
+    assert {"ops/runtime/keys.py", "etc/prometheus/optillm-proxy.rules.yml"} <= files, files
 
 
 @pytest.mark.parametrize("file,doc,anchor", printed_anchors(), ids=lambda v: str(v))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.layout import (BASE_MODEL, DEFAULT, LISTEN_HOST, LISTEN_PORT, SERVICE, SERVICE_USER,
+from ops.from_launcher.layout import (BASE_MODEL, DEFAULT, LISTEN_HOST, LISTEN_PORT, SERVICE, SERVICE_USER,
                         UPSTREAM_URL)
 from ops.lint.readers.unitfile import UnitFile, parse_unit_text
 from tests.prerequisites import require_tool

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops.layout import BASE_MODEL, STRATEGY_PREFIXES
+from ops.from_launcher.layout import BASE_MODEL, STRATEGY_PREFIXES
 from tests.probe_helpers import opsctl_bin
 from tests.test_request_path import KEY, chat, launch, post
 

@@ -47,7 +47,7 @@ FULL_LOCK = REPO / "locks" / "py3.11" / "full.txt"
 LEAN_LOCK = REPO / "locks" / "py3.11" / "lean.txt"
 PROBE = REPO / "tools" / "lean_probe.py"
 LAUNCHER_REQUIREMENTS = REPO / "launcher" / "requirements.in"
-FAKE_UPSTREAM = REPO / "ops" / "fake_upstream.py"
+FAKE_UPSTREAM = REPO / "tools" / "fake_upstream.py"
 OPTILLM = "optillm"
 
 EXIT_STALE = 1

@@ -4,7 +4,7 @@ Runs INSIDE a runtime venv (stdlib + optillm only; never imports `ops`):
 
     VENV/bin/python tools/lean_probe.py FAKE_UPSTREAM_PY > probe.json
 
-It starts the recording upstream (FAKE_UPSTREAM_PY, the stdlib-only ops/fake_upstream.py, loaded
+It starts the recording upstream (FAKE_UPSTREAM_PY, the stdlib-only tools/fake_upstream.py, loaded
 by path) and the real `optillm.server.main()` in this process with plugin loading replaced by a
 no-op, sends one chat completion per core approach (`<approach>-jerry-xl`), and prints JSON:
   {"approaches": {approach: {"status", "calls", "models"}},

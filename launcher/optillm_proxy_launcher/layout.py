@@ -3,7 +3,7 @@
 layout.env is the one place these facts are written; install.sh sources it. This reader accepts
 exactly the subset of shell assignment both agree on (see the file's header) and refuses
 anything else, so a value can never mean one thing to bash and another here. Stdlib only: the
-launcher imports it at start, opsctl through ops/layout.py, the bench scripts from a checkout.
+launcher imports it at start, opsctl through ops/from_launcher/layout.py, the bench scripts from a checkout.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
-from optillm_proxy_launcher import manifest, settings
+from ops.from_launcher import manifest, settings
 
-from ops.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, UPSTREAM_URL, Layout
+from ops.from_launcher.layout import DEFAULT, LISTEN_HOST, LISTEN_PORT, UPSTREAM_URL, Layout
 from ops.lint.readers.envfile import EnvFile, parse_env_file
 from ops.lint.readers.execstart import OptillmCommand, parse_exec_start
 from ops.lint.readers.runtime import Dist, installed_dists, read_manifest
@@ -252,11 +252,11 @@ class Context:
     @cached_property
     def plugin_table(self) -> dict[str, dict]:
         """The runtime's plugin table when it has one the launcher accepts, else opsctl's own
-        (ops.plugins): the one list of plugin slugs."""
+        (ops.from_launcher.plugins): the one list of plugin slugs."""
         rt = self.runtime
         if rt is not None and rt.plugins:
             return rt.plugins
-        from ops.plugins import table
+        from ops.from_launcher.plugins import table
 
         return table()
 

@@ -27,7 +27,7 @@ class IgnoreProblem(Exception):
 
 
 def default_path() -> Path:
-    from ops.layout import DEFAULT
+    from ops.from_launcher.layout import DEFAULT
 
     return DEFAULT.conf_dir / "lint.yaml"
 

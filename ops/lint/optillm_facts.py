@@ -6,7 +6,7 @@ runtime's copy when lint checks one: Context.plugin_table)."""
 
 from __future__ import annotations
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 # server.py `known_approaches`: core approaches, always available, never plugins.
 CORE_APPROACHES = ("none", *settings.CORE_APPROACHES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from ops.layout import DEFAULT as LAYOUT
+from ops.from_launcher.layout import DEFAULT as LAYOUT
 from tests.box.errors import BoxError
 from tests.box.machine import BOX_REPO, INSTALL_ENV, Box
 

@@ -10,9 +10,9 @@ import os
 import signal
 import time
 
-from ops.http_probe import health_ok
-from ops.http_probe import wait_healthy as wait_healthy_url
-from ops.layout import LISTEN_PORT, SERVICE
+from ops.probes.http_probe import health_ok
+from ops.probes.http_probe import wait_healthy as wait_healthy_url
+from ops.from_launcher.layout import LISTEN_PORT, SERVICE
 from tests.box.errors import BoxError
 from tests.box.machine import Box
 

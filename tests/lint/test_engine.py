@@ -25,7 +25,7 @@ def test_crashing_rule_is_a_finding_and_others_still_run(deployment, monkeypatch
 
 
 def test_default_paths_come_from_layout(tmp_path):
-    from ops.layout import Layout
+    from ops.from_launcher.layout import Layout
     from ops.lint.context import Inputs
 
     layout = Layout(tmp_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from optillm_proxy_launcher import settings
 
-from ops.layout import UPSTREAM_URL, Layout
+from ops.from_launcher.layout import UPSTREAM_URL, Layout
 from ops.lint import engine
 from ops.lint.context import Context, Inputs
 from tests.fixtures.litellm import CONFIG as LITELLM_CONFIG

@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from ops.layout import DEFAULT as LAYOUT
-from ops.layout import LISTEN_HOST, LISTEN_PORT, OPTILLM_VERSION, SERVICE, SERVICE_USER
+from ops.from_launcher.layout import DEFAULT as LAYOUT
+from ops.from_launcher.layout import LISTEN_HOST, LISTEN_PORT, OPTILLM_VERSION, SERVICE, SERVICE_USER
 
 NO_LOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")
 

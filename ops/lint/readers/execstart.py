@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.readers.unitfile import split_words
 

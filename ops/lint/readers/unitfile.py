@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.layout import SERVICE
+from ops.from_launcher.layout import SERVICE
 from ops.lint.readers.text import Unreadable, read_text
 
 

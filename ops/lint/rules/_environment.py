@@ -25,7 +25,7 @@ def configured_values(ctx):
 def environment_refusals(ctx, wanted):
     """(path, line, message) for each variable `wanted(name)` selects that the launcher's own
     settings.check_environment refuses, checked alone (one finding per line)."""
-    from optillm_proxy_launcher import settings
+    from ops.from_launcher import settings
 
     from ops.lint.rules._launcher import refusal
 

@@ -5,7 +5,7 @@ construction (tests/lint/test_refusals.py runs both on the same files)."""
 
 from __future__ import annotations
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.rules._command import optillm_command
 

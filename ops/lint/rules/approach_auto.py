@@ -12,7 +12,7 @@ Passes:
 Fix: remove --approach from ExecStart.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import command_refusal

@@ -13,9 +13,9 @@ Passes:
 Fix: `--base-url http://127.0.0.1:4000/v1` (the local LiteLLM).
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
-from ops.layout import UPSTREAM_URL
+from ops.from_launcher.layout import UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_host, split_url
 from ops.lint.rules._command import optillm_command

@@ -12,7 +12,7 @@ Passes:
 Fix: --base-url is LiteLLM (port 4000), --port is the proxy (4020).
 """
 
-from ops.layout import UPSTREAM_PORT
+from ops.from_launcher.layout import UPSTREAM_PORT
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_host, split_url
 from ops.lint.rules._command import optillm_command

@@ -16,7 +16,7 @@ Passes:
 Fix: add `EnvironmentFile=/etc/optillm-proxy/env` to [Service] (no leading `-`).
 """
 
-from ops.layout import DEFAULT
+from ops.from_launcher.layout import DEFAULT
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._command import optillm_command
 

@@ -16,7 +16,7 @@ Passes:
 Fix: keep the shipped ExecStart; in a drop-in, write `ExecStart=` (empty) before the new one.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.readers.execstart import parse_exec_start

@@ -20,7 +20,7 @@ Fix: add `LoadCredential=api-key:/etc/optillm-proxy/api-key` and
 has them).
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._command import optillm_command

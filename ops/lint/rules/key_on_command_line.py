@@ -14,7 +14,7 @@ Fix: remove --optillm-api-key from ExecStart, put the key in /etc/optillm-proxy/
 (0600), keep LoadCredential=, and rotate the key: it has been exposed.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import command_refusal

@@ -16,7 +16,7 @@ Fix: generate a key that does not start with `sk-` (install.sh uses the `opx-` p
 update LiteLLM's api_key for the proxy entries, restart the service.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import REFUSES

@@ -17,7 +17,7 @@ Fix: `sudo opsctl key rotate` (a new key written 0600, checked by the launcher, 
 give LiteLLM the new key (RUNBOOK.md#rotate-the-proxy-key).
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import REFUSES

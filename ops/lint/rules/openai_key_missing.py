@@ -20,7 +20,7 @@ chmod 0600), then `systemctl restart optillm-proxy` (or re-run `sudo ./install.s
 service once the key is there).
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import REFUSES

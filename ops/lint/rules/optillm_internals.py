@@ -21,7 +21,7 @@ runtime by hand; `opsctl runtime rollback` returns to the previous one meanwhile
 
 from pathlib import Path
 
-from optillm_proxy_launcher import patches, settings
+from ops.from_launcher import patches, settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import REFUSES

@@ -16,9 +16,9 @@ validated and switched atomically; `opsctl runtime rollback` returns to the prev
 
 from pathlib import Path
 
-from optillm_proxy_launcher import patches
+from ops.from_launcher import patches
 
-from ops.layout import OPTILLM_VERSION
+from ops.from_launcher.layout import OPTILLM_VERSION
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import refusal
 

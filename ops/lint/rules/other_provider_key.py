@@ -17,7 +17,7 @@ Fix: delete the line; route the provider through LiteLLM (its config holds the p
 then restart the service.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._environment import environment_refusals

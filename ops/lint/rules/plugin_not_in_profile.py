@@ -21,7 +21,7 @@ where the host's Python has one, install the full profile: `sudo ./install.sh --
 for an unreadable table or manifest, rebuild the runtime (`sudo ./install.sh`).
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import REFUSES, refusal

@@ -15,7 +15,7 @@ Fix: `unset OPTILLM_API_KEY` and remove it from shell profiles; the proxy key be
 /etc/optillm-proxy/api-key, delivered by LoadCredential=.
 """
 
-from ops.layout import OPTILLM_VERSION
+from ops.from_launcher.layout import OPTILLM_VERSION
 from ops.lint.finding import WARNING, Problem
 
 ID = "process-optillm-api-key"

@@ -22,7 +22,7 @@ Fix: keep only the loopback LiteLLM provider; route other backends through LiteL
 
 import re
 
-from ops.layout import UPSTREAM_URL
+from ops.from_launcher.layout import UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_url
 

@@ -30,7 +30,7 @@ Fix: set the value the message names in /etc/optillm-proxy/env, or remove the li
 default; list in PROXY_APPROACHES only core approaches and plugins PROXY_PLUGINS enables.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._launcher import REFUSES

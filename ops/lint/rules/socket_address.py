@@ -20,7 +20,7 @@ Fix: one `ListenStream=HOST:PORT` in optillm-proxy.socket, the same address as E
 socket and the service.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import listen_stream_address

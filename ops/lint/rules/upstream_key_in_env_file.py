@@ -21,7 +21,7 @@ write the key to /etc/optillm-proxy/upstream-key (one line, chmod 0600), delete 
 the service.
 """
 
-from optillm_proxy_launcher import settings
+from ops.from_launcher import settings
 
 from ops.lint.finding import ERROR, Problem
 from ops.lint.rules._environment import environment_refusals
