@@ -371,46 +371,49 @@ def test_the_real_server_py_matches_the_fingerprints(lean_runtime):
     assert proc.returncode == 0 and proc.stdout.strip() == "verified", proc.stderr[-2000:]
 
 
-def test_another_optillm_is_refused_at_start_with_exit_78(lean_runtime, tmp_path):
-    """A runtime whose optillm/server.py differs (as another release would): no half-patched serving."""
+def start_an_edited_optillm(lean_runtime: Path, tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess:
+    """Starts the launcher on a hardlinked copy of the runtime whose optillm/server.py has ``old``
+    replaced by ``new`` (as another release would have it); the cached runtime stays untouched."""
     copy = tmp_path / "runtime"
     subprocess.run(["cp", "-al", str(lean_runtime), str(copy)], check=True)
     [server_py] = copy.glob("lib/python3*/site-packages/optillm/server.py")
     text = server_py.read_text()
+    assert old in text
     server_py.unlink()  # a hardlink: never write through it into the cached runtime
-    server_py.write_text(text.replace("    data = request.get_json()\n", "    data = request.get_json(silent=True)\n"))
+    server_py.write_text(text.replace(old, new, 1))
     creds = launcher_credentials(tmp_path / "creds", KEY)
-    proc = subprocess.run([str(copy / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port",
-                           str(free_port()), "--base-url", "http://127.0.0.1:9/v1"], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin",
-                                            "CREDENTIALS_DIRECTORY": str(creds), "HOME": str(tmp_path)})
+    try:
+        return subprocess.run([str(copy / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port",
+                               str(free_port()), "--base-url", "http://127.0.0.1:9/v1"], capture_output=True,
+                              text=True, timeout=120, env={"PATH": "/usr/bin:/bin",
+                                                           "CREDENTIALS_DIRECTORY": str(creds), "HOME": str(tmp_path)})
+    finally:
+        shutil.rmtree(copy)
+        assert os.path.exists(lean_runtime / "bin" / "python")
+
+
+def launcher_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]
+
+
+def test_another_optillm_is_refused_at_start_with_exit_78(lean_runtime, tmp_path):
+    """A runtime whose optillm/server.py differs (as another release would): no half-patched serving."""
+    proc = start_an_edited_optillm(lean_runtime, tmp_path, "    data = request.get_json()\n",
+                                   "    data = request.get_json(silent=True)\n")
     assert proc.returncode == 78, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]
-    assert lines == ["optillm-proxy-launcher: refused: optillm's internals differ from 0.3.12 at patch points "
-                     "server.get_config, server.OpenAI, server.app.wsgi_app, server.app.view_functions (server.py:proxy): "
-                     "this launcher patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/"]
+    assert launcher_lines(proc) == [
+        "optillm-proxy-launcher: refused: optillm's internals differ from 0.3.12 at patch points "
+        "server.get_config, server.OpenAI, server.app.wsgi_app, server.app.view_functions (server.py:proxy): "
+        "this launcher patches optillm 0.3.12 only: reinstall the runtime from the toolkit's locks/"]
     assert "Traceback" not in proc.stderr
-    shutil.rmtree(copy)
-    assert os.path.exists(lean_runtime / "bin" / "python")
 
 
 def test_an_optillm_with_another_route_is_refused_at_start_with_exit_78(lean_runtime, tmp_path):
     """Every fingerprinted function unchanged, one route more: the route guard's table no longer
     decides every route, so the launcher does not serve."""
-    copy = tmp_path / "runtime"
-    subprocess.run(["cp", "-al", str(lean_runtime), str(copy)], check=True)
-    [server_py] = copy.glob("lib/python3*/site-packages/optillm/server.py")
-    text = server_py.read_text()
-    server_py.unlink()  # a hardlink: never write through it into the cached runtime
-    server_py.write_text(text.replace("\ndef parse_args():", "\n@app.route('/v1/embeddings', methods=['POST'])\n"
-                                      "def embeddings():\n    return proxy()\n\ndef parse_args():", 1))
-    creds = launcher_credentials(tmp_path / "creds", KEY)
-    proc = subprocess.run([str(copy / "bin" / "python"), "-I", str(LAUNCHER), "--host", "127.0.0.1", "--port",
-                           str(free_port()), "--base-url", "http://127.0.0.1:9/v1"], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin",
-                                            "CREDENTIALS_DIRECTORY": str(creds), "HOME": str(tmp_path)})
+    proc = start_an_edited_optillm(lean_runtime, tmp_path, "\ndef parse_args():",
+                                   "\n@app.route('/v1/embeddings', methods=['POST'])\n"
+                                   "def embeddings():\n    return proxy()\n\ndef parse_args():")
     assert proc.returncode == 78, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if "optillm-proxy-launcher" in line]
-    assert lines == ["optillm-proxy-launcher: refused: optillm's routes differ from 0.3.12 (/v1/embeddings): "
-                     "reinstall the runtime from the toolkit's locks/"]
-    shutil.rmtree(copy)
+    assert launcher_lines(proc) == ["optillm-proxy-launcher: refused: optillm's routes differ from 0.3.12 "
+                                    "(/v1/embeddings): reinstall the runtime from the toolkit's locks/"]

@@ -47,18 +47,18 @@ class _State:
         self.simulation: Simulation | None = None
 
 
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
 def _number(value) -> float | None:
-    # ops.eval.tasks.as_number, copied: this file is also loaded alone (tools/lean_probe.py runs
-    # it inside a runtime venv without `ops`; bench scripts run it by path), so it imports nothing.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+    """A task answer as a number, as ops.eval.tasks.as_number reads it. Not imported from there:
+    this file also runs alone, inside a runtime venv without `ops` (tools/lean_probe.py)."""
     if isinstance(value, str):
         text = value.strip().replace(",", "")
-        if re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", text):
-            return float(text)
-    return None
+        value = float(text) if _NUMBER.fullmatch(text) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _show(x: float) -> str:

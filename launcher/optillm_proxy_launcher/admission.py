@@ -27,6 +27,8 @@ import sys
 import threading
 from typing import Callable, Iterable
 
+from optillm_proxy_launcher.closing import Closing
+
 REASONS = ("busy", "memory")
 # Seconds a refused client is told to wait: requests here last seconds, not minutes.
 RETRY_AFTER_SECONDS = 2
@@ -61,7 +63,7 @@ class Admission:
         except BaseException:
             self._release(size)
             raise
-        return _Counted(result, lambda: self._release(size))
+        return Closing(result, lambda: self._release(size))
 
     def _take(self, size: int) -> str | None:
         with self._lock:
@@ -103,25 +105,3 @@ def body_size(environ: dict) -> int:
         return max(0, int(environ.get("CONTENT_LENGTH") or 0))
     except ValueError:
         return 0
-
-
-class _Counted:
-    """The app's response iterable, releasing the admission when the server closes it."""
-
-    def __init__(self, result: Iterable[bytes], release: Callable[[], None]) -> None:
-        self._result = result
-        self._release = release
-        self._done = False
-
-    def __iter__(self):
-        return iter(self._result)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            if not self._done:
-                self._done = True
-                self._release()

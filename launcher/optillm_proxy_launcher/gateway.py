@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from optillm_proxy_launcher.closing import Closing
 from optillm_proxy_launcher.layout import UPSTREAM_KEY_FILE
 from optillm_proxy_launcher import routes, usage
 from optillm_proxy_launcher.policy import Policy
@@ -94,7 +95,7 @@ class Gate:
                 return self._send(start_response, replacement, ctx, environ)
             headers, result = usage.account(environ, ctx, code, headers, result, settings.usage)
             start_response(status, headers, exc_info)
-            return _Closing(result, lambda: self._finish(ctx, environ, code, environ.get(routes.RULE_KEY, "")))
+            return Closing(result, lambda: self._finish(ctx, environ, code, environ.get(routes.RULE_KEY, "")))
         except BaseException:
             self._finish(ctx, environ, 500, "internal_error")
             raise
@@ -162,7 +163,7 @@ class Gate:
         start_response(f"{answer.status} {STATUS_TEXT.get(answer.status, 'ERROR')}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(answer.body))),
                         *answer.headers])
-        return _Closing([answer.body], lambda: self._finish(ctx, environ, answer.status, answer.code))
+        return Closing([answer.body], lambda: self._finish(ctx, environ, answer.status, answer.code))
 
     def _finish(self, ctx: RequestContext, environ: dict, status: int, error_code: str) -> None:
         """Once per request, when the server is done with the answer: close, record, count."""
@@ -192,23 +193,4 @@ class Gate:
             except Exception as exc:  # a record must never cost the client its answer
                 print(f"optillm-proxy-launcher: could not record request {ctx.id}: {type(exc).__name__}: {exc}",
                       file=sys.stderr, flush=True)
-
-
-class _Closing:
-    """The app's response iterable, plus our cleanup once the server is done with it (streams too)."""
-
-    def __init__(self, result: Iterable[bytes], on_close: Callable[[], None]) -> None:
-        self._result = result
-        self._on_close = on_close
-
-    def __iter__(self):
-        return iter(self._result)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._result, "close", None)
-            if close:
-                close()
-        finally:
-            self._on_close()
 
