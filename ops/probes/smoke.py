@@ -51,7 +51,7 @@ from pathlib import Path
 from ops.from_launcher import settings
 
 from ops.probes.client import ApiKey
-from ops.from_launcher.layout import DEFAULT, STRATEGY_PREFIXES
+from ops.from_launcher.layout import DEFAULT, OPTILLM_VERSION, STRATEGY_PREFIXES
 
 PASSED, FAILED, UNREACHABLE = 0, 1, 2
 
@@ -173,7 +173,7 @@ def plan(models: tuple[str, ...], all_models: bool, base_model: str, plugins: tu
         raise UsageProblem(f"cannot check plugin slugs: {exc}") from None
     unknown = [s for s in plugins if s not in known]
     if unknown:
-        raise UsageProblem(f"unknown plugin slug(s) {', '.join(unknown)}; OptiLLM 0.3.12 bundles: "
+        raise UsageProblem(f"unknown plugin slug(s) {', '.join(unknown)}; OptiLLM {OPTILLM_VERSION} bundles: "
                            + " ".join(known))
     notes: list[str] = []
     env_plugins: list[str] = []

@@ -17,6 +17,7 @@ Passes:
 Fix: re-run install.sh (it writes the provider file, root-owned 0644), or create it as above.
 """
 
+from ops.from_launcher.layout import OPTILLM_VERSION
 from ops.lint.finding import ERROR, Problem
 
 ID = "provider-file-missing"
@@ -29,6 +30,6 @@ def check(ctx):
     if any(p.kind == "missing" and p.input == "proxy-config" for p in ctx.load_problems):
         yml = path.with_suffix(".yml")
         if not yml.exists():
-            yield Problem(str(path), 0, "provider file missing: 0.3.12 then uses its packaged "
+            yield Problem(str(path), 0, f"provider file missing: optillm {OPTILLM_VERSION} then uses its packaged "
                                         "example (public clouds); re-run install.sh or create it "
                                         "with a loopback LiteLLM provider")

@@ -22,7 +22,7 @@ Fix: keep only the loopback LiteLLM provider; route other backends through LiteL
 
 import re
 
-from ops.from_launcher.layout import UPSTREAM_URL
+from ops.from_launcher.layout import OPTILLM_VERSION, UPSTREAM_URL
 from ops.lint.finding import ERROR, Problem
 from ops.lint.netaddr import is_loopback_url
 
@@ -69,7 +69,7 @@ def check(ctx):
         url = provider.get("base_url")
         line = provider.line_of("base_url")
         if not isinstance(url, str) or not url.strip():
-            yield Problem(path, line, f"provider {name}: no base_url; 0.3.12 rejects the file "
+            yield Problem(path, line, f"provider {name}: no base_url; optillm {OPTILLM_VERSION} rejects the file "
                                       f"and falls back; set base_url: {UPSTREAM_URL}")
             continue
         resolved, unset = _interpolate(url, env)
