@@ -257,13 +257,24 @@ def check_proxy_key(key: str) -> str:
     return key
 
 
-def upstream_key(environ: Mapping[str, str]) -> str:
+def _credential(environ: Mapping[str, str], name: str, hint: str, what: str,
+                given: Mapping[str, str] | None) -> str:
+    """The credential from $CREDENTIALS_DIRECTORY, or from `given` (name -> the key file's text, as
+    a reload hands it over: reload.py), through the same checks."""
+    if given is None:
+        return read_credential(environ, name, hint, what)
+    if name not in given:
+        raise ConfigRefused(f"no {what}: {hint} was not handed over with the reload; write it (one line, root 0600)")
+    return check_key_text(given[name], hint, hint, what)
+
+
+def upstream_key(environ: Mapping[str, str], given: Mapping[str, str] | None = None) -> str:
     return check_upstream_key(
-        read_credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, UPSTREAM_KEY_WHAT))
+        _credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, UPSTREAM_KEY_WHAT, given))
 
 
-def read_api_key(environ: Mapping[str, str]) -> str:
-    return check_proxy_key(read_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, PROXY_KEY_WHAT))
+def read_api_key(environ: Mapping[str, str], given: Mapping[str, str] | None = None) -> str:
+    return check_proxy_key(_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, PROXY_KEY_WHAT, given))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,8 +573,9 @@ class Prepared:
 
 
 def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = PLUGIN_TABLE,
-            manifest_path: Path = RUNTIME_MANIFEST) -> Prepared:
-    """Every check that needs no optillm import, so a refusal is fast and has no side effect."""
+            manifest_path: Path = RUNTIME_MANIFEST, credentials: Mapping[str, str] | None = None) -> Prepared:
+    """Every check that needs no optillm import, so a refusal is fast and has no side effect.
+    `credentials` (name -> text) replaces $CREDENTIALS_DIRECTORY: what a reload hands over."""
     check_only, argv = take_flag(argv, "--check")
     setting, argv = take_option(argv, "--plugins")
     if setting is None:
@@ -575,6 +587,6 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     check_profile(enabled, table, runtime_profile(manifest_path), runtime_python(manifest_path),
                   plugin_pythons(table_path))
     request = request_settings(environ, enabled_slugs(enabled, table), table)
-    key = read_api_key(environ)
-    upstream = upstream_key(environ)
+    key = read_api_key(environ, credentials)
+    upstream = upstream_key(environ, credentials)
     return Prepared(argv, enabled, table, key, upstream, base_url(argv), request, check_only)
