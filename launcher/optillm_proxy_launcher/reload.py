@@ -151,18 +151,25 @@ class LineReader:
     def __init__(self, fd: int) -> None:
         self.fd, self.buffer = fd, b""
 
-    def read(self, seconds: float, also: list[int] = ()) -> tuple[str | None, bool]:
-        """(line, ended); a readable descriptor in `also` (the helper hanging up) ends the wait too."""
+    def read(self, seconds: float, hangup: int | None = None) -> tuple[str | None, bool]:
+        """(line, ended); the unix socket `hangup` closed by its peer (the helper gone; POLLHUP, which
+        its shutdown of writing alone does not raise) ends the wait too."""
         end = time.monotonic() + seconds
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        if hangup is not None:
+            poller.register(hangup, 0)  # POLLHUP and POLLERR are always reported
         while b"\n" not in self.buffer:
             left = end - time.monotonic()
             if left <= 0:
                 return None, False
-            ready, _, _ = select.select([self.fd, *also], [], [], left)
-            if not ready:
+            events = dict(poller.poll(left * 1000))
+            if not events:
                 return None, False
-            if self.fd not in ready:
+            if hangup is not None and events.get(hangup, 0) & (select.POLLHUP | select.POLLERR):
                 return None, True
+            if self.fd not in events:
+                continue
             chunk = os.read(self.fd, 65536)
             if not chunk:
                 return None, True
@@ -354,7 +361,7 @@ class Control:
             send_line(to_child, {"credentials": credentials, "listen_fd": launch.listen_fd,
                                  "notify_socket": launch.notify_socket, "watchdog_usec": launch.watchdog_usec})
             reader = LineReader(from_child)
-            line, hung_up = reader.read(READY_SECONDS, [helper_fd] if helper_fd is not None else [])
+            line, hung_up = reader.read(READY_SECONDS, helper_fd)
             if line is None:
                 raise ReloadRefused(self._not_ready(child, hung_up))
             state = json.loads(line)
