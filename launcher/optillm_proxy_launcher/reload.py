@@ -48,6 +48,10 @@ HELPER_SECONDS = READY_SECONDS + SWITCH_SECONDS + 2
 MAX_MESSAGE_BYTES = 1 << 20
 EX_OK, EX_REFUSED, EX_UNREACHABLE = 0, 1, 2
 PREFIX = "optillm-proxy-launcher"
+HELPER_PREFIX = "optillm-proxy-reload: "
+# In a refusal a restart can get past (memory, a launcher without a control socket): ops'
+# apply_change restarts when the reload's journal line says it.
+RESTART_INSTEAD = f"apply it with systemctl restart {layout.SERVICE}"
 
 # Variables systemd sets per process, not per unit: the new launcher keeps the old one's (it
 # inherits the old one's journal stream and directories), or gets none (the listening socket and the
@@ -128,8 +132,8 @@ def memory_problem(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path
         return None
     mib = 1 << 20
     return (f"the service uses {current // mib} MiB and a second launcher needs about {needed // mib} MiB while the "
-            f"old one drains, past MemoryHigh={high // mib} MiB: apply it with systemctl restart "
-            f"{layout.SERVICE} (it drains first, then starts one process)")
+            f"old one drains, past MemoryHigh={high // mib} MiB: {RESTART_INSTEAD} (it drains first, then starts "
+            "one process)")
 
 
 # --- the wire: JSON lines ----------------------------------------------------------------------
@@ -487,7 +491,7 @@ def helper_main(environ: Mapping[str, str] | None = None, key_files: Mapping[str
     environ = dict(os.environ if environ is None else environ)
     key_files = key_files or {settings.CREDENTIAL_NAME: layout.KEY_FILE,
                               settings.UPSTREAM_CREDENTIAL_NAME: layout.UPSTREAM_KEY_FILE}
-    say = lambda text: print(f"optillm-proxy-reload: {text}", flush=True)  # noqa: E731
+    say = lambda text: print(f"{HELPER_PREFIX}{text}", flush=True)  # noqa: E731
     path = control_socket_path(environ)
     if path is None:
         say(f"refused: no $RUNTIME_DIRECTORY: the unit needs RuntimeDirectory={layout.SERVICE} for reload")
@@ -507,7 +511,7 @@ def helper_main(environ: Mapping[str, str] | None = None, key_files: Mapping[str
             sock.connect(str(path))
         except OSError as exc:
             say(f"refused: no running launcher answers at {path} ({exc.strerror}): if the service runs, it started "
-                f"before reload support; apply the change with systemctl restart {layout.SERVICE}")
+                f"before reload support; {RESTART_INSTEAD}")
             return EX_UNREACHABLE
         sock.sendall(message)
         sock.shutdown(socket.SHUT_WR)

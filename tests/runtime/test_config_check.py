@@ -95,6 +95,9 @@ class FakeSystem:
         self.restarts += 1
         return self.restart_code, "" if self.restart_code == 0 else "Job failed"
 
+    def unit_active(self, name):
+        return False  # a stopped service is restarted (ops/runtime/service.py; its reload: tests/runtime/test_service.py)
+
 
 def key_layout(tmp_path: Path) -> Layout:
     layout = Layout(tmp_path)
