@@ -492,10 +492,8 @@ def helper_main(environ: Mapping[str, str] | None = None, key_files: Mapping[str
     key_files = key_files or {settings.CREDENTIAL_NAME: layout.KEY_FILE,
                               settings.UPSTREAM_CREDENTIAL_NAME: layout.UPSTREAM_KEY_FILE}
     say = lambda text: print(f"{HELPER_PREFIX}{text}", flush=True)  # noqa: E731
-    path = control_socket_path(environ)
-    if path is None:
-        say(f"refused: no $RUNTIME_DIRECTORY: the unit needs RuntimeDirectory={layout.SERVICE} for reload")
-        return EX_UNREACHABLE
+    # The unit's RuntimeDirectory= (systemd sets $RUNTIME_DIRECTORY for ExecReload= too).
+    path = control_socket_path(environ) or Path(layout.RUNTIME_DIR) / CONTROL_SOCKET_NAME
     credentials = {}
     for name, key_file in key_files.items():
         try:
