@@ -295,3 +295,17 @@ def test_the_serving_loop_takes_a_switch_only_while_its_child_lives():
     assert woke and switching.requested.is_set()
     assert switching.take() is switch and not switching.requested.is_set()
     assert not switch.alive()
+
+
+def test_a_helper_that_only_stops_writing_is_waited_for_one_that_closes_is_gone():
+    r, w = os.pipe()
+    mine, helpers = socket.socketpair()
+    helpers.shutdown(socket.SHUT_WR)  # what the helper does after its message: it still waits
+    assert reload.LineReader(r).read(0.2, mine.fileno()) == (None, False)
+    helpers.close()  # systemd's reload timeout killed it
+    assert reload.LineReader(r).read(5, mine.fileno()) == (None, True)
+    os.write(w, b'{"state": "ready"}\n')
+    assert reload.LineReader(r).read(5) == ('{"state": "ready"}', False)
+    mine.close()
+    os.close(w)
+    os.close(r)
