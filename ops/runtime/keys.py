@@ -91,8 +91,8 @@ def rotate(layout: Layout, system, check, url: str = PROXY_URL, apply=None) -> R
         raise RotationFailed(f"after the {applied.action[:-1]} the old key gets {old_status} and the new one {new_status}: "
                              f"expected 401 and anything but 401; check {key_file} and journalctl -u {SERVICE}")
     return Rotation(
-        f"rotated ({applied.action}): {key_file} holds a new key (0600); the proxy refuses the old one (401) and "
-        "accepts the new "
+        f"rotated: {key_file} holds a new key (0600), {applied.action} into the service; the proxy refuses the old "
+        "one (401) and accepts the new "
         f"one (HTTP {new_status}). LiteLLM's requests get 401 until you give it the new key: put the content "
         f"of {key_file} (sudo cat {key_file}) into LiteLLM's environment as OPTILLM_PROXY_KEY and restart it, "
         "then check a strategy model through LiteLLM (RUNBOOK.md#rotate-the-proxy-key)")
