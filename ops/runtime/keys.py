@@ -80,18 +80,19 @@ def rotate(layout: Layout, system, check, url: str = PROXY_URL, apply=None) -> R
         os.replace(kept, key_file)
         raise RotationFailed(f"the launcher would refuse the new key, so nothing changed: {verdict.line}")
     applied = apply(layout, ["key-file"], system)
+    verb = {"reloaded": "reload", "restarted": "restart"}.get(applied.action, applied.action)
     if applied.code != 0:
         os.replace(kept, key_file)
         apply(layout, ["key-file"], system)
-        raise RotationFailed(f"the {applied.action[:-1]} with the new key failed; the old key is back"
+        raise RotationFailed(f"the {verb} with the new key failed; the old key is back"
                              + (f": {applied.detail[-300:]}" if applied.detail else f" (journalctl -u {SERVICE})"))
     kept.unlink()
     old_status, new_status = key_status(url, old), key_status(url, key)
     if old_status != 401 or new_status == 401:
-        raise RotationFailed(f"after the {applied.action[:-1]} the old key gets {old_status} and the new one {new_status}: "
+        raise RotationFailed(f"after the {verb} the old key gets {old_status} and the new one {new_status}: "
                              f"expected 401 and anything but 401; check {key_file} and journalctl -u {SERVICE}")
     return Rotation(
-        f"rotated: {key_file} holds a new key (0600), {applied.action} into the service; the proxy refuses the old "
+        f"rotated: {key_file} holds a new key (0600), applied by a {verb}; the proxy refuses the old "
         "one (401) and accepts the new "
         f"one (HTTP {new_status}). LiteLLM's requests get 401 until you give it the new key: put the content "
         f"of {key_file} (sudo cat {key_file}) into LiteLLM's environment as OPTILLM_PROXY_KEY and restart it, "
