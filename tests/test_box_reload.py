@@ -53,7 +53,10 @@ def restore_config(box):
     env.write_text(saved[0])
     upstream_key.write_text(saved[1])
     service.reset_start_limit(box)
-    box.check(f"systemctl restart {SERVICE}", timeout=300)
+    # install.sh applies and records it: the tests after these find the box as install.sh left it.
+    from tests.box.install import install
+
+    install(box, timeout=900)
     service.wait_healthy(box)
 
 
@@ -131,3 +134,31 @@ def test_a_reload_hands_over_without_a_pause_and_applies_env_and_key(box, box_up
     assert chat(key, f"moa-{BASE_MODEL}") == 200 and chat(key, f"bon-{BASE_MODEL}") == 400
     assert service.show(box, "ActiveState")["ActiveState"] == "active"
     assert service.n_restarts(box) == before_restarts
+
+
+def test_install_sh_applies_an_env_change_by_a_reload_and_a_rerun_changes_nothing(box, box_upstream, restore_config):
+    """install.sh's restart step asks ops/runtime/service.py: an env-file change on a running service
+    is a reload (MainPID changes, NRestarts does not); the reload recorded what the service runs
+    with, so a plain re-run changes nothing; a change it refuses exits 6 and leaves it serving."""
+    from tests.box.install import assert_rerun_changes_nothing, install
+    from tests.box.machine import INSTALL_ENV
+
+    env, _ = restore_config
+    key = proxy_key(box)
+    service.reset_start_limit(box)
+    service.wait_healthy(box)
+    before_pid, before_restarts = service.main_pid(box), service.n_restarts(box)
+    env.write_text(env.read_text() + "PROXY_APPROACHES=moa\n")
+    install(box, timeout=900)
+    output = box.last_install_output
+    assert "reloaded (changed: env-file)" in output, output[-3000:]
+    assert service.main_pid(box) != before_pid and service.n_restarts(box) == before_restarts
+    assert chat(key, f"bon-{BASE_MODEL}") == 400 and chat(key, f"moa-{BASE_MODEL}") == 200
+    assert_rerun_changes_nothing(box, "install.sh's reload")
+
+    # A change the launcher refuses: install.sh exits 6 and the running process serves on.
+    serving_pid = service.main_pid(box)
+    env.write_text(env.read_text() + "MAX_N=0\n")
+    refused = box.run("cd /repo && bash ./install.sh", env=INSTALL_ENV, timeout=900)
+    assert refused.rc == 6, refused.stdout[-3000:] + refused.stderr[-2000:]
+    assert service.main_pid(box) == serving_pid and chat(key, f"moa-{BASE_MODEL}") == 200
