@@ -521,8 +521,11 @@ def helper_main(environ: Mapping[str, str] | None = None, key_files: Mapping[str
                 say(f"refused: the running launcher gave no outcome within {HELPER_SECONDS:g} s; "
                     f"see journalctl -u {layout.SERVICE}")
                 return EX_REFUSED
-            answer = json.loads(line)
-            outcome, text = answer.get("outcome"), answer.get("message", "")
+            try:
+                answer = json.loads(line)
+                outcome, text = answer.get("outcome"), str(answer.get("message", ""))
+            except (ValueError, AttributeError):
+                outcome, text = "refused", f"the running launcher answered something unreadable: {line[:100]!r}"
             if outcome == "progress":
                 say(text)
                 continue
