@@ -420,8 +420,9 @@ REQUEST_BOUNDS = (
     Bound("MAX_N", int, 4, 1, 128,
           "the `n` a client may ask for; a strategy runs its whole pipeline n times"),
     Bound("DRAIN_SECONDS", float, 300, 0, 3600,
-          "on stop (restart, upgrade, key rotation) requests in flight may finish this long while new "
-          "connections wait in the socket's backlog; as long as the default deadline, so none is cut"),
+          "on stop (restart, upgrade) requests in flight may finish this long while new connections wait "
+          "in the socket's backlog; after a reload the old process drains as long while the new one serves; "
+          "as long as the default deadline, so none is cut"),
 )
 # Serving (serving.py, admission.py): docs/serving.md shows them and says how to size them.
 SERVING_BOUNDS = (
