@@ -1076,7 +1076,7 @@ print_next_commands() {
   while IFS=$'\t' read -r cmd note; do shown+=("${cmd}${note:+ ${note}}"); done < <(next_commands)
   if ((${#shown[@]} == 4)); then
     echo "  next:      ${shown[0]}; ${shown[1]}; ${shown[2]}"
-    echo "             ${shown[3]}; after editing the env file: sudo ./install.sh (restarts once)"
+    echo "             ${shown[3]}; after editing the env file: sudo ./install.sh (reloads once, no pause)"
   else
     printf -v joined '%s; ' "${shown[@]}"
     echo "  next:      ${joined%; }"
