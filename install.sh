@@ -944,17 +944,33 @@ start_service() {
   report "${action%% *} ${SERVICE}; systemctl returns once it reports ready (or fails)"
   clear_start_limit
   hold_socket "${reasons}"
-  # Type=notify and the launcher sends READY=1 only once /health answers: restart returns when
-  # the service serves, or fails (a refused config exits 78 and is not retried). The old process
-  # drains its requests first while new connections wait in the socket's backlog.
-  if systemctl restart "${SERVICE}"; then
+  local applied how rc=0
+  applied="$(apply_change)" || rc=$?
+  how="${applied%%$'\n'*}"
+  [[ "${applied}" == *$'\n'* ]] && report "${applied#*$'\n'}"
+  if [[ "${how}" == reloaded ]]; then
+    action="reloaded (changed: ${RESTART_REASONS[*]})"
+  fi
+  if ((rc == 0)); then
     service_is healthy "${action}; healthy at http://${LISTEN_HOST}:${LISTEN_PORT}/health"
     CHANGES+=("${SERVICE} ${action}")
+  elif [[ "${how}" == reloaded ]]; then
+    service_is refused "NOT RELOADED: the running launcher refused the new configuration and keeps serving the previous one: ${applied#*$'\n'} (fix it, check with: sudo opsctl lint, then re-run install.sh)"
+    CHANGES+=("tried to reload ${SERVICE}: refused")
   else
     CHANGES+=("tried to ${action%% *} ${SERVICE}: it failed")
     service_is unhealthy "${action%% *}, but FAILED TO START (NOT HEALTHY): journalctl -u ${SERVICE} -n 50 --no-pager"
     report "${SERVICE} failed to start"
   fi
+}
+
+# ops/runtime/service.py decides and does it: a reload when every change is one a new launcher
+# applies (env file, keys, provider file) and the service runs (a new launcher takes the socket
+# over, the old one drains: nothing waits), else a restart (Type=notify: it returns once the
+# service serves, or fails; the old process drains while new connections wait in the backlog).
+# Prints `reloaded` or `restarted`, then why a reload was refused or became a restart.
+apply_change() {
+  "${TOOLS_DIR}/opsctl/bin/python" -I -m ops.runtime.service apply / "${RESTART_REASONS[@]}"
 }
 
 # systemd keeps a unit's first failure as its Result: a crash loop that ends at the start limit
@@ -1060,7 +1076,7 @@ print_next_commands() {
   while IFS=$'\t' read -r cmd note; do shown+=("${cmd}${note:+ ${note}}"); done < <(next_commands)
   if ((${#shown[@]} == 4)); then
     echo "  next:      ${shown[0]}; ${shown[1]}; ${shown[2]}"
-    echo "             ${shown[3]}; after editing the env file: sudo ./install.sh (restarts once)"
+    echo "             ${shown[3]}; after editing the env file: sudo ./install.sh (reloads once, no pause)"
   else
     printf -v joined '%s; ' "${shown[@]}"
     echo "  next:      ${joined%; }"

@@ -271,7 +271,7 @@ def test_opsctl_key_rotate_refuses_the_old_key_and_accepts_the_new_one(box, rest
         new = proxy_key_path(box).read_text().strip()
         assert new != old and new.startswith("opx-") and new not in output
         assert (proxy_key_path(box).stat().st_mode & 0o777) == 0o600
-        assert service.main_pid(box) != pid  # one restart
+        assert service.main_pid(box) != pid  # one reload: a new launcher took over
         models = f"http://127.0.0.1:{LISTEN_PORT}/v1/models"
         assert urllib_status(models, old) == 401 and urllib_status(models, new) != 401
         assert new not in box.run(f"journalctl -u {SERVICE} --no-pager -n 300").stdout

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from optillm_proxy_launcher import notify, patches, records, redact, routes, serving, settings
+from optillm_proxy_launcher import notify, patches, records, redact, reload, routes, serving, settings
 from optillm_proxy_launcher.admission import Admission
 from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.plugins import make_subset_loader
@@ -25,8 +25,14 @@ from optillm_proxy_launcher.settings import ConfigRefused
 from optillm_proxy_launcher.upstream import Bounds, Registry, SharedUpstream
 
 
+# Set when this launcher takes over from a running one (a reload): it hears why this one refused.
+HANDOFF: reload.Handoff | None = None
+
+
 def refuse(message: str) -> NoReturn:
     print(f"optillm-proxy-launcher: refused: {message}", file=sys.stderr, flush=True)
+    if HANDOFF is not None:
+        HANDOFF.refused(message)
     raise SystemExit(settings.EX_CONFIG)
 
 
@@ -109,15 +115,20 @@ def check_and_exit(server, prepared: settings.Prepared) -> NoReturn:
 
 
 def main() -> None:
+    global HANDOFF
+    started_with = dict(os.environ)  # what a reload's new launcher keeps (reload.compose_environment)
     try:
-        prepared = settings.prepare(sys.argv[1:], os.environ)
+        HANDOFF, unit_args = reload.take_handoff(sys.argv[1:])
+        prepared = settings.prepare(unit_args, os.environ,
+                                    credentials=HANDOFF.credentials if HANDOFF else None)
     except ConfigRefused as exc:
         refuse(str(exc))
     args = prepared.argv
     try:
         host, port = settings.listen_address(args)
         # Before the slow optillm import, so a wrong socket unit is refused at once.
-        listen = serving.inherited_socket(os.environ, os.getpid(), host, port)
+        listen = (serving.adopt_socket(HANDOFF.listen_fd, host, port) if HANDOFF
+                  else serving.inherited_socket(os.environ, os.getpid(), host, port))
     except ConfigRefused as exc:
         refuse(str(exc))
     # Changing sys.argv here does not change /proc/PID/cmdline: the key stays out of `ps`.
@@ -128,8 +139,13 @@ def main() -> None:
         os.environ[settings.UPSTREAM_KEY_VARIABLE] = prepared.upstream_key
 
     # Children (Jupyter kernels, MCP servers) must not talk to systemd in our name.
-    notifier = notify.Notifier(os.environ.pop("NOTIFY_SOCKET", None))
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    watchdog_usec = os.environ.get("WATCHDOG_USEC")
     interval = notify.watchdog_interval(dict(os.environ))
+    if HANDOFF:  # main (and so heard by systemd) only once the running launcher says go
+        notify_socket, watchdog_usec = HANDOFF.notify_socket, HANDOFF.watchdog_usec
+        interval = notify.watchdog_interval({"WATCHDOG_USEC": watchdog_usec or ""})
+    notifier = notify.Notifier(None if HANDOFF else notify_socket)
     for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):
         os.environ.pop(name, None)
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -143,23 +159,39 @@ def main() -> None:
     import optillm.server as server
 
     supervisor_stop = threading.Event()
+    switching = serving.Switching()
+
+    def on_serving() -> None:
+        threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,
+                         args=(server, notifier, host, port, interval, supervisor_stop,
+                               settings.enabled_slugs(prepared.enabled, prepared.table),
+                               sorted(prepared.request.approaches))).start()
+        control = reload.control_socket_path(started_with)
+        if listen is not None and control is not None:  # systemd's socket only: not a validation unit
+            launch = reload.Launch([sys.executable, "-I", os.path.abspath(sys.argv[0]), *unit_args], started_with,
+                                   listen.fileno(), notify_socket, watchdog_usec)
+            try:
+                reload.Control(launch, notifier, switching.request, switching.stopping.is_set).start(control)
+            except OSError as exc:
+                print(f"optillm-proxy-launcher: no reload: cannot listen on {control}: {exc.strerror}; "
+                      "configuration changes need a restart", file=sys.stderr, flush=True)
+
     try:
         gates: list[Gate] = []
         run = serving.make_run(notifier, prepared.request, listen, supervisor_stop,
-                               on_refused=lambda environ, status, rule: gates[0].record_refused(environ, status, rule))
+                               on_refused=lambda environ, status, rule: gates[0].record_refused(environ, status, rule),
+                               switching=switching, handoff=HANDOFF, on_serving=on_serving)
         install(server, prepared, run, gates)
         if prepared.check_only:
             check_and_exit(server, prepared)
     except ConfigRefused as exc:
         refuse(str(exc))
-    threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,
-                     args=(server, notifier, host, port, interval, supervisor_stop,
-                           settings.enabled_slugs(prepared.enabled, prepared.table),
-                           sorted(prepared.request.approaches))).start()
     try:
         server.main()
     except ConfigRefused as exc:  # an enabled plugin failed to load
         print(f"optillm-proxy-launcher: refused: {exc}", file=sys.stderr)
+        if HANDOFF is not None:
+            HANDOFF.refused(str(exc))
         code = settings.EX_CONFIG
     except SystemExit as exc:
         code = exc.code

@@ -27,8 +27,13 @@ class Notifier:
     """Datagrams to $NOTIFY_SOCKET; failures are reported once and never reach the server."""
 
     def __init__(self, address: str | None):
-        self.address = address
         self._warned = False
+        self.status = ""  # the last STATUS= sent: what a refused reload puts back
+        self.retarget(address)
+
+    def retarget(self, address: str | None) -> None:
+        """Send to `address` from now on (None: send nothing, e.g. once another process is main)."""
+        self.address = address
         if address and address.startswith("@"):
             self.address = "\0" + address[1:]  # abstract socket namespace
 
@@ -37,6 +42,9 @@ class Notifier:
         return bool(self.address)
 
     def send(self, message: str) -> bool:
+        for line in message.splitlines():
+            if line.startswith("STATUS=") and not line.startswith("STATUS=reloading"):
+                self.status = line[len("STATUS="):]
         if not self.address:
             return False
         try:

@@ -63,7 +63,11 @@ def inherited_socket(environ: dict, pid: int, host: str, port: int) -> socket.so
     if fds is None or listen_pid != str(pid):
         return None  # not socket-activated, or the variables were meant for another process
     settings.check_socket_count(fds)
-    fd = SD_LISTEN_FDS_START
+    return adopt_socket(SD_LISTEN_FDS_START, host, port)
+
+
+def adopt_socket(fd: int, host: str, port: int) -> socket.socket:
+    """The listening socket on descriptor `fd` (systemd's, or the one a reload hands over), checked."""
     try:
         sock = socket.socket(fileno=os.dup(fd))  # family and type read from the fd itself
     except OSError as exc:
@@ -221,10 +225,34 @@ def json_channel(on_refused: Callable[[dict, int, str], None] | None):
     return JsonChannel
 
 
+class Switching:
+    """A reload's switch (reload.Switch), asked for by the control thread, done on the serving loop."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.stopping = threading.Event()  # SIGTERM: a stop wins over a reload in progress
+        self.switch = None
+        self.wake: Callable[[], None] = lambda: None
+
+    def request(self, switch) -> None:
+        self.switch = switch
+        self.requested.set()
+        self.wake()
+
+    def take(self):
+        self.requested.clear()
+        switch, self.switch = self.switch, None
+        return switch
+
+
 def make_run(notifier, request: settings.RequestSettings, listen: socket.socket | None,
-             stop_supervisor: threading.Event, on_refused: Callable[[dict, int, str], None] | None = None):
+             stop_supervisor: threading.Event, on_refused: Callable[[dict, int, str], None] | None = None,
+             switching: Switching | None = None, handoff=None, on_serving: Callable[[], None] = lambda: None):
     """The replacement for optillm.server.app.run(host=..., port=...); `on_refused` sees each request
-    waitress refuses itself (json_channel)."""
+    waitress refuses itself (json_channel). `switching`: where a reload asks this process to hand its
+    socket over; `handoff` (reload.Handoff): this process takes a socket over and serves only once the
+    old one says go; `on_serving()` runs as the loop starts (the watchdog, the control socket)."""
+    switching = switching or Switching()
 
     def run(host=None, port=None, **_flask_options) -> None:
         from waitress import create_server
@@ -237,7 +265,7 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
             server = create_server(_app(), host=host, port=int(port), **options)
         # Connections are made by the server's channel_class at accept time.
         server.channel_class = json_channel(on_refused)
-        stopping = threading.Event()
+        stopping = switching.stopping
 
         def on_stop(signum, frame):
             # Runs on the loop's thread between polls: only flag it and wake the loop.
@@ -246,13 +274,29 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
+        if handoff is not None and not take_over(server, handoff):
+            return
+        switching.wake = server.pull_trigger
+        on_serving()
         print(f"optillm-proxy-launcher: serving http://{server.effective_host}:{server.effective_port} "
               f"(waitress, {request.threads} threads, {request.connection_limit} connections)",
               file=sys.stderr, flush=True)
         from waitress import wasyncore
 
-        while not stopping.is_set():
+        handed_to = None
+        while handed_to is None and not stopping.is_set():
             wasyncore.loop(timeout=LOOP_SECONDS, map=server._map, use_poll=True, count=1)
+            if switching.requested.is_set() and not stopping.is_set():
+                switch = switching.take()
+                if switch is not None and switch.alive() and not switch.aborted.is_set():
+                    # The new launcher accepts only after `go`, so no connection finds neither
+                    # process accepting: it waits in the backlog for that moment.
+                    stop_accepting(server)
+                    switch.commit()
+                    handed_to = switch.child.pid
+        if handed_to is not None:
+            hand_over_and_drain(server, notifier, request, stop_supervisor, handed_to)
+            return
         stop_accepting(server)
         stop_supervisor.set()
         in_flight = busy_channels(server)
@@ -272,9 +316,39 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
         # Nothing is left to run but what the drain cut; the pool threads are told to end.
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
 
+    def take_over(server, handoff) -> bool:
+        """The new launcher of a reload: its app checked in-process, `ready`, then serve on `go`."""
+        from optillm_proxy_launcher import reload
+
+        if not reload.app_health(_app()):
+            raise ConfigRefused("the new launcher's /health did not answer 200 in-process: see the lines above")
+        if not handoff.ready_and_wait():
+            print("optillm-proxy-launcher: the running launcher did not hand its socket over (it refused the "
+                  "switch or went away): this one exits", file=sys.stderr, flush=True)
+            return False
+        notifier.retarget(handoff.notify_socket)  # the main process now: systemd listens to it
+        return True
+
     def _app():
         import optillm.server
 
         return optillm.server.app
 
     return run
+
+
+def hand_over_and_drain(server, notifier, request: settings.RequestSettings, stop_supervisor: threading.Event,
+                        new_pid: int) -> None:
+    """After a reload's switch: another process is main and serves; finish what is in flight, exit."""
+    stop_supervisor.set()
+    notifier.retarget(None)  # systemd hears only the main process now; nothing more to tell it
+    in_flight = busy_channels(server)
+    print(f"optillm-proxy-launcher: reloaded: PID {new_pid} serves new connections; draining {in_flight} "
+          f"request(s) in flight for up to {request.drain:g} s", file=sys.stderr, flush=True)
+    left = drain(server, request.drain)
+    if left:
+        print(f"optillm-proxy-launcher: drain ended at DRAIN_SECONDS={request.drain:g} with {left} request(s) "
+              "still in flight; they are cut", file=sys.stderr, flush=True)
+    else:
+        print("optillm-proxy-launcher: drained: every request in flight was answered", file=sys.stderr, flush=True)
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)

@@ -257,13 +257,24 @@ def check_proxy_key(key: str) -> str:
     return key
 
 
-def upstream_key(environ: Mapping[str, str]) -> str:
+def _credential(environ: Mapping[str, str], name: str, hint: str, what: str,
+                given: Mapping[str, str] | None) -> str:
+    """The credential from $CREDENTIALS_DIRECTORY, or from `given` (name -> the key file's text, as
+    a reload hands it over: reload.py), through the same checks."""
+    if given is None:
+        return read_credential(environ, name, hint, what)
+    if name not in given:
+        raise ConfigRefused(f"no {what}: {hint} was not handed over with the reload; write it (one line, root 0600)")
+    return check_key_text(given[name], hint, hint, what)
+
+
+def upstream_key(environ: Mapping[str, str], given: Mapping[str, str] | None = None) -> str:
     return check_upstream_key(
-        read_credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, UPSTREAM_KEY_WHAT))
+        _credential(environ, UPSTREAM_CREDENTIAL_NAME, UPSTREAM_KEY_FILE_HINT, UPSTREAM_KEY_WHAT, given))
 
 
-def read_api_key(environ: Mapping[str, str]) -> str:
-    return check_proxy_key(read_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, PROXY_KEY_WHAT))
+def read_api_key(environ: Mapping[str, str], given: Mapping[str, str] | None = None) -> str:
+    return check_proxy_key(_credential(environ, CREDENTIAL_NAME, KEY_FILE_HINT, PROXY_KEY_WHAT, given))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,8 +420,9 @@ REQUEST_BOUNDS = (
     Bound("MAX_N", int, 4, 1, 128,
           "the `n` a client may ask for; a strategy runs its whole pipeline n times"),
     Bound("DRAIN_SECONDS", float, 300, 0, 3600,
-          "on stop (restart, upgrade, key rotation) requests in flight may finish this long while new "
-          "connections wait in the socket's backlog; as long as the default deadline, so none is cut"),
+          "on stop (restart, upgrade) requests in flight may finish this long while new connections wait "
+          "in the socket's backlog; after a reload the old process drains as long while the new one serves; "
+          "as long as the default deadline, so none is cut"),
 )
 # Serving (serving.py, admission.py): docs/serving.md shows them and says how to size them.
 SERVING_BOUNDS = (
@@ -562,8 +574,9 @@ class Prepared:
 
 
 def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = PLUGIN_TABLE,
-            manifest_path: Path = RUNTIME_MANIFEST) -> Prepared:
-    """Every check that needs no optillm import, so a refusal is fast and has no side effect."""
+            manifest_path: Path = RUNTIME_MANIFEST, credentials: Mapping[str, str] | None = None) -> Prepared:
+    """Every check that needs no optillm import, so a refusal is fast and has no side effect.
+    `credentials` (name -> text) replaces $CREDENTIALS_DIRECTORY: what a reload hands over."""
     check_only, argv = take_flag(argv, "--check")
     setting, argv = take_option(argv, "--plugins")
     if setting is None:
@@ -575,6 +588,6 @@ def prepare(argv: list[str], environ: Mapping[str, str], *, table_path: Path = P
     check_profile(enabled, table, runtime_profile(manifest_path), runtime_python(manifest_path),
                   plugin_pythons(table_path))
     request = request_settings(environ, enabled_slugs(enabled, table), table)
-    key = read_api_key(environ)
-    upstream = upstream_key(environ)
+    key = read_api_key(environ, credentials)
+    upstream = upstream_key(environ, credentials)
     return Prepared(argv, enabled, table, key, upstream, base_url(argv), request, check_only)

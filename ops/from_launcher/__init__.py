@@ -7,6 +7,7 @@ holds it to that): opsctl's venv has none of the service's dependencies.
 - manifest: the reader of a runtime's manifest
 - records: the per-request record schema (report reads the records back)
 - patches, internals: the patch points, verified against an optillm tree (lint, runtime validation)
+- reload: the reload helper's words (ops/runtime/service.py reads a refusal from the journal)
 
 layout and plugins are modules here; the others are the launcher's own modules, imported on first
 use (`from ops.from_launcher import settings`), so a plain `opsctl health` pays for none of them.
@@ -14,7 +15,7 @@ use (`from ops.from_launcher import settings`), so a plain `opsctl health` pays 
 
 from __future__ import annotations
 
-LAUNCHER_MODULES = ("settings", "manifest", "records", "patches", "internals")
+LAUNCHER_MODULES = ("settings", "manifest", "records", "patches", "internals", "reload")
 
 
 def __getattr__(name: str):

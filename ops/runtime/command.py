@@ -179,10 +179,11 @@ def key_group() -> None:
 @key_group.command("rotate")
 @exits("key", internal=EXIT_FAILED, hint=f"(check: ls -l {DEFAULT.conf_dir})")
 def key_rotate() -> None:
-    """New proxy key, checked by the launcher, one restart; then the old key must get 401.
+    """New proxy key, checked by the launcher, applied by one reload (a restart if the service is
+    not running); then the old key must get 401.
 
     \b
-    Exit codes: 0 rotated; 1 refused or failed (before the restart the old key is put back and
+    Exit codes: 0 rotated; 1 refused or failed (before it is applied the old key is put back and
     the service left alone); 2 usage (not root, not installed).
     The key is never printed: LiteLLM gets it from the file (the message says how).
     """
@@ -190,7 +191,7 @@ def key_rotate() -> None:
     from ops.runtime.upgrade import System
 
     layout = _layout(None)
-    require_root("it writes the root-only key file and restarts the service", "key rotate", KEY_EXIT_USAGE)
+    require_root("it writes the root-only key file and reloads the service", "key rotate", KEY_EXIT_USAGE)
     if not layout.unit_file.exists() or not layout.key_file.exists():
         raise Fail(KEY_EXIT_USAGE, f"{layout.unit_file} or {layout.key_file} not found: run install.sh first")
     system = System(layout=layout)

@@ -3,11 +3,12 @@
 The record (INSTALL_STATE_FILE, root 0600) holds one `component sha256` line per thing the running
 service depends on (`runtime` holds the current link's target instead). install.sh compares the
 host with it to decide whether to restart, and records after each run (`python -m ops.runtime.install_state`
-from opsctl's venv). opsctl records after each restart it makes itself (key rotate, runtime upgrade
-and rollback), so a plain install.sh afterwards finds nothing changed and restarts nothing.
+from opsctl's venv). opsctl records after each restart or reload it makes itself (key rotate, runtime
+upgrade and rollback, ops/runtime/service.py), so a plain install.sh afterwards finds nothing changed
+and restarts nothing.
 
-A restart applies every file the service reads when it starts; the unit files need a daemon-reload
-first, which only install.sh does, so opsctl leaves their lines as install.sh recorded them.
+A restart or a reload applies every file a launcher reads when it starts; the unit files need a
+daemon-reload first, which only install.sh does, so opsctl leaves their lines as install.sh recorded them.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def record(layout: Layout, state: dict[str, str]) -> None:
 
 
 def record_restart(layout: Layout) -> None:
-    """After opsctl restarted the service: what it started with is recorded, the unit files' lines
+    """After opsctl restarted or reloaded the service: what it started with is recorded, the unit files' lines
     kept. Without a record (install.sh never finished here) there is nothing to keep consistent."""
     before = recorded(layout)
     if before is None:

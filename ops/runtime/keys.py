@@ -1,10 +1,11 @@
-"""`opsctl key rotate`: a new proxy key, one checked restart, and proof that it took.
+"""`opsctl key rotate`: a new proxy key, applied once (reload or restart), and proof that it took.
 
 The hand-made procedure it replaces (RUNBOOK.md#rotate-the-proxy-key) is easy to get half right. Here: the new
 key is written beside the old one (0600, created exclusively, never on a command line or in the
-output), the launcher's own check (`opsctl runtime check`) must accept it, then one restart (the
-launcher drains, the socket queues), then the old key must get 401 and the new one must not. On any
-failure before the restart the old key file is put back and the service is left alone.
+output), the launcher's own check (`opsctl runtime check`) must accept it, then it is applied by
+ops/runtime/service.py: a reload while the service runs (a new launcher takes over, nothing waits),
+else a restart; then the old key must get 401 and the new one must not. On any failure before that
+the old key file is put back and the service is left alone.
 
 install.sh writes the key files through this module too (`python -m ops.runtime.keys`, from opsctl's venv):
 a first proxy key, and the move of an earlier install's OPENAI_API_KEY= line into the upstream key
@@ -53,12 +54,15 @@ def key_status(url: str, key: str) -> int:
     try:
         return httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
     except httpx.HTTPError as exc:
-        raise RotationFailed(f"the proxy did not answer at {url} after the restart ({type(exc).__name__}): "
+        raise RotationFailed(f"the proxy did not answer at {url} after the new key was applied ({type(exc).__name__}): "
                              f"journalctl -u {SERVICE} -n 50") from None
 
 
-def rotate(layout: Layout, system, check, url: str = PROXY_URL) -> Rotation:
-    """system: ops.runtime.upgrade.System (run, restart_service); check: () -> config_check.CheckResult."""
+def rotate(layout: Layout, system, check, url: str = PROXY_URL, apply=None) -> Rotation:
+    """system: ops.runtime.upgrade.System (run, restart_service); check: () -> config_check.CheckResult;
+    apply(layout, reasons, system) -> service.Applied (ops.runtime.service.apply_change)."""
+    if apply is None:
+        from ops.runtime.service import apply_change as apply
     key_file = layout.key_file
     try:
         old = key_file.read_text(encoding="utf-8").strip()
@@ -75,18 +79,21 @@ def rotate(layout: Layout, system, check, url: str = PROXY_URL) -> Rotation:
     if not verdict.accepted:
         os.replace(kept, key_file)
         raise RotationFailed(f"the launcher would refuse the new key, so nothing changed: {verdict.line}")
-    code, out = system.restart_service()
-    if code != 0:
+    applied = apply(layout, ["key-file"], system)
+    verb = {"reloaded": "reload", "restarted": "restart"}.get(applied.action, applied.action)
+    if applied.code != 0:
         os.replace(kept, key_file)
-        system.restart_service()
-        raise RotationFailed(f"the restart with the new key failed; the old key is back: {out.strip()[-300:]}")
+        apply(layout, ["key-file"], system)
+        raise RotationFailed(f"the {verb} with the new key failed; the old key is back"
+                             + (f": {applied.detail[-300:]}" if applied.detail else f" (journalctl -u {SERVICE})"))
     kept.unlink()
     old_status, new_status = key_status(url, old), key_status(url, key)
     if old_status != 401 or new_status == 401:
-        raise RotationFailed(f"after the restart the old key gets {old_status} and the new one {new_status}: "
+        raise RotationFailed(f"after the {verb} the old key gets {old_status} and the new one {new_status}: "
                              f"expected 401 and anything but 401; check {key_file} and journalctl -u {SERVICE}")
     return Rotation(
-        f"rotated: {key_file} holds a new key (0600); the proxy refuses the old one (401) and accepts the new "
+        f"rotated: {key_file} holds a new key (0600), applied by a {verb}; the proxy refuses the old "
+        "one (401) and accepts the new "
         f"one (HTTP {new_status}). LiteLLM's requests get 401 until you give it the new key: put the content "
         f"of {key_file} (sudo cat {key_file}) into LiteLLM's environment as OPTILLM_PROXY_KEY and restart it, "
         "then check a strategy model through LiteLLM (RUNBOOK.md#rotate-the-proxy-key)")

@@ -183,9 +183,15 @@ CASES = [
 NOT_LINTABLE = {
     "settings.read_credential#3": "a credential systemd delivered but the launcher cannot read: systemd "
                                   "copies the file itself (an unreadable source fails the start with 243/CREDENTIALS)",
-    "serving.inherited_socket#1": "an unusable inherited fd (systemd passes what it bound itself)",
-    "serving.inherited_socket#2": "an inherited fd that is not a listening TCP socket: ListenStream= is TCP, "
-                                  "socket-address checks its address",
+    "serving.adopt_socket#1": "an unusable inherited fd (systemd passes what it bound itself)",
+    "serving.adopt_socket#2": "an inherited fd that is not a listening TCP socket: ListenStream= is TCP, "
+                              "socket-address checks its address",
+    "settings._credential#1": "a key file a reload did not hand over: the reload helper reads both files or "
+                              "refuses before it asks (file-missing and key-not-loaded report them on disk)",
+    "reload.take_handoff#1": "a --handoff-fd value only a running launcher passes (a reload), never the unit",
+    "reload.take_handoff#2": "what a running launcher hands its successor over a pipe during a reload",
+    "serving.make_run.take_over#1": "the new launcher's own /health, in-process, during a reload: only a "
+                                    "started app shows it",
     "patches.check_version#1": "optillm's __version__ as imported; lint's optillm-version calls this same check "
                                "on the installed METADATA (test_launcher_checks)",
     "patches.verify_source#1": "server.py unreadable to the launcher; lint's file checks run as another user",

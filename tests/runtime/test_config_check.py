@@ -95,6 +95,9 @@ class FakeSystem:
         self.restarts += 1
         return self.restart_code, "" if self.restart_code == 0 else "Job failed"
 
+    def unit_active(self, name):
+        return False  # a stopped service is restarted (ops/runtime/service.py; its reload: tests/runtime/test_service.py)
+
 
 def key_layout(tmp_path: Path) -> Layout:
     layout = Layout(tmp_path)
@@ -133,4 +136,5 @@ def test_rotation_writes_a_new_private_key_and_proves_it(tmp_path, monkeypatch):
     assert key.startswith("opx-") and len(key) > 40 and not key.startswith("sk-")
     assert layout.key_file.stat().st_mode & 0o777 == 0o600 and system.restarts == 1
     assert key not in result.message and "OPTILLM_PROXY_KEY" in result.message
+    assert "applied by a restart" in result.message  # the faked service is not running: a restart
     assert sorted(p.name for p in layout.conf_dir.iterdir()) == ["api-key"]
