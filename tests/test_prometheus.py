@@ -440,7 +440,7 @@ class _RefusesN(fake_upstream._Handler):
 @pytest.fixture
 def n_refusing_upstream():
     server = fake_upstream._Server(("127.0.0.1", 0), type("Handler", (_RefusesN,), {"state": fake_upstream._State()}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield Upstream(server)
     server.shutdown()
