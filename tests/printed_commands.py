@@ -73,7 +73,7 @@ PROOFS: dict[str, Proof] = {
     "sudo systemctl start optillm-proxy": _box(),
     "sudo systemctl reload optillm-proxy": _test(
         "tests/test_box_reload.py::test_a_reload_hands_over_without_a_pause_and_applies_env_and_key",
-        "systemctl reload {SERVICE}", "it needs a changed env file and a request in flight to prove anything"),
+        "result = reload(box)", "reload(box) runs it with a changed env file and a request in flight"),
     "sudo tests/testinfra/run.sh --hosts=local://": _test(
         "tests/test_box_testinfra.py::test_deployed_host_suite_passes_in_box", "RUNBOOK_COMMAND",
         "the suite's own box test runs this command (RUNBOOK_COMMAND)"),
