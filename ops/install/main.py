@@ -64,14 +64,17 @@ def main(argv: list[str]) -> int:
         from ops.install.templates import uninstall
 
         return uninstall(opts)
+    try:
+        options.preflight(opts)
+    except options.UsageError as exc:
+        return options.fail(str(exc), exc.code)
     if opts.rollback:
-        try:
-            options.check_installation(opts)
-        except options.UsageError as exc:
-            return options.fail(str(exc), exc.code)
         opsctl = opts.layout.tools / "opsctl" / "bin" / "opsctl"
         return subprocess.run([str(opsctl), "runtime", "rollback", *(["--json"] if opts.json else [])],
                               check=False).returncode
+    if not (opts.checkout / "launcher").is_dir():
+        return options.fail("opsctl install runs from the toolkit: cd to its checkout and run sudo ./install.sh "
+                            "(or give the checkout: opsctl install --toolkit=DIR)", options.EXIT_USAGE)
     os.umask(0o022)
     # With --json only the object goes to the invoker's stdout; progress and commands' output to stderr.
     sys.stdout.flush()

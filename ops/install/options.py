@@ -158,7 +158,8 @@ def shell_quote(text: str) -> str:
 
 def usage(checkout: Path | None = None) -> str:
     f = FACTS
-    pythons = supported_pythons(checkout or CHECKOUT)
+    # Read from the checkout's locks/; `opsctl install --help` away from one names the directory.
+    pythons = supported_pythons(checkout or CHECKOUT) or "locks/py<X.Y>/ in the toolkit"
     return f"""\
 Usage: sudo ./install.sh [--profile lean|full] [--root DIR] [--dry-run] [--no-start]
        sudo ./install.sh --uninstall [--purge] [--root DIR] [--dry-run]
@@ -239,15 +240,20 @@ def check_installation(opts: Options) -> None:
         raise UsageError("systemd is not PID 1 here: an upgrade validates and switches the running service, "
                          "which needs it", EXIT_NO_SYSTEMD)
     if not (lay.current.is_symlink() and os.access(lay.tools / "opsctl" / "bin" / "opsctl", os.X_OK)):
-        raise UsageError(f"no installation here ({f_('CURRENT_LINK')}, {f_('TOOLS_DIR')}/opsctl): "
+        raise UsageError(f"no installation here ({FACTS['CURRENT_LINK']}, {FACTS['TOOLS_DIR']}/opsctl): "
                          "run sudo ./install.sh first", EXIT_PREREQ)
     if opts.upgrade_lock and not Path(opts.upgrade_lock).is_file():
         raise UsageError(f"no lock file at {opts.upgrade_lock}: give a hashed lock (see locks/ and how they "
                          "are regenerated)")
 
 
-def f_(key: str) -> str:
-    return FACTS[key]
+def preflight(opts: Options) -> None:
+    """What an install, upgrade or rollback needs before it writes anything."""
+    if opts.upgrade or opts.rollback:
+        check_installation(opts)
+    elif not opts.root and not opts.dry_run and os.geteuid() != 0:
+        raise UsageError("must run as root: sudo ./install.sh (or stage without root: ./install.sh --root DIR)",
+                         EXIT_PREREQ)
 
 
 def front(argv: list[str]) -> int:
@@ -263,11 +269,7 @@ def front(argv: list[str]) -> int:
             from ops.install.templates import uninstall
 
             return uninstall(opts)
-        if opts.upgrade or opts.rollback:
-            check_installation(opts)
-        elif not opts.root and not opts.dry_run and os.geteuid() != 0:
-            raise UsageError("must run as root: sudo ./install.sh (or stage without root: ./install.sh --root DIR)",
-                             EXIT_PREREQ)
+        preflight(opts)
     except UsageError as exc:
         return fail(str(exc), exc.code)
     print(opts.mode, opts.root or "-", int(opts.dry_run), int(opts.json))

@@ -188,6 +188,22 @@ def test_usage_errors_are_one_line(argv, code, message, capsys):
     assert capsys.readouterr().err == f"install.sh: {message}\n"
 
 
+def test_opsctl_install_away_from_the_toolkit_says_where_to_run_it(tmp_path, capsys):
+    from ops.install.main import main
+
+    assert main([f"--toolkit={tmp_path}", "--root", str(tmp_path / "root")]) == 2
+    assert capsys.readouterr().err == ("install.sh: opsctl install runs from the toolkit: cd to its checkout and run "
+                                       "sudo ./install.sh (or give the checkout: opsctl install --toolkit=DIR)\n")
+    assert not (tmp_path / "root").exists()
+
+
+def test_help_is_install_sh_s_and_names_the_locks_directory_away_from_a_checkout(tmp_path):
+    here, away = options.usage(REPO), options.usage(tmp_path)
+    assert here.startswith("Usage: sudo ./install.sh") and "Exit codes:" in here
+    assert f"no lock for /usr/bin/python3's version ({options.supported_pythons(REPO)})" in here
+    assert "no lock for /usr/bin/python3's version (locks/py<X.Y>/ in the toolkit)" in away
+
+
 def test_the_ops_install_package_but_its_click_command_is_stdlib_only():
     """install.sh runs it with the system Python before anything is installed."""
     probe = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/launcher']; import ops.install.main, "
