@@ -95,5 +95,4 @@ def reason(exc: BaseException) -> str:
 
 def sh(*cmd: str | Path, **kwargs) -> subprocess.CompletedProcess:
     """A command of a step: its output goes where progress goes; a non-zero exit fails the step."""
-    kwargs.setdefault("stdout", sys.stderr if kwargs.pop("quiet_stdout", False) else None)
     return subprocess.run([str(c) for c in cmd], check=True, **kwargs)

@@ -258,9 +258,13 @@ def find_uv(run: Run) -> str:
     raise StepFailed(f"no {want} in {FACTS['TOOLS_DIR']}/uv or on PATH: re-run install.sh, which bootstraps it")
 
 
+# --system-certs: the host's trust store (a company CA in it works as for curl and apt), not the
+# Mozilla roots uv bundles. install.sh's uv_cmd passes the same (a test holds them together).
+UV_FLAGS = ("--no-config", "--system-certs", "-q")
+
+
 def uv(run: Run, *args: str | Path) -> None:
-    """--system-certs: the host's trust store (a company CA in it works as for curl and apt)."""
-    sh(find_uv(run), "--no-config", "--system-certs", "-q", *args)
+    sh(find_uv(run), *UV_FLAGS, *args)
 
 
 def build_runtime(run: Run) -> None:
