@@ -73,8 +73,8 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(opsctl), "runtime", "rollback", *(["--json"] if opts.json else [])],
                               check=False).returncode
     if not (opts.checkout / "launcher").is_dir():
-        return options.fail("opsctl install runs from the toolkit: cd to its checkout and run sudo ./install.sh "
-                            "(or give the checkout: opsctl install --toolkit=DIR)", options.EXIT_USAGE)
+        return options.fail("opsctl install runs from the toolkit: cd to its checkout first (or give it: "
+                            "opsctl install --toolkit=DIR); a first install is sudo ./install.sh", options.EXIT_USAGE)
     os.umask(0o022)
     # With --json only the object goes to the invoker's stdout; progress and commands' output to stderr.
     sys.stdout.flush()

@@ -71,8 +71,13 @@ class Options:
 
     @property
     def checkout(self) -> Path:
-        """The toolkit checkout install.sh runs from (it passes --toolkit to opsctl's venv)."""
-        return Path(self.toolkit) if self.toolkit else CHECKOUT
+        """The toolkit checkout: --toolkit (install.sh passes it to opsctl's venv), else the working
+        directory when it is one (`cd toolkit && sudo opsctl install --dry-run`), else where this
+        module sits (install.sh's first call, from the checkout)."""
+        if self.toolkit:
+            return Path(self.toolkit)
+        here = Path.cwd()
+        return here if (here / "install.sh").is_file() and (here / "launcher").is_dir() else CHECKOUT
 
 
 # Where this module sits when run from the checkout (install.sh's first call).

@@ -192,9 +192,17 @@ def test_opsctl_install_away_from_the_toolkit_says_where_to_run_it(tmp_path, cap
     from ops.install.main import main
 
     assert main([f"--toolkit={tmp_path}", "--root", str(tmp_path / "root")]) == 2
-    assert capsys.readouterr().err == ("install.sh: opsctl install runs from the toolkit: cd to its checkout and run "
-                                       "sudo ./install.sh (or give the checkout: opsctl install --toolkit=DIR)\n")
+    assert capsys.readouterr().err == ("install.sh: opsctl install runs from the toolkit: cd to its checkout first "
+                                       "(or give it: opsctl install --toolkit=DIR); a first install is "
+                                       "sudo ./install.sh\n")
     assert not (tmp_path / "root").exists()
+
+
+def test_opsctl_install_in_the_toolkit_s_directory_plans_from_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert options.parse([], environ={}).checkout == REPO
+    monkeypatch.chdir(tmp_path)
+    assert options.parse([f"--toolkit={REPO}"], environ={}).checkout == REPO
 
 
 def test_help_is_install_sh_s_and_names_the_locks_directory_away_from_a_checkout(tmp_path):
