@@ -10,7 +10,7 @@ import sys
 
 # Each package's click commands (its command module's COMMANDS), imported only to build the group.
 _PACKAGES = ("ops.probes.command", "ops.lint.command", "ops.report.command", "ops.eval.command",
-             "ops.runtime.command")
+             "ops.runtime.command", "ops.install.command")
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,3 +46,7 @@ def main() -> None:
             # once-a-minute probe's cost.
             os._exit(code)
     _group()()
+
+
+if __name__ == "__main__":
+    main()

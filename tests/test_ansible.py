@@ -66,15 +66,16 @@ def test_every_task_that_touches_a_key_has_no_log():
                 assert task.get("no_log") is True, f"{path.name}: task {task.get('name')!r} touches a key without no_log"
 
 
-def _install_sh(function: str, changes: str, reasons: str) -> str:
-    """install.sh's FUNCTION (print_summary or print_json) for these CHANGES and RESTART_REASONS
-    (sourced: runs nothing else)."""
-    import shlex
+def _install_outcome(changes: list[str], reasons: list[str]) -> tuple[dict, str]:
+    """install.sh's --json object and summary (ops.install.summary) for these changes and restart reasons."""
+    from ops.install.options import parse
+    from ops.install.run import Run
+    from ops.install.summary import outcome, summary
 
-    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; exec 3>&1; "
-              f"PROFILE=lean RUNTIME_NAME=lean-x LOCK_SHOWN=locks/x.txt LOCK_SHA=abc HEALTH=running "
-              f"SERVICE_STATE=running CHANGES=({changes}) NOTES=() RESTART_REASONS=({reasons}); {function}")
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    run = Run(parse([], environ={}), profile="lean", runtime_name="lean-x", lock_shown="locks/x.txt", lock_sha="abc",
+              health="running", service_state="running", changes=list(changes), restart_reasons=list(reasons),
+              has_systemd=True)
+    return outcome(run), summary(run)
 
 
 def _task(tasks_file: str, task_name: str) -> dict:
@@ -108,13 +109,12 @@ def _changed_when(tasks_file: str, task_name: str, register: str, stdout: str) -
 
 
 def _parsed_by_install_sh(argv: list[str]) -> dict[str, str]:
-    """What install.sh's parse_args makes of argv (sourced: runs nothing else)."""
-    import shlex
+    """What install.sh's parser (ops.install.options) makes of argv."""
+    from ops.install.options import parse
 
-    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; parse_args {shlex.join(argv[1:])}; "
-              'printf "%s\\n" "UPGRADE=${UPGRADE}" "UPGRADE_LOCK=${UPGRADE_LOCK}" "JSON=${JSON}" "DRY_RUN=${DRY_RUN}"')
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, cwd="/").stdout
-    return dict(line.split("=", 1) for line in out.splitlines())
+    opts = parse(argv[1:], environ={}, cwd="/")
+    return {"UPGRADE": "1" if opts.upgrade else "", "UPGRADE_LOCK": opts.upgrade_lock, "JSON": "1" if opts.json else "",
+            "DRY_RUN": "1" if opts.dry_run else ""}
 
 
 def _role_changed(stdout: str) -> bool:
@@ -122,20 +122,20 @@ def _role_changed(stdout: str) -> bool:
 
 
 @pytest.mark.parametrize("changes, reasons, changed", [
-    ("", "", False),
-    ("'wrote /etc/optillm-proxy/env from env.example'", "", True),
-    ("", "env-file", True),
-    ("'optillm-proxy restarted (changed: key-file)'", "key-file", True),
+    ([], [], False),
+    (["wrote /etc/optillm-proxy/env from env.example"], [], True),
+    ([], ["env-file"], True),
+    (["optillm-proxy restarted (changed: key-file)"], ["key-file"], True),
 ])
 def test_the_role_reads_changed_from_install_sh_json(changes, reasons, changed):
     """install.sh --json's `changed` is empty exactly when its summary says nothing changed, and
     the role's changed_when follows it (no prose read)."""
     import json
 
-    out = json.loads(_install_sh("print_json", changes, reasons))
+    out, summary = _install_outcome(changes, reasons)
+    out = json.loads(json.dumps(out))
     assert (out["changed"] != []) is changed
-    assert ("changed:   nothing (no change; nothing restarted)" in _install_sh("print_summary", changes, reasons)) \
-        is not changed
+    assert ("changed:   nothing (no change; nothing restarted)" in summary) is not changed
     assert _role_changed(json.dumps(out)) is changed
     assert _role_changed("") is False  # install.sh stopped before its summary: the failure task says why
 
@@ -195,6 +195,10 @@ def test_toolkit_paths_cover_what_install_sh_reads():
 
     paths = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["optillm_proxy_toolkit_paths"]
     read = set(re.findall(r"\$\{REPO\}/([A-Za-z_.-]+)", (REPO / "install.sh").read_text()))
+    # ... and what opsctl install reads from the checkout it is handed (run.repo / "..." in ops/install/).
+    for module in (REPO / "ops" / "install").glob("*.py"):
+        read |= set(re.findall(r"\b(?:repo|checkout) / \"([A-Za-z_.-]+)\"", module.read_text()))
+    assert {"launcher", "locks", "systemd", "etc", "uninstall.sh.in"} <= read, read
     tops = {p.split("/")[0] for p in paths}
     assert read <= tops, f"install.sh reads {sorted(read - tops)} which the role does not copy"
     assert os.path.exists(REPO / "install.sh")

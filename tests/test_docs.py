@@ -175,12 +175,13 @@ def test_every_relative_link_resolves_inside_the_repository(doc):
 
 
 def _install_summary() -> str:
-    """What install.sh's print_summary prints after a healthy install on a systemd host (sourced:
-    defines everything, runs nothing)."""
-    script = (f"source {shlex.quote(str(REPO / 'install.sh'))}; set +u; "
-              "PROFILE=lean RUNTIME_NAME=lean-x SERVICE_STATE=healthy HAS_SYSTEMD=1 CHANGES=() NOTES=() RESTART_REASONS=(); "
-              "print_summary")
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    """What install.sh prints as its summary after a healthy install on a systemd host (ops.install.summary)."""
+    from ops.install.options import parse
+    from ops.install.run import Run
+    from ops.install.summary import summary
+
+    return summary(Run(parse([], environ={}), profile="lean", runtime_name="lean-x", service_state="healthy",
+                       has_systemd=True))
 
 
 def _summary_command_lines(summary: str, program: str) -> list[str]:

@@ -1,28 +1,26 @@
-"""install.sh --upgrade / --rollback: argument handling and profile choice, without root or systemd.
+"""install.sh --upgrade / --rollback: argument handling (install.sh, and ops.install.options) and
+profile choice (ops.install.steps), without root or systemd.
 
 What they do on a real box (build, validate, switch, switch back) is tests/test_box_upgrade.py.
 """
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from ops.install.options import parse
+from ops.install.run import Run
+from ops.install.steps import choose_profile
 
 INSTALL_SH = Path(__file__).resolve().parents[1] / "install.sh"
 
 
 def run_install(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(INSTALL_SH), *args], capture_output=True, text=True, timeout=60)
-
-
-def sourced(script: str) -> str:
-    """Run `script` with install.sh's functions defined (sourcing runs nothing)."""
-    proc = subprocess.run(["bash", "-c", f"set -euo pipefail; source {INSTALL_SH}; {script}"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -48,18 +46,25 @@ def test_help_documents_the_flags_and_their_exit_codes():
     assert "1  refused at validation" in out and "3  failed after the switch" in out
 
 
+@pytest.mark.fast
 def test_upgrade_lock_argument_is_optional_and_made_absolute():
-    got = sourced('parse_args --upgrade locks/full.txt; echo "${UPGRADE}|${UPGRADE_LOCK}"')
-    assert got == f"1|{Path.cwd()}/locks/full.txt"
-    assert sourced('parse_args --upgrade --profile full; echo "${UPGRADE}|${UPGRADE_LOCK}|${PROFILE}"') == "1||full"
+    opts = parse(["--upgrade", "locks/full.txt"], environ={}, cwd="/srv/toolkit")
+    assert (opts.upgrade, opts.upgrade_lock) == (True, "/srv/toolkit/locks/full.txt")
+    opts = parse(["--upgrade", "--profile", "full"], environ={}, cwd="/srv/toolkit")
+    assert (opts.upgrade, opts.upgrade_lock, opts.profile) == (True, "", "full")
 
 
-@pytest.mark.parametrize("script, profile", [
+@pytest.mark.fast
+@pytest.mark.parametrize("argv, profile", [
     # a lock named after a profile names it
-    ('UPGRADE=1; UPGRADE_LOCK=/somewhere/full.txt; choose_profile', "full"),
-    ('UPGRADE=1; UPGRADE_LOCK=/somewhere/lean.txt; choose_profile', "lean"),
+    (["--upgrade", "/somewhere/full.txt"], "full"),
+    (["--upgrade", "/somewhere/lean.txt"], "lean"),
     # --profile wins over the lock's name
-    ('UPGRADE=1; UPGRADE_LOCK=/somewhere/full.txt; PROFILE=lean; PROFILE_GIVEN=1; choose_profile', "lean"),
+    (["--upgrade", "/somewhere/full.txt", "--profile", "lean"], "lean"),
 ])
-def test_upgrade_profile_choice(script, profile):
-    assert sourced(f'{script}; echo "${{PROFILE}}"') == profile
+def test_upgrade_profile_choice(argv, profile, tmp_path):
+    opts = parse(argv, environ={})
+    opts.root = str(tmp_path)  # an empty layout: no recorded profile to fall back on
+    run = Run(opts, out=io.StringIO())
+    choose_profile(run)
+    assert run.profile == profile

@@ -205,16 +205,18 @@ EXPAND_HINTS = r"""source "$1"; while IFS= read -r raw; do eval "printf '%s\n' \
 
 
 def install_steps() -> str:
-    """The steps a plain `./install.sh` runs, in main()'s order: each function's `step NAME HINT`,
-    the hint expanded by bash from install.sh's own values, as on-error prints it."""
+    """The steps a plain `./install.sh` runs, in order: the bootstrap's (main()'s own level, each
+    function's `step NAME HINT`, the hint expanded by bash from install.sh's own values, as on-error
+    prints it), then opsctl install's (ops.install.main.INSTALL_STEPS, each step's Run.step call)."""
     text = (REPO / "install.sh").read_text()
     bodies = dict(re.findall(r"^([a-z_]+)\(\) \{\n(.*?)^\}", text, re.S | re.M))
-    calls = re.findall(r"^  ([a-z_]+)$", bodies["main"], re.M)  # main's own level: not the branches
+    calls = re.findall(r"^  ([a-z_]+)(?: \"\$@\")?$", bodies["main"], re.M)  # main's own level: not the branches
     steps = []
     for function in (c for c in calls if c in bodies):
         found = re.search(r'^\s*step "([^"]+)" "([^"]*)"$', bodies[function], re.M)
         if found:
-            steps.append((function, found.group(1), found.group(2)))
+            # A step another function repeats (the Python check before the packages) is listed once, last.
+            steps = [step for step in steps if step[1] != found.group(1)] + [(function, found.group(1), found.group(2))]
         elif re.search(r"^\s*step ", bodies[function], re.M):
             raise DocProblem(f"install.sh: {function}'s step line is not `step \"NAME\" \"HINT\"` on one line")
     proc = subprocess.run(["bash", "-c", EXPAND_HINTS, "gen_docs", str(REPO / "install.sh")],
@@ -224,9 +226,37 @@ def install_steps() -> str:
     hints = proc.stdout.splitlines()
     if proc.returncode != 0 or len(hints) != len(steps):
         raise DocProblem(f"install.sh's step hints did not expand: {proc.stderr.strip()[:200]}")
-    rows = [f"| {n} | `{name}` | `{function}` | {cell(hint)} |"
-            for n, ((function, name, _), hint) in enumerate(zip(steps, hints), start=1)]
+    named = [(function, name, hint) for (function, name, _), hint in zip(steps, hints)] + opsctl_install_steps()
+    rows = [f"| {n} | `{name}` | `{function}` | {cell(hint)} |" for n, (function, name, hint) in enumerate(named, start=1)]
     return "\n".join(["| # | step | function | if it fails, what to do |", "|---|---|---|---|", *rows]) + "\n"
+
+
+class _Named(Exception):
+    pass
+
+
+def opsctl_install_steps() -> list[tuple[str, str, str]]:
+    """(function, step, hint) of each opsctl install step: every step names itself before it looks
+    at anything, so a Run that stops at the name runs nothing else."""
+    from ops.from_launcher.layout import DEFAULT_PROFILE
+    from ops.install.main import INSTALL_STEPS
+    from ops.install.options import parse
+    from ops.install.run import Run
+
+    class Naming(Run):
+        def step(self, name: str, hint: str) -> None:
+            raise _Named(name, hint)
+
+    found = []
+    for function in INSTALL_STEPS:
+        run = Naming(parse([f"--toolkit={REPO}"], environ={}), profile=DEFAULT_PROFILE)
+        try:
+            function(run)
+        except _Named as named:
+            found.append((function.__name__, *named.args))
+        else:
+            raise DocProblem(f"ops.install: {function.__name__} names no step (Run.step)")
+    return found
 
 
 def pytest_markers() -> str:

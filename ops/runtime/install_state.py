@@ -1,11 +1,11 @@
 """What the service was last (re)started with, and what changed since: install.sh's change detection.
 
 The record (INSTALL_STATE_FILE, root 0600) holds one `component sha256` line per thing the running
-service depends on (`runtime` holds the current link's target instead). install.sh compares the
-host with it to decide whether to restart, and records after each run (`python -m ops.runtime.install_state`
-from opsctl's venv). opsctl records after each restart or reload it makes itself (key rotate, runtime
-upgrade and rollback, ops/runtime/service.py), so a plain install.sh afterwards finds nothing changed
-and restarts nothing.
+service depends on (`runtime` holds the current link's target instead). `opsctl install` compares
+the host with it to decide whether to restart or reload, and records after each run
+(ops/install/steps.py; by hand: `python -m ops.runtime.install_state`). opsctl records after each
+restart or reload it makes itself (key rotate, runtime upgrade and rollback, ops/runtime/service.py),
+so a plain install.sh afterwards finds nothing changed and restarts nothing.
 
 A restart or a reload applies every file a launcher reads when it starts; the unit files need a
 daemon-reload first, which only install.sh does, so opsctl leaves their lines as install.sh recorded them.

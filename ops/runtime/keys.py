@@ -7,9 +7,9 @@ ops/runtime/service.py: a reload while the service runs (a new launcher takes ov
 else a restart; then the old key must get 401 and the new one must not. On any failure before that
 the old key file is put back and the service is left alone.
 
-install.sh writes the key files through this module too (`python -m ops.runtime.keys`, from opsctl's venv):
-a first proxy key, and the move of an earlier install's OPENAI_API_KEY= line into the upstream key
-file. Keys go straight from Python into 0600 files: never argv, the environment or any output.
+`opsctl install` writes the key files through this module too (ops/install/steps.py; by hand:
+`python -m ops.runtime.keys`): a first proxy key, and the move of an earlier install's
+OPENAI_API_KEY= line into the upstream key file. Keys go straight from Python into 0600 files: never argv, the environment or any output.
 """
 
 from __future__ import annotations
