@@ -34,6 +34,14 @@ def helper(tmp_path, run_dir, env: dict, proxy_key: str, upstream_key: str, caps
     return code, capsys.readouterr().out
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited launcher's parent may not have reaped it yet)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def status(port: int, model: str, key: str = KEY) -> int:
     return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                       json={"model": model, "messages": [{"role": "user", "content": "What is 6*7?"}]},
@@ -87,6 +95,9 @@ def test_a_reload_serves_new_requests_while_the_old_process_finishes_its_own(lea
         log = server.log()
         assert f"reloaded: PID {new_pid} serves new connections; draining 1 request(s)" in log
         assert "drained: every request in flight was answered" in log
+        # The new launcher's in-process /health probe was counted out again: nothing is in flight.
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        assert re.search(r"^optillm_proxy_requests_in_flight 0\.0$", metrics, re.M), metrics[-3000:]
 
         # A change the launcher refuses: the reload fails, the running process serves on unchanged.
         code, out = helper(tmp_path, run_dir, {"PROXY_PLUGINS": "no-such-plugin"}, new_key, UPSTREAM_KEY, capsys)
@@ -95,6 +106,18 @@ def test_a_reload_serves_new_requests_while_the_old_process_finishes_its_own(lea
         assert status(port, "jerry-xl", new_key) == 200
         assert upstream.calls()[-1]["authorization"] == "Bearer rotated-upstream-key"
         os.kill(new_pid, 0)  # still the one serving
+
+        # A second reload, from the launcher the first one started: the handoff repeats.
+        code, out = helper(tmp_path, run_dir, {"PROXY_APPROACHES": "moa,bon"}, new_key, UPSTREAM_KEY, capsys)
+        assert code == 0, out
+        third_pid = int(re.search(r"PID (\d+) serves the new configuration", out).group(1))
+        assert third_pid != new_pid
+        assert status(port, "bon-jerry-xl", new_key) == 200
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and running(new_pid):
+            time.sleep(0.1)
+        assert not running(new_pid), "the second generation did not exit after its drain"
+        new_pid = third_pid
         assert "Traceback" not in server.log()
     finally:
         upstream.reset()

@@ -476,7 +476,9 @@ def app_health(app) -> bool:
     from optillm_proxy_launcher.notify import PROBE_QUERY
 
     try:
-        response = app.test_client().get(f"/health?{PROBE_QUERY}")
+        # buffered: the response is read and closed here, as a server would, so the gate counts the
+        # probe out again (an unclosed one stays "in flight" in the metrics and in admission).
+        response = app.test_client().get(f"/health?{PROBE_QUERY}", buffered=True)
         return response.status_code == 200 and (response.get_json(silent=True) or {}).get("status") == "ok"
     except Exception:  # noqa: BLE001 - not healthy, whatever the reason
         return False
