@@ -271,3 +271,15 @@ def test_installers_uv_trusts_the_hosts_certificate_store(box):
         # call above passed because install.sh asks for the host's store.
         bundled = box.run(f"{uv} --no-config {compile_six}", timeout=120)
         assert not bundled.ok and "UnknownIssuer" in bundled.stderr, bundled.stderr[-1500:]
+
+
+def test_opsctl_install_dry_run_on_the_installed_box_plans_nothing(box):
+    """The install as data on a real host: from the checkout, `opsctl install --dry-run --json` (what
+    install.sh hands over to) finds nothing to change and restarts nothing on the installed box."""
+    from tests.box.machine import INSTALL_ENV
+
+    result = box.run("cd /repo && opsctl install --dry-run --json", env=INSTALL_ENV, timeout=300)
+    assert result.rc == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    plan = json.loads(result.stdout)
+    assert (plan["changed"], plan["restart_reasons"], plan["dry_run"]) == ([], [], True), plan
+    assert (plan["restarted"], plan["reloaded"]) == (False, False)

@@ -147,7 +147,7 @@ def test_a_new_launcher_that_refuses_leaves_the_old_one_serving(tmp_path):
 
 def test_a_new_launcher_that_dies_before_ready_is_a_refusal(tmp_path):
     c, notifier, children = control(tmp_path, answer=None)
-    with pytest.raises(reload.ReloadRefused, match="exited with status 78 before it was ready"):
+    with pytest.raises(reload.ReloadRefused, match="the new launcher exited before it was ready"):
         c.reload(message(), lambda _: None)
     assert not any(m.startswith("MAINPID") for m in notifier.sent)
 
@@ -309,3 +309,15 @@ def test_a_helper_that_only_stops_writing_is_waited_for_one_that_closes_is_gone(
     mine.close()
     os.close(w)
     os.close(r)
+
+
+def test_the_new_launcher_is_started_detached_never_as_a_child_of_the_old_one(tmp_path):
+    """systemd drains a main process it can reap: the new launcher must not be ours but PID 1's
+    (a child of the old launcher is "not our child" to systemd, SIGKILLed at once on the next stop)."""
+    out = tmp_path / "ppid"
+    child = reload.spawn_detached([sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write(str(os.getppid()))"],
+                                  env=dict(os.environ))
+    assert child.pid != os.getpid()
+    child.wait(30)
+    assert child.poll() is not None
+    assert int(out.read_text()) != os.getpid()

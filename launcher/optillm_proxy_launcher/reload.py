@@ -219,6 +219,76 @@ def peer_uid(conn: socket.socket) -> int:
 # --- the running launcher ------------------------------------------------------------------------
 
 
+# Starts argv[2:] in a grandchild and exits at once, writing its PID to fd argv[1]. The orphan is
+# adopted by PID 1: for systemd the new launcher is then a child of its own once MAINPID= names it.
+# A child of the old launcher would stay "not our child" to systemd, which on the next stop sends it
+# SIGTERM and, not waiting for a process it cannot reap, SIGKILL at once (KillMode=mixed): no drain.
+_DETACH = ("import os, sys\n"
+           "fd = int(sys.argv[1])\n"
+           "pid = os.fork()\n"
+           "if pid == 0:\n"
+           "    os.close(fd)\n"
+           "    os.execve(sys.argv[2], sys.argv[2:], os.environ)\n"
+           "os.write(fd, b'%d\\n' % pid)\n")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (its new parent may not have reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+class Detached:
+    """The new launcher, started detached (spawn_detached): PID 1 is its parent, not this process,
+    so its exit status is not ours to read; the handoff pipe says why it stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _running(self.pid):
+            self.returncode = -1  # gone; the status went to its parent
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+def spawn_detached(argv: list[str], env: dict, pass_fds=(), close_fds: bool = True) -> Detached:
+    """`argv` started as a grandchild that PID 1 adopts at once (see _DETACH)."""
+    pid_r, pid_w = os.pipe()
+    try:
+        shim = subprocess.Popen([sys.executable, "-I", "-S", "-c", _DETACH, str(pid_w), *argv], env=env,
+                                pass_fds=(*pass_fds, pid_w), close_fds=close_fds)
+        os.close(pid_w)
+        pid_w = -1
+        with os.fdopen(pid_r, "rb", closefd=False) as reader:
+            line = reader.readline()
+        shim.wait(30)
+    finally:
+        os.close(pid_r)
+        if pid_w >= 0:
+            os.close(pid_w)
+    if shim.returncode != 0 or not line.strip().isdigit():
+        raise OSError(0, f"the start shim failed (exit {shim.returncode})")
+    return Detached(int(line))
+
+
 @dataclass
 class Launch:
     """How the running launcher was started: what a new one is started with."""
@@ -234,7 +304,7 @@ class Launch:
 class Switch:
     """A new launcher that said ready; the serving loop commits it (serving.py)."""
 
-    child: subprocess.Popen
+    child: Detached
     to_child: int
     notify: Callable[[str], bool]
     committed: threading.Event = field(default_factory=threading.Event)
@@ -259,7 +329,7 @@ class Control:
 
     def __init__(self, launch: Launch, notifier, request_switch: Callable[[Switch], None],
                  stopping: Callable[[], bool], memory: Callable[[], str | None] = memory_problem,
-                 spawn: Callable[..., subprocess.Popen] = subprocess.Popen) -> None:
+                 spawn: Callable[..., Detached] = spawn_detached) -> None:
         self.launch, self.notifier = launch, notifier
         self.request_switch, self.stopping, self.memory, self.spawn = request_switch, stopping, memory, spawn
         self.busy = threading.Lock()
@@ -371,7 +441,7 @@ class Control:
             state = json.loads(line)
             if state.get("state") != "ready":
                 child.wait(10)
-                raise ReloadRefused(str(state.get("message") or f"the new launcher exited with status {child.returncode}"))
+                raise ReloadRefused(str(state.get("message") or "the new launcher exited before it was ready"))
             if self.stopping():
                 raise ReloadRefused("the service is stopping")
             self.request_switch(switch)
@@ -391,16 +461,15 @@ class Control:
         return f"PID {child.pid} serves the new configuration; PID {os.getpid()} drains its requests in flight"
 
     @staticmethod
-    def _not_ready(child: subprocess.Popen, hung_up: bool) -> str:
+    def _not_ready(child: Detached, hung_up: bool) -> str:
         if child.poll() is not None:
-            return (f"the new launcher exited with status {child.returncode} before it was ready "
-                    f"(journalctl -u {layout.SERVICE})")
+            return f"the new launcher exited before it was ready (journalctl -u {layout.SERVICE})"
         if hung_up:
             return "the reload was abandoned (the helper went away: systemd's reload timeout?)"
         return f"the new launcher was not ready within {READY_SECONDS:g} s"
 
 
-def _end(child: subprocess.Popen) -> None:
+def _end(child: Detached) -> None:
     if child.poll() is None:
         child.kill()
     try:
