@@ -61,7 +61,7 @@ run_fast_tier() {
     setpriv --reuid="${RUN_AS}" --regid="$(id -g "${RUN_AS}")" --clear-groups \
     env -i HOME="${WORK}/home" LANG=C.UTF-8 PATH="${CACHE}/tools/bin:/usr/bin:/bin" \
     UV_CACHE_DIR="${WORK}/home/uv" \
-    sh -c 'cd "$1" && shift && exec uv run --frozen --no-sync pytest -m fast -p no:cacheprovider "$@"' sh \
+    sh -c 'cd "$1" && shift && exec uv run --frozen --no-sync pytest -m fast -n auto -p no:cacheprovider "$@"' sh \
     "${WORK}/repo" "$@"
 }
 

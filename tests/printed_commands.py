@@ -160,7 +160,7 @@ PROOFS: dict[str, Proof] = {
     # the developers' test command (README)
     "sudo scripts/test.sh": Proof("ci"),
     "sudo scripts/test.sh tests/probes/test_health.py -x": Proof("ci"),
-    "uv run --frozen pytest -m fast": Proof("ci"),
+    "uv run --frozen pytest -m fast -n auto": Proof("ci"),
     "sudo scripts/test-fast-unprivileged.sh": Proof("ci"),  # scripts/test.sh runs it
 }
 
