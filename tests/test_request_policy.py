@@ -245,10 +245,12 @@ def test_request_settings_defaults_and_bounds():
 
 
 class Scripted(httpx.BaseTransport):
-    """An upstream that answers from a script: a status, an exception, or a delay then 200."""
+    """An upstream that answers from a script: a status, an exception, or a delay then 200. An error's
+    message is `message` when given (e.g. one that quotes the key it was sent)."""
 
-    def __init__(self, *steps):
+    def __init__(self, *steps, message: str | None = None):
         self.steps = list(steps)
+        self.message = message
         self.seen: list[httpx.Request] = []
 
     def handle_request(self, request):
@@ -257,7 +259,7 @@ class Scripted(httpx.BaseTransport):
         if isinstance(step, Exception):
             raise step
         body = ({"usage": {"prompt_tokens": 10, "completion_tokens": 7}} if step == 200
-                else {"error": {"message": f"injected {step}"}})
+                else {"error": {"message": self.message or f"injected {step}"}})
         return httpx.Response(step, json=body, headers={"retry-after": "0"} if step == 429 else {})
 
 

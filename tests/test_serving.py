@@ -37,7 +37,10 @@ def socket_activate() -> str:
 class Activated:
     """The launcher started by systemd-socket-activate on `listen`, as the socket unit would."""
 
-    def __init__(self, runtime: Path, tmp: Path, upstream_url: str, *, listen: str, port: int, **env: str):
+    def __init__(self, runtime: Path, tmp: Path, upstream_url: str, *, listen: str | None = None,
+                 port: int | None = None, **env: str):
+        port = port or free_port()
+        listen = listen or f"127.0.0.1:{port}"
         creds = launcher_credentials(tmp / "creds", KEY)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", "CREDENTIALS_DIRECTORY": str(creds),
                **env}
@@ -80,8 +83,8 @@ def chat(port: int, model: str = "moa-jerry-xl", timeout: float = 120) -> int:
 
 
 def test_first_request_waits_on_the_socket_until_the_launcher_serves_it(lean_runtime, upstream, tmp_path):
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    server = Activated(lean_runtime, tmp_path, upstream.base_url)
+    port = server.port
     try:
         # Sent before optillm has even been imported: the kernel queues it on the socket.
         assert chat(port, "jerry-xl") == 200
@@ -92,8 +95,8 @@ def test_first_request_waits_on_the_socket_until_the_launcher_serves_it(lean_run
 
 
 def test_sigterm_drains_requests_in_flight_then_exits_0(lean_runtime, upstream, tmp_path):
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    server = Activated(lean_runtime, tmp_path, upstream.base_url)
+    port = server.port
     try:
         assert chat(port, "jerry-xl") == 200  # up
         upstream.delay(1.0)  # a moa request now takes ~2-3 s
@@ -126,8 +129,8 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(lean_runtime, upstream, 
 def test_a_drain_serves_a_connection_accepted_before_it_and_closes_idle_keepalives(lean_runtime, upstream, tmp_path):
     """A connection accepted just before SIGTERM whose request comes after it is still answered;
     an idle keep-alive connection is closed (its client reconnects to the next process)."""
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    server = Activated(lean_runtime, tmp_path, upstream.base_url)
+    port = server.port
     try:
         assert chat(port, "jerry-xl") == 200
         upstream.delay(1.0)
@@ -156,9 +159,8 @@ def test_a_drain_serves_a_connection_accepted_before_it_and_closes_idle_keepaliv
 
 
 def test_drain_is_bounded_by_drain_seconds(lean_runtime, upstream, tmp_path):
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port,
-                       DRAIN_SECONDS="1")
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, DRAIN_SECONDS="1")
+    port = server.port
     try:
         assert chat(port, "jerry-xl") == 200
         upstream.delay(120)
@@ -211,9 +213,8 @@ def test_unfinished_requests_and_idle_keepalives_are_closed_by_the_server(lean_r
     """CLIENT_TIMEOUT_SECONDS: a request whose headers never finish, one whose body never comes and
     an idle keep-alive connection are all closed by the server (within the timeout plus waitress's
     cleanup interval), while the pool stays free for real requests."""
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port,
-                       CLIENT_TIMEOUT_SECONDS="5")
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, CLIENT_TIMEOUT_SECONDS="5")
+    port = server.port
     socks = []
     try:
         assert chat(port, "jerry-xl") == 200
@@ -237,8 +238,8 @@ def test_unfinished_requests_and_idle_keepalives_are_closed_by_the_server(lean_r
 
 
 def test_strict_parsing_and_no_server_header(lean_runtime, upstream, tmp_path):
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port)
+    server = Activated(lean_runtime, tmp_path, upstream.base_url)
+    port = server.port
     try:
         r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=60)
         assert r.status_code == 200 and "server" not in r.headers  # waitress's ident is off
@@ -258,9 +259,8 @@ def test_strict_parsing_and_no_server_header(lean_runtime, upstream, tmp_path):
 def test_past_the_thread_bound_chat_requests_get_503_and_health_still_answers(lean_runtime, upstream, tmp_path):
     """SERVER_THREADS=4: two threads run chat completions, two stay for /health; 8 concurrent moa
     requests each get 200 or 503 with Retry-After, none is dropped, /health answers throughout."""
-    port = free_port()
-    server = Activated(lean_runtime, tmp_path, upstream.base_url, listen=f"127.0.0.1:{port}", port=port,
-                       SERVER_THREADS="4")
+    server = Activated(lean_runtime, tmp_path, upstream.base_url, SERVER_THREADS="4")
+    port = server.port
     try:
         assert chat(port, "jerry-xl") == 200
         upstream.delay(1.0)

@@ -20,24 +20,15 @@ from optillm_proxy_launcher.gateway import Gate
 from optillm_proxy_launcher.policy import Policy
 from optillm_proxy_launcher.upstream import (NON_TRANSIENT_STATUSES, REQUEST_HEADER, RETRY_STATUSES, BoundedTransport,
                                              Bounds, Registry, RequestContext)
+from tests.test_request_policy import Scripted
 
 UPSTREAM_KEY = "litellm-master-0123456789abcdef"
 QUOTED = f"Authentication Error, Received API Key = Bearer {UPSTREAM_KEY}, Key Hash (Token) ={UPSTREAM_KEY}"
 
 
-class Upstream(httpx.BaseTransport):
-    """Answers each call with the next status of its script (then 200), counting what arrives."""
-
-    def __init__(self, *statuses):
-        self.statuses = list(statuses)
-        self.seen: list[httpx.Request] = []
-
-    def handle_request(self, request):
-        self.seen.append(request)
-        status = self.statuses.pop(0) if self.statuses else 200
-        body = ({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}} if status == 200
-                else {"error": {"message": QUOTED}})
-        return httpx.Response(status, json=body)
+def quoting_upstream(*statuses) -> Scripted:
+    """Answers each call with the next status of its script (then 200), its errors quoting the key."""
+    return Scripted(*statuses, message=QUOTED)
 
 
 def context(registry: Registry) -> RequestContext:
@@ -60,7 +51,7 @@ def calls(upstream: Upstream, bodies: list[dict], retries=1):
 
 @pytest.mark.parametrize("status", [401, 403, 400, 404, 422])
 def test_after_a_non_transient_answer_the_requests_further_calls_never_leave(status):
-    upstream = Upstream(status)
+    upstream = quoting_upstream(status)
     # moa's shape: one n=3 call, then three single ones, then the aggregation.
     ctx, statuses = calls(upstream, [{"n": 1}, {}, {}, {}, {}])
     assert len(upstream.seen) == 1, "only the first call reached the upstream"
@@ -70,17 +61,17 @@ def test_after_a_non_transient_answer_the_requests_further_calls_never_leave(sta
 
 def test_a_400_to_a_call_asking_for_several_choices_lets_the_one_by_one_fallback_through():
     """0.3.12's moa/bon answer a failed n=3 call by asking three times without n."""
-    upstream = Upstream(400)
+    upstream = quoting_upstream(400)
     ctx, statuses = calls(upstream, [{"n": 3}, {}, {}, {}])
     assert statuses == [400, 200, 200, 200] and len(upstream.seen) == 4
     assert (ctx.skipped, ctx.refused_status) == (0, None)
-    upstream = Upstream(401)  # a refused key is refused whatever n was
+    upstream = quoting_upstream(401)  # a refused key is refused whatever n was
     ctx, statuses = calls(upstream, [{"n": 3}, {}, {}, {}])
     assert statuses == [401] * 4 and len(upstream.seen) == 1 and ctx.skipped == 3
 
 
 def test_another_request_is_not_stopped_by_this_ones_refusal():
-    upstream = Upstream(401)
+    upstream = quoting_upstream(401)
     registry = Registry()
     transport = BoundedTransport(upstream, Bounds(30, 1), registry, sleep=lambda s: None)
     first, second = context(registry), context(registry)
@@ -98,7 +89,7 @@ def test_nothing_reaches_the_upstream_after_the_first_non_transient_answer(scrip
     """The invariant, for any sequence of answers: the calls that reach the upstream stop at the
     first non-transient answer (a 400 to an n > 1 call excepted), and every call is either sent
     (counted in calls) or skipped (counted in skipped), never both."""
-    upstream = Upstream(*script)
+    upstream = quoting_upstream(*script)
     bodies = [{"n": 3} if several[i] else {} for i in range(8)]
     ctx, statuses = calls(upstream, bodies, retries=0)
     reached = [upstream.seen[i] for i in range(len(upstream.seen))]
