@@ -189,6 +189,14 @@ def test_uninstall_as_printed_then_install_as_the_readme_says(box, box_upstream,
     assert not unit.exists() and not (box.root / str(LAYOUT.prefix).lstrip("/")).exists()
     purge = "--purge" in command
     assert (box.root / str(LAYOUT.conf_dir).lstrip("/")).exists() != purge
+    # The plan on a host without the service: every step would run, and planning writes nothing.
+    dry = box.run(" ".join(("cd /repo && bash ./install.sh", *INSTALL_ARGS, "--dry-run --json")), env=INSTALL_ENV,
+                  timeout=300)
+    assert dry.rc == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+    plan = json.loads(dry.stdout)
+    assert f"would: install {LAYOUT.unit_file}" in plan["changed"] and "first-install" in plan["restart_reasons"]
+    assert any(item.startswith("would: build ") for item in plan["changed"]), plan["changed"]
+    assert not unit.exists() and not (box.root / str(LAYOUT.prefix).lstrip("/")).exists()
     _reinstall_as_the_readme_says(box, saved)
     assert key_files(box) == saved, "a reinstall changed the operator's files"
     record(f"`{command}` + reinstall s", round(time.monotonic() - start, 1))
