@@ -70,7 +70,7 @@ run_trixie_box_tests() {
   log "running the box suite again on Debian 13 (trixie), lean profile"
   (cd "${REPO}" && OPTILLM_PROXY_BOX_RELEASE=trixie \
     uv run --frozen pytest -m box tests/test_box_unit.py tests/test_box_testinfra.py tests/test_box_faults.py \
-      tests/test_box_upgrade.py tests/test_box_printed_commands.py)
+      tests/test_box_upgrade.py tests/test_box_printed_commands.py tests/test_box_reload.py)
 }
 
 # The fast tier promises developers no root and no network: shown by running it so.
