@@ -4,7 +4,7 @@
 # A stock OptiLLM, from a hashed lock, runs as a systemd service on loopback in front of LiteLLM
 # (addresses, paths and versions: launcher/optillm_proxy_launcher/layout.env). Run
 # `./install.sh --help` for flags and exit codes. Re-running it is safe: it changes only what
-# differs, never overwrites the operator's env or key file, and restarts the service at most once.
+# differs, never overwrites the operator's env or key file, and reloads or restarts the service once.
 # This bootstrap checks the flags, root and the system Python, installs uv and opsctl from their
 # hashed locks, then hands over to `opsctl install` (ops/install/), which plans and applies the rest.
 set -Eeuo pipefail

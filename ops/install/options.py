@@ -174,8 +174,9 @@ Usage: sudo ./install.sh [--profile lean|full] [--root DIR] [--dry-run] [--no-st
 Installs OptiLLM {OPTILLM_VERSION} from locks/py<X.Y>/<profile>.txt, X.Y being {SYSTEM_PYTHON}'s version
 (hashes required, bytecode compiled), as the systemd service {f['SERVICE']} on {f['LISTEN_HOST']}:{f['LISTEN_PORT']},
 upstream {f['UPSTREAM_URL']}.
-Re-running changes only what differs and restarts the service at most once (only if the unit,
-launcher, runtime, env, key, provider file or a drop-in changed, or it was not running).
+Re-running changes only what differs and applies it to the service once: a reload (a new process
+takes over, nothing waits) when only the env, a key or the provider file changed; a restart when the
+unit, launcher, runtime or a drop-in changed, or it was not running.
 It never overwrites {f['ENV_FILE']} or {f['KEY_FILE']} (it only moves an OPENAI_API_KEY= line of the env
 file into {f['UPSTREAM_KEY_FILE']}).
 install.sh checks the flags, root and {SYSTEM_PYTHON}, bootstraps uv and opsctl from their hashed
@@ -190,7 +191,7 @@ Options:
                   afterwards). Env: OPX_INSTALL_ROOT
   --dry-run       print each step and what it would change; write nothing
   --no-start      install everything but do not (re)start the service. Env: OPX_INSTALL_SKIP_START=1
-  --json          the summary as one JSON object on stdout (changed, restarted, runtime, profile,
+  --json          the summary as one JSON object on stdout (changed, restarted, reloaded, runtime, profile,
                   lock, health, next); progress goes to stderr. With --upgrade/--rollback: opsctl
                   runtime's outcome (exit_code, changed, message, current, previous)
   --uninstall     stop and remove the unit, runtimes, tools, opsctl link and service user;
