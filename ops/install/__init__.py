@@ -8,7 +8,7 @@ hold, compares it with what it holds, and applies the difference (or, in a dry r
 - host: what the host holds (read-only predicates)
 - run: a run's state: steps, the change list, dry run versus apply, failures
 - steps: the install steps, in order, each a plan for its part and its apply
-- service: the configuration check and the one restart
+- service: the configuration check and the one reload or restart
 - summary: the summary, the --json object, the exit code
 - main: the order of the steps, the run from start to exit code
 - command: the click command (the one module that is not stdlib only: a dry run is planned with

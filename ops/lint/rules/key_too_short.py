@@ -13,7 +13,7 @@ Fails:
 Passes:
     opx-Zq3v0m2T4sJ7x1dY8kP5wR9nB6cL2hF0aE4uG7iK1oM
 
-Fix: `sudo opsctl key rotate` (a new key written 0600, checked by the launcher, one restart), then
+Fix: `sudo opsctl key rotate` (a new key written 0600, checked by the launcher, one reload), then
 give LiteLLM the new key (RUNBOOK.md#rotate-the-proxy-key).
 """
 
