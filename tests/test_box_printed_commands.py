@@ -224,7 +224,7 @@ def test_the_check_through_litellm_as_printed(box, box_upstream):
     old = key_file.read_text()
     try:
         rotated = box.run("opsctl key rotate", timeout=600)
-        assert rotated.ok, rotated.stdout[-2000:] + rotated.stderr[-2000:]
+        assert rotated.ok, rotated.stdout[-2000:] + rotated.stderr[-2000:] + service.journal(box, 80)
         stale = box.run(script, input=litellm_key, timeout=300)
         print(f"through LiteLLM with its old proxy key: {stale.stdout[-600:]}")
         assert not stale.stdout.rstrip().endswith("HTTP 200"), stale.stdout[-2000:]

@@ -587,10 +587,11 @@ def helper_main(environ: Mapping[str, str] | None = None, key_files: Mapping[str
         reader = LineReader(sock.fileno())
         end = time.monotonic() + HELPER_SECONDS
         while True:
-            line, _ = reader.read(max(0.0, end - time.monotonic()))
+            line, ended = reader.read(max(0.0, end - time.monotonic()))
             if line is None:
-                say(f"refused: the running launcher gave no outcome within {HELPER_SECONDS:g} s; "
-                    f"see journalctl -u {layout.SERVICE}")
+                why = ("closed the connection without an outcome (it stopped, or had handed over already)"
+                       if ended else f"gave no outcome within {HELPER_SECONDS:g} s")
+                say(f"refused: the running launcher {why}; see journalctl -u {layout.SERVICE}")
                 return EX_REFUSED
             try:
                 answer = json.loads(line)
