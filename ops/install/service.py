@@ -8,6 +8,7 @@ import subprocess
 from ops.from_launcher.layout import BASE_MODEL, FACTS, LISTEN_HOST, LISTEN_PORT, SERVICE, SOCKET_UNIT, Layout
 from ops.install.run import Run, sh
 from ops.runtime.install_state import FIRST_INSTALL, UNIT_COMPONENTS
+from ops.runtime.service import reloadable
 
 
 def systemctl(*args: str, check: bool = False, quiet: bool = False) -> bool:
@@ -35,7 +36,8 @@ def start_service(run: Run) -> None:
         return
     if run.dry_run:
         if run.restart_reasons:
-            service_is(run, "dry-run", f"dry run: would check the configuration (opsctl runtime check) and restart "
+            how = "reload" if reloadable(run.restart_reasons) else "restart"
+            service_is(run, "dry-run", f"dry run: would check the configuration (opsctl runtime check) and {how} "
                                        f"{SERVICE} (changed: {reasons})")
         else:
             service_is(run, "dry-run", f"dry run: would not restart {SERVICE} (nothing changed)")
@@ -74,7 +76,8 @@ def start_service(run: Run) -> None:
     if not configuration_accepted(run):
         return
     verb = action.split(" ", 1)[0]
-    run.report(f"{verb} {SERVICE}; systemctl returns once it reports ready (or fails)")
+    expected = "reload" if reloadable(run.restart_reasons) else verb.removesuffix("ed")
+    run.report(f"{expected} {SERVICE}; systemctl returns once it reports ready (or fails)")
     applied, done = restart(run.layout, run.restart_reasons)
     run.changes += done
     if applied.detail:
