@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import struct
 import threading
 import time
 
@@ -40,6 +42,13 @@ def running(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def control_socket_owner(run_dir) -> int:
+    """The PID listening on the control socket's name (SO_PEERCRED), as a next helper would reach it."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(run_dir / reload.CONTROL_SOCKET_NAME))
+        return struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
 
 
 def status(port: int, model: str, key: str = KEY) -> int:
@@ -78,6 +87,9 @@ def test_a_reload_serves_new_requests_while_the_old_process_finishes_its_own(lea
         assert code == 0, out
         new_pid = int(re.search(r"PID (\d+) serves the new configuration", out).group(1))
         assert new_pid != old_pid
+        # `done` came once the new one held the control socket's name: a reload right now reaches it.
+        assert control_socket_owner(run_dir) == new_pid
+        assert [p.name for p in run_dir.iterdir()] == [reload.CONTROL_SOCKET_NAME]
 
         # New requests are answered by the new process while the old one still holds the slow one.
         answers = [status(port, "jerry-xl", new_key) for _ in range(5)]
@@ -112,12 +124,18 @@ def test_a_reload_serves_new_requests_while_the_old_process_finishes_its_own(lea
         assert code == 0, out
         third_pid = int(re.search(r"PID (\d+) serves the new configuration", out).group(1))
         assert third_pid != new_pid
+        # And another at once, as install.sh after `opsctl key rotate` does: no pause between them.
+        code, out = helper(tmp_path, run_dir, {"PROXY_APPROACHES": "moa,bon"}, new_key, UPSTREAM_KEY, capsys)
+        assert code == 0, out
+        fourth_pid = int(re.search(r"PID (\d+) serves the new configuration", out).group(1))
+        assert control_socket_owner(run_dir) == fourth_pid
         assert status(port, "bon-jerry-xl", new_key) == 200
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and running(new_pid):
-            time.sleep(0.1)
-        assert not running(new_pid), "the second generation did not exit after its drain"
-        new_pid = third_pid
+        for pid in (new_pid, third_pid):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and running(pid):
+                time.sleep(0.1)
+            assert not running(pid), f"PID {pid} did not exit after its drain"
+        new_pid = fourth_pid
         assert "Traceback" not in server.log()
     finally:
         upstream.reset()

@@ -48,10 +48,14 @@ def message(env: dict | None = None, proxy_key: str = PROXY_KEY) -> dict:
 
 
 class FakeChild:
-    """A new launcher: reads the handoff from its pipe, answers with `answer` (or exits), waits for go."""
+    """A new launcher: reads the handoff from its pipe, answers with `answer` (or exits), waits for go,
+    then says `serving` once `serve` is set (the real one: once it serves and holds the socket's name)."""
 
-    def __init__(self, argv, env, pass_fds, close_fds, answer="ready"):
+    def __init__(self, argv, env, pass_fds, close_fds, answer="ready", serve=None):
         self.argv, self.env, self.pid, self.returncode = argv, env, 4242, None
+        self.serve = serve if serve is not None else threading.Event()
+        if serve is None:
+            self.serve.set()
         value = argv[argv.index(reload.HANDOFF_OPTION) + 1]
         r, w = (int(x) for x in value.split(","))
         self.from_parent, self.to_parent = os.dup(r), os.dup(w)
@@ -71,6 +75,8 @@ class FakeChild:
             reload.send_line(self.to_parent, {"state": self.answer, "message": "PROXY_X refused here"})
             if self.answer == "ready":
                 self.got = reader.read(5)[0]
+                if self.got and json.loads(self.got) == {"state": "go"} and self.serve.wait(5):
+                    reload.send_line(self.to_parent, {"state": "serving"})
         self.done.set()
 
     def poll(self):
@@ -83,13 +89,13 @@ class FakeChild:
         self.returncode = -9
 
 
-def control(tmp_path, answer="ready", memory=lambda: None, commit=True):
+def control(tmp_path, answer="ready", memory=lambda: None, commit=True, serve=None):
     notifier = RecordingNotifier()
     notifier.send("READY=1\nSTATUS=serving before")
     children: list[FakeChild] = []
 
     def spawn(argv, **kw):
-        child = FakeChild(argv, answer=answer, **kw)
+        child = FakeChild(argv, answer=answer, serve=serve, **kw)
         children.append(child)
         return child
 
@@ -105,7 +111,8 @@ def control(tmp_path, answer="ready", memory=lambda: None, commit=True):
 def test_a_good_change_starts_a_new_launcher_hands_over_and_makes_it_main(tmp_path):
     c, notifier, children = control(tmp_path)
     said: list[str] = []
-    outcome = c.reload(message(), said.append)
+    outcome, switch = c.reload(message(), said.append)
+    assert switch.committed.is_set()
     [child] = children
     assert "PID 4242 serves the new configuration" in outcome
     # The keys went through the pipe, never argv or the environment.
@@ -120,6 +127,66 @@ def test_a_good_change_starts_a_new_launcher_hands_over_and_makes_it_main(tmp_pa
     assert notifier.sent[2].startswith("MAINPID=4242\nREADY=1\nSTATUS=reloaded")
     assert child.done.wait(5)
     assert json.loads(child.got) == {"state": "go"}
+
+
+def test_done_waits_until_the_new_launcher_serves_and_holds_the_control_socket(tmp_path):
+    """The answer the helper gets is the moment a next reload reaches the new process: not before the
+    new one says `serving` (it renames its control socket over the name first)."""
+    serve = threading.Event()
+    c, notifier, children = control(tmp_path, serve=serve)
+    outcome: list[str] = []
+    t = threading.Thread(target=lambda: outcome.append(c.reload(message(), lambda _: None)[0]))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive() and outcome == []  # committed (MAINPID sent), but no `done` yet
+    assert notifier.sent[-1].startswith("MAINPID=4242")
+    serve.set()
+    t.join(5)
+    assert outcome and "PID 4242 serves the new configuration" in outcome[0]
+
+
+def test_a_new_launcher_silent_after_go_is_still_main_and_the_helper_is_told(tmp_path, monkeypatch):
+    monkeypatch.setattr(reload, "SWITCH_SECONDS", 0.3)
+    never = threading.Event()
+    c, notifier, children = control(tmp_path, serve=never)
+    said: list[str] = []
+    assert "PID 4242 serves" in c.reload(message(), said.append)[0]
+    assert "PID 4242 is main but has not said it serves" in said[-1]
+
+
+def test_a_refused_new_launcher_leaves_no_private_socket_name_behind(tmp_path):
+    staging = reload.staging_path(tmp_path / reload.CONTROL_SOCKET_NAME, 4242)
+    staging.write_text("")  # what the new launcher bound before it was refused
+    c, notifier, children = control(tmp_path, answer="refused")
+    with pytest.raises(reload.ReloadRefused):
+        c.reload(message(), lambda _: None)
+    assert not staging.exists()
+
+
+def test_a_control_socket_is_named_only_when_published(tmp_path):
+    c, notifier, children = control(tmp_path)
+    path = tmp_path / reload.CONTROL_SOCKET_NAME
+    c.bind(path)
+    assert not path.exists() and reload.staging_path(path, os.getpid()).exists()
+    c.publish()
+    assert path.exists() and not reload.staging_path(path, os.getpid()).exists()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    c.stop_listening()
+
+
+def test_stop_listening_ends_the_accept_loop_and_resets_what_waits(tmp_path):
+    c, notifier, children = control(tmp_path)
+    path = tmp_path / reload.CONTROL_SOCKET_NAME
+    c.bind(path)
+    c.publish()
+    loop = threading.Thread(target=c.serve)
+    c.busy.acquire()  # a reload in progress: a queued helper would be refused
+    loop.start()
+    c.stop_listening()
+    loop.join(5)
+    assert not loop.is_alive()  # close() alone leaves accept() blocked until the process exits
+    with socket.socket(socket.AF_UNIX) as s, pytest.raises(ConnectionRefusedError):
+        s.connect(str(path))
 
 
 @pytest.mark.parametrize("env, proxy_key, why", [

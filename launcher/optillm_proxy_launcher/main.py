@@ -161,20 +161,33 @@ def main() -> None:
     supervisor_stop = threading.Event()
     switching = serving.Switching()
 
+    control = None  # the reload control socket: bound now at a private name, named once serving
+    control_path = reload.control_socket_path(started_with)
+    if listen is not None and control_path is not None:  # systemd's socket only: not a validation unit
+        launch = reload.Launch([sys.executable, "-I", os.path.abspath(sys.argv[0]), *unit_args], started_with,
+                               listen.fileno(), notify_socket, watchdog_usec)
+        control = reload.Control(launch, notifier, switching.request, switching.stopping.is_set)
+        try:
+            control.bind(control_path)
+        except OSError as exc:
+            control = None
+            print(f"optillm-proxy-launcher: no reload: cannot listen on {control_path}: {exc.strerror}; "
+                  "configuration changes need a restart", file=sys.stderr, flush=True)
+
     def on_serving() -> None:
         threading.Thread(target=notify.supervise, name="sd-notify", daemon=True,
                          args=(server, notifier, host, port, interval, supervisor_stop,
                                settings.enabled_slugs(prepared.enabled, prepared.table),
                                sorted(prepared.request.approaches))).start()
-        control = reload.control_socket_path(started_with)
-        if listen is not None and control is not None:  # systemd's socket only: not a validation unit
-            launch = reload.Launch([sys.executable, "-I", os.path.abspath(sys.argv[0]), *unit_args], started_with,
-                                   listen.fileno(), notify_socket, watchdog_usec)
+        if control is not None:
             try:
-                reload.Control(launch, notifier, switching.request, switching.stopping.is_set).start(control)
+                control.publish()
+                control.serve_in_background()
             except OSError as exc:
-                print(f"optillm-proxy-launcher: no reload: cannot listen on {control}: {exc.strerror}; "
+                print(f"optillm-proxy-launcher: no reload: cannot name {control_path}: {exc.strerror}; "
                       "configuration changes need a restart", file=sys.stderr, flush=True)
+        if HANDOFF is not None:
+            HANDOFF.serving()
 
     try:
         gates: list[Gate] = []

@@ -12,10 +12,13 @@ Three parties, one module (stdlib only):
   (never argv, the environment or a file). When the new one is ready, the serving loop switches
   (serving.py): stop accepting (new connections wait in the socket's backlog for the moment it takes),
   MAINPID=<new> and READY=1 to systemd (NotifyAccess=main: only the main process may say it), `go`
-  to the new one; then it drains its requests in flight and exits 0.
-- the new launcher (`Handoff`): starts like a fresh one but on the inherited socket, checks its app
-  in-process (/health through every layer; a probe over TCP could be answered by the old process),
-  says `ready`, serves only after `go`, then feeds the watchdog as the main process.
+  to the new one; it answers the helper `done` once the new one says `serving`, then drains its
+  requests in flight and exits 0.
+- the new launcher (`Handoff`): starts like a fresh one but on the inherited socket, binds its control
+  socket at a private name, checks its app in-process (/health through every layer; a probe over TCP
+  could be answered by the old process), says `ready`, serves only after `go`, then takes the control
+  socket's name, says `serving` and feeds the watchdog as the main process. A reload that follows at
+  once therefore reaches the process that serves, never the one draining.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ HANDOFF_OPTION = "--handoff-fd"
 READY_SECONDS = 45.0
 SWITCH_SECONDS = 10.0
 GO_SECONDS = READY_SECONDS + SWITCH_SECONDS + 5
+ANSWER_SECONDS = SWITCH_SECONDS + 5  # a drained old process waits this long for its helper's answer
 MESSAGE_SECONDS = 10.0
 HELPER_SECONDS = READY_SECONDS + SWITCH_SECONDS + 2
 MAX_MESSAGE_BYTES = 1 << 20
@@ -174,7 +178,10 @@ class LineReader:
                 return None, True
             if self.fd not in events:
                 continue
-            chunk = os.read(self.fd, 65536)
+            try:
+                chunk = os.read(self.fd, 65536)
+            except ConnectionResetError:  # the peer closed with data unread (a listener shut down)
+                return None, True
             if not chunk:
                 return None, True
             self.buffer += chunk
@@ -198,6 +205,8 @@ def read_message(conn: socket.socket, seconds: float = MESSAGE_SECONDS) -> dict:
                 raise ReloadRefused(f"the reload message is larger than {MAX_MESSAGE_BYTES} bytes")
     except TimeoutError:
         raise ReloadRefused(f"the reload helper sent nothing within {seconds:g} s") from None
+    if not data.strip():
+        raise ReloadRefused("the reload message is empty (a connection that sent nothing)")
     try:
         message = json.loads(data)
     except ValueError:
@@ -209,6 +218,11 @@ def read_message(conn: socket.socket, seconds: float = MESSAGE_SECONDS) -> dict:
     if not strings(message["environment"]) or not strings(message["credentials"]):
         raise ReloadRefused("the reload message holds values that are not strings")
     return message
+
+
+def staging_path(path: Path, pid: int) -> Path:
+    """Where launcher `pid` listens before its control socket takes the name `path`."""
+    return path.with_name(f".{path.name}.{pid}")
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -309,6 +323,9 @@ class Switch:
     notify: Callable[[str], bool]
     committed: threading.Event = field(default_factory=threading.Event)
     aborted: threading.Event = field(default_factory=threading.Event)
+    # Set once the helper has its answer: the old process, drained, waits for it before it exits
+    # (an exit first would close the helper's connection with no outcome, and the reload fail).
+    answered: threading.Event = field(default_factory=threading.Event)
 
     def alive(self) -> bool:
         return self.child.poll() is None
@@ -334,24 +351,38 @@ class Control:
         self.request_switch, self.stopping, self.memory, self.spawn = request_switch, stopping, memory, spawn
         self.busy = threading.Lock()
         self.listener: socket.socket | None = None
+        self.path: Path | None = None
 
     # - the socket -
 
     def bind(self, path: Path) -> None:
-        """Bound at a temporary name and renamed over `path`: a new launcher takes the name from the
-        old one in one step (connections already accepted are unaffected)."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
+        """Listen at a private name beside `path` (staging_path); `publish` gives it the name. A new
+        launcher binds before it says ready and publishes once it serves, so the old one answers
+        `done` only when the name already leads here: the next reload reaches the serving process."""
+        staging = staging_path(path, os.getpid())
+        staging.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.bind(str(tmp))
-        os.chmod(tmp, 0o600)
-        sock.listen(4)
-        os.replace(tmp, path)
-        self.listener = sock
+        try:
+            sock.bind(str(staging))
+            os.chmod(staging, 0o600)
+            sock.listen(4)
+        except OSError:
+            sock.close()
+            staging.unlink(missing_ok=True)
+            raise
+        self.listener, self.path = sock, path
+
+    def publish(self) -> None:
+        """Take the name in one step (a connection the old listener accepted already is unaffected)."""
+        os.replace(staging_path(self.path, os.getpid()), self.path)
+
+    def serve_in_background(self) -> None:
+        threading.Thread(target=self.serve, name="reload-control", daemon=True).start()
 
     def start(self, path: Path) -> None:
         self.bind(path)
-        threading.Thread(target=self.serve, name="reload-control", daemon=True).start()
+        self.publish()
+        self.serve_in_background()
 
     def serve(self) -> None:
         while True:
@@ -360,6 +391,15 @@ class Control:
             except OSError:
                 return
             threading.Thread(target=self.answer, args=(conn,), name="reload", daemon=True).start()
+
+    def stop_listening(self) -> None:
+        """shutdown() wakes the accept() blocked in serve() (close() alone leaves it accepting until
+        the process exits); anything queued behind it is reset, which the helper reports."""
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
 
     def answer(self, conn: socket.socket) -> None:
         with conn:
@@ -370,14 +410,16 @@ class Control:
                     raise ReloadRefused("another reload is running: wait for it to finish")
                 try:
                     message = read_message(conn)
-                    outcome = self.reload(message, lambda text: self._say(conn, "progress", text), conn.fileno())
+                    outcome, switch = self.reload(message, lambda text: self._say(conn, "progress", text),
+                                                  conn.fileno())
                 except BaseException:
                     self.busy.release()
                     raise
                 # Handed over: the new launcher answers reloads from now on (it took the socket's name);
                 # this one keeps `busy`, so a connection still queued here is refused, never served.
-                self.listener.close()
+                self.stop_listening()
                 self._say(conn, "done", outcome)
+                switch.answered.set()
             except ReloadRefused as exc:
                 print(f"{PREFIX}: reload refused: {exc}", file=sys.stderr, flush=True)
                 self._say(conn, "refused", str(exc))
@@ -394,7 +436,8 @@ class Control:
 
     # - the reload itself -
 
-    def reload(self, message: dict, say: Callable[[str], None], helper_fd: int | None = None) -> str:
+    def reload(self, message: dict, say: Callable[[str], None], helper_fd: int | None = None) -> tuple[str, Switch]:
+        """(what to tell the helper, the committed switch), or ReloadRefused: the old process serves on."""
         launch = self.launch
         environment = compose_environment(launch.environment, message["environment"])
         credentials = message["credentials"]
@@ -414,7 +457,7 @@ class Control:
             self.notifier.send(f"READY=1\nSTATUS={previous}" if previous else "READY=1")
             raise
 
-    def _hand_over(self, environment: dict, credentials: dict, say, helper_fd: int | None) -> str:
+    def _hand_over(self, environment: dict, credentials: dict, say, helper_fd: int | None) -> tuple[str, Switch]:
         launch = self.launch
         to_child_r, to_child = os.pipe()
         from_child, from_child_w = os.pipe()
@@ -438,7 +481,7 @@ class Control:
             line, hung_up = reader.read(READY_SECONDS, helper_fd)
             if line is None:
                 raise ReloadRefused(self._not_ready(child, hung_up))
-            state = json.loads(line)
+            state = _state_message(line)
             if state.get("state") != "ready":
                 child.wait(10)
                 raise ReloadRefused(str(state.get("message") or "the new launcher exited before it was ready"))
@@ -449,16 +492,30 @@ class Control:
                 switch.aborted.set()
                 raise ReloadRefused(f"the serving loop did not switch to the new launcher within {SWITCH_SECONDS:g} s"
                                     if not self.stopping() else "the service is stopping")
+            # `done` waits for the new one to serve and hold the control socket's name, so whoever
+            # the helper tells next (systemctl, install, key rotate) reaches the serving process.
+            line, _ = reader.read(SWITCH_SECONDS)
+            serving_now = line is not None and _state(line) == "serving"
         except BaseException:
             if not switch.committed.is_set():
                 _end(child)
+                self._forget_staging(child.pid)
             raise
         finally:
             os.close(from_child)
             if not switch.committed.is_set():
                 os.close(to_child)
         # The new one keeps its end open: our end closes when this process exits.
-        return f"PID {child.pid} serves the new configuration; PID {os.getpid()} drains its requests in flight"
+        if not serving_now:
+            say(f"PID {child.pid} is main but has not said it serves; see journalctl -u {layout.SERVICE}")
+        return (f"PID {child.pid} serves the new configuration; PID {os.getpid()} drains its requests in flight",
+                switch)
+
+    def _forget_staging(self, pid: int) -> None:
+        """A new launcher that never served leaves its private control socket name behind."""
+        path = control_socket_path(self.launch.environment)
+        if path is not None:
+            staging_path(path, pid).unlink(missing_ok=True)
 
     @staticmethod
     def _not_ready(child: Detached, hung_up: bool) -> str:
@@ -467,6 +524,18 @@ class Control:
         if hung_up:
             return "the reload was abandoned (the helper went away: systemd's reload timeout?)"
         return f"the new launcher was not ready within {READY_SECONDS:g} s"
+
+
+def _state_message(line: str) -> dict:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
+def _state(line: str) -> str | None:
+    return _state_message(line).get("state")
 
 
 def _end(child: Detached) -> None:
@@ -502,15 +571,17 @@ class Handoff:
     def refused(self, message: str) -> None:
         self.say({"state": "refused", "message": message})
 
+    def serving(self) -> None:
+        """After `go`: this process serves and its control socket holds the name (the old one's
+        `done` waits for this)."""
+        self.say({"state": "serving"})
+
     def ready_and_wait(self, seconds: float = GO_SECONDS) -> bool:
         """Tell the old launcher this one is ready; True once it says go (it has stopped accepting and
         made this process the main one), False when it went away or never said it."""
         self.say({"state": "ready"})
         line, _ = self.reader.read(seconds)
-        try:
-            return line is not None and json.loads(line).get("state") == "go"
-        except ValueError:
-            return False
+        return line is not None and _state(line) == "go"
 
 
 def take_handoff(argv: list[str]) -> tuple[Handoff | None, list[str]]:

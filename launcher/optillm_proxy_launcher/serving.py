@@ -32,7 +32,7 @@ import time
 
 from typing import Callable
 
-from optillm_proxy_launcher import settings
+from optillm_proxy_launcher import reload, settings
 from optillm_proxy_launcher.settings import ConfigRefused
 
 SD_LISTEN_FDS_START = 3
@@ -283,7 +283,7 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
               file=sys.stderr, flush=True)
         from waitress import wasyncore
 
-        handed_to = None
+        handed_to = None  # the reload.Switch this process handed its socket to
         while handed_to is None and not stopping.is_set():
             wasyncore.loop(timeout=LOOP_SECONDS, map=server._map, use_poll=True, count=1)
             if switching.requested.is_set() and not stopping.is_set():
@@ -293,9 +293,10 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
                     # process accepting: it waits in the backlog for that moment.
                     stop_accepting(server)
                     switch.commit()
-                    handed_to = switch.child.pid
+                    handed_to = switch
         if handed_to is not None:
-            hand_over_and_drain(server, notifier, request, stop_supervisor, handed_to)
+            hand_over_and_drain(server, notifier, request, stop_supervisor, handed_to.child.pid)
+            handed_to.answered.wait(reload.ANSWER_SECONDS)
             return
         stop_accepting(server)
         stop_supervisor.set()
@@ -318,8 +319,6 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
 
     def take_over(server, handoff) -> bool:
         """The new launcher of a reload: its app checked in-process, `ready`, then serve on `go`."""
-        from optillm_proxy_launcher import reload
-
         if not reload.app_health(_app()):
             raise ConfigRefused("the new launcher's /health did not answer 200 in-process: see the lines above")
         if not handoff.ready_and_wait():
