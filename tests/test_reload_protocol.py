@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,15 @@ def test_a_good_change_starts_a_new_launcher_hands_over_and_makes_it_main(tmp_pa
     assert json.loads(child.got) == {"state": "go"}
 
 
+def children_said_go(children: list, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if children and children[0].got:
+            return json.loads(children[0].got) == {"state": "go"}
+        time.sleep(0.01)
+    return False
+
+
 def test_done_waits_until_the_new_launcher_serves_and_holds_the_control_socket(tmp_path):
     """The answer the helper gets is the moment a next reload reaches the new process: not before the
     new one says `serving` (it renames its control socket over the name first)."""
@@ -137,9 +147,10 @@ def test_done_waits_until_the_new_launcher_serves_and_holds_the_control_socket(t
     outcome: list[str] = []
     t = threading.Thread(target=lambda: outcome.append(c.reload(message(), lambda _: None)[0]))
     t.start()
-    t.join(0.5)
-    assert t.is_alive() and outcome == []  # committed (MAINPID sent), but no `done` yet
+    assert children_said_go(children, 10)  # committed: MAINPID sent, go sent
     assert notifier.sent[-1].startswith("MAINPID=4242")
+    t.join(0.3)
+    assert t.is_alive() and outcome == []  # but no `done` while the new one has not said `serving`
     serve.set()
     t.join(5)
     assert outcome and "PID 4242 serves the new configuration" in outcome[0]
