@@ -6,6 +6,7 @@ The real launcher's handoff is proven in tests/test_reload.py, under systemd in 
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -399,3 +400,20 @@ def test_the_new_launcher_is_started_detached_never_as_a_child_of_the_old_one(tm
     child.wait(30)
     assert child.poll() is not None
     assert int(out.read_text()) != os.getpid()
+
+
+def test_every_reload_message_the_docs_explain_is_one_the_code_writes():
+    """docs/serving.md#messages-of-a-reload: each message's fixed words are in the helper's or the
+    running launcher's code (a reworded message fails here until its row is)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    table = doc.split("### Messages of a reload", 1)[1].split("\n### ", 1)[0]
+    code = Path(reload.__file__).read_text()
+    messages = [row.split("`")[1] for row in table.splitlines() if row.startswith("| `")]
+    assert len(messages) >= 10
+    placeholder = re.compile(r"\.\.\.|<[^>]*>|\bPID [NM]\b|\bN\b|\(\.\.\.\)|/etc/optillm-proxy/|"
+                             r"/run/optillm-proxy/control\.sock|optillm-proxy\b|\b\d+ s\b|refused, |refused: ")
+    for message in messages:
+        for piece in placeholder.split(message):
+            piece = piece.strip(" ;:,()")
+            if len(piece) >= 8:
+                assert piece in code, f"{piece!r} (docs/serving.md, {message!r}) is not in reload.py"

@@ -660,9 +660,9 @@ def helper_main(environ: Mapping[str, str] | None = None, key_files: Mapping[str
         while True:
             line, ended = reader.read(max(0.0, end - time.monotonic()))
             if line is None:
-                why = ("closed the connection without an outcome (it stopped, or had handed over already)"
-                       if ended else f"gave no outcome within {HELPER_SECONDS:g} s")
-                say(f"refused: the running launcher {why}; see journalctl -u {layout.SERVICE}")
+                why = ("the running launcher closed the connection without an outcome (it stopped, or had handed "
+                       "over already)" if ended else f"the running launcher gave no outcome within {HELPER_SECONDS:g} s")
+                say(f"refused: {why}; see journalctl -u {layout.SERVICE}")
                 return EX_REFUSED
             try:
                 answer = json.loads(line)
