@@ -417,3 +417,29 @@ def test_every_reload_message_the_docs_explain_is_one_the_code_writes():
             piece = piece.strip(" ;:,()")
             if len(piece) >= 8:
                 assert piece in code, f"{piece!r} (docs/serving.md, {message!r}) is not in reload.py"
+
+
+def test_a_drained_old_launcher_ends_the_processes_it_started_and_nothing_else():
+    """What its plugins started (here: one that exits on SIGTERM, one that ignores it) ends with it;
+    a detached process (the new launcher) is not its child and is left alone. Run in a process of its
+    own: end_children() ends every child of the process that calls it (this worker has others)."""
+    script = """
+import json, os, signal, subprocess, sys, time
+from optillm_proxy_launcher import reload
+polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\\n"
+                             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+                             "print('ok', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+assert stubborn.stdout.readline() == b"ok\\n"  # its SIGTERM handler is in place
+detached = reload.spawn_detached([sys.executable, "-c", "import time; time.sleep(60)"], env=dict(os.environ))
+ended = reload.end_children(grace=0.5)
+print(json.dumps({"ended": ended, "polite": [polite.pid, polite.wait(5)], "stubborn": [stubborn.pid, stubborn.wait(5)],
+                  "detached": [detached.pid, detached.poll()]}))
+detached.kill()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert sorted(result["ended"]) == sorted([result["polite"][0], result["stubborn"][0]])
+    assert result["polite"][1] == -15 and result["stubborn"][1] == -9  # SIGTERM, then SIGKILL after the grace
+    assert result["detached"][1] is None  # the new launcher runs on

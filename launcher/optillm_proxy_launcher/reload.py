@@ -303,6 +303,44 @@ def spawn_detached(argv: list[str], env: dict, pass_fds=(), close_fds: bool = Tr
     return Detached(int(line))
 
 
+def children_of(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def end_children(grace: float = 5.0) -> list[int]:
+    """A drained old launcher's last step: SIGTERM the processes its plugins started (Jupyter
+    kernels, MCP servers, browsers), SIGKILL what is left after `grace`. On a stop systemd does this
+    (KillMode=mixed); after a reload the cgroup lives on, and they would run until the next stop.
+    The new launcher is not among them: it was started detached (spawn_detached)."""
+    children = children_of(os.getpid())
+    for pid in children:
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(_running(pid) for pid in children):
+        time.sleep(0.05)
+    for pid in children:
+        if _running(pid):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+    return children
+
+
 @dataclass
 class Launch:
     """How the running launcher was started: what a new one is started with."""

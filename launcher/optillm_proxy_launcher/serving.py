@@ -297,6 +297,10 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
         if handed_to is not None:
             hand_over_and_drain(server, notifier, request, stop_supervisor, handed_to.child.pid)
             handed_to.answered.wait(reload.ANSWER_SECONDS)
+            ended = reload.end_children()
+            if ended:
+                print(f"optillm-proxy-launcher: ended {len(ended)} process(es) its plugins had started",
+                      file=sys.stderr, flush=True)
             return
         stop_accepting(server)
         stop_supervisor.set()
