@@ -7,7 +7,10 @@ hold, compares it with what it holds, and applies the difference (or, in a dry r
 - templates: the toolkit's *.in files rendered with layout.env's values
 - host: what the host holds (read-only predicates)
 - run: a run's state: steps, the change list, dry run versus apply, failures
-- steps: the install steps, in order, each a plan for its part and its apply
+- steps: the install steps, in order, each a plan for its part and its apply (profile, Python,
+  user, directories, configuration, unit, uninstall script, change detection)
+- runtime: the runtime steps (the hashed venv, the launcher in it, the `current` link)
+- files: writing files, links and directories atomically (the applies the steps call)
 - service: the configuration check and the one reload or restart
 - summary: the summary, the --json object, the exit code
 - main: the order of the steps, the run from start to exit code

@@ -8,18 +8,18 @@ import os
 import subprocess
 import sys
 
-from ops.install import options, service, steps, summary
+from ops.install import options, runtime, service, steps, summary
 from ops.install.run import Run, StepFailed
 
 # The install, in the order it runs: each step plans its part against the host and applies it.
 INSTALL_STEPS = (steps.choose_profile, steps.check_system, steps.check_python, steps.keep_current_runtime,
-                 steps.create_service_user, steps.create_directories, steps.build_runtime, steps.install_launcher,
-                 steps.link_runtimes_site_packages, steps.switch_current, steps.write_provider_file,
+                 steps.create_service_user, steps.create_directories, runtime.build_runtime, runtime.install_launcher,
+                 runtime.link_runtimes_site_packages, runtime.switch_current, steps.write_provider_file,
                  steps.write_env_file, steps.write_upstream_key_file, steps.write_key_file, steps.install_unit,
                  steps.write_uninstall_script, steps.detect_changes, service.start_service)
 # --upgrade: the runtime is built here, validated and switched to by `opsctl runtime upgrade`.
-UPGRADE_STEPS = (steps.choose_profile, steps.check_system, steps.check_python, steps.build_runtime,
-                 steps.install_launcher, steps.link_runtimes_site_packages)
+UPGRADE_STEPS = (steps.choose_profile, steps.check_system, steps.check_python, runtime.build_runtime,
+                 runtime.install_launcher, runtime.link_runtimes_site_packages)
 
 
 def install(opts: options.Options, result_fd: int) -> int:

@@ -215,7 +215,7 @@ def test_help_is_install_sh_s_and_names_the_locks_directory_away_from_a_checkout
 def test_the_runtime_is_built_with_the_flags_install_sh_builds_opsctl_with():
     """The box proves install.sh's uv_cmd trusts the host's certificate store
     (tests/test_box_unit.py); the runtime build passes the same flags."""
-    from ops.install.steps import UV_FLAGS
+    from ops.install.runtime import UV_FLAGS
 
     line = next(line for line in (REPO / "install.sh").read_text().splitlines() if line.startswith("uv_cmd()"))
     assert f'"${{UV}}" {" ".join(UV_FLAGS)} "$@"' in line, line
