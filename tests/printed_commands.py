@@ -71,6 +71,9 @@ PROOFS: dict[str, Proof] = {
     "sudo opsctl runtime check": _box(),
     "sudo opsctl runtime list": _box(),
     "sudo systemctl start optillm-proxy": _box(),
+    "sudo systemctl restart optillm-proxy": _test(
+        "tests/test_box_no_request_lost.py::test_systemctl_restart_loses_no_request",
+        'box_run(box, f"systemctl restart {SERVICE}")', "runs it as root in the box, under load, and asserts exit 0"),
     "sudo systemctl reload optillm-proxy": _test(
         "tests/test_box_reload.py::test_a_reload_hands_over_without_a_pause_and_applies_env_and_key",
         "result = reload(box)", "reload(box) runs it with a changed env file and a request in flight"),
