@@ -246,13 +246,18 @@ _DETACH = ("import os, sys\n"
            "os.write(fd, b'%d\\n' % pid)\n")
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; [] when the process is gone."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (its new parent may not have reaped it yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return bool(fields) and fields[0] != "Z"
 
 
 class Detached:
@@ -307,13 +312,8 @@ def children_of(pid: int, proc: Path = Path("/proc")) -> list[int]:
     """The live processes whose parent is `pid`."""
     found = []
     for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
+        fields = _stat_fields(entry / "stat") if entry.name.isdigit() else []
+        if fields and fields[0] != "Z" and int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
 

@@ -295,12 +295,7 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
                     switch.commit()
                     handed_to = switch
         if handed_to is not None:
-            hand_over_and_drain(server, notifier, request, stop_supervisor, handed_to.child.pid)
-            handed_to.answered.wait(reload.ANSWER_SECONDS)
-            ended = reload.end_children()
-            if ended:
-                print(f"optillm-proxy-launcher: ended {len(ended)} process(es) its plugins had started",
-                      file=sys.stderr, flush=True)
+            hand_over_and_drain(server, notifier, request, stop_supervisor, handed_to)
             return
         stop_accepting(server)
         stop_supervisor.set()
@@ -341,8 +336,10 @@ def make_run(notifier, request: settings.RequestSettings, listen: socket.socket 
 
 
 def hand_over_and_drain(server, notifier, request: settings.RequestSettings, stop_supervisor: threading.Event,
-                        new_pid: int) -> None:
-    """After a reload's switch: another process is main and serves; finish what is in flight, exit."""
+                        switch: reload.Switch) -> None:
+    """After a reload's switch: another process is main and serves; finish what is in flight, let the
+    helper have its answer (exiting first would cut it), end what the plugins started, return."""
+    new_pid = switch.child.pid
     stop_supervisor.set()
     notifier.retarget(None)  # systemd hears only the main process now; nothing more to tell it
     in_flight = busy_channels(server)
@@ -355,3 +352,8 @@ def hand_over_and_drain(server, notifier, request: settings.RequestSettings, sto
     else:
         print("optillm-proxy-launcher: drained: every request in flight was answered", file=sys.stderr, flush=True)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+    switch.answered.wait(reload.ANSWER_SECONDS)
+    ended = reload.end_children()
+    if ended:
+        print(f"optillm-proxy-launcher: ended {len(ended)} process(es) its plugins had started", file=sys.stderr,
+              flush=True)
