@@ -83,7 +83,8 @@ def start_service(run: Run) -> None:
     if applied.detail:
         run.report(applied.detail)
     if applied.action == "reloaded":
-        action, verb, run.reloaded = f"reloaded (changed: {reasons})", "reload", True
+        action, verb = f"reloaded (changed: {reasons})", "reload"
+        run.reloaded = applied.code == 0  # --json: applied by a reload; a refused one applied nothing
     if applied.code == 0:
         service_is(run, "healthy", f"{action}; healthy at http://{LISTEN_HOST}:{LISTEN_PORT}/health")
         run.changes.append(f"{SERVICE} {action}")
@@ -102,7 +103,7 @@ def configuration_accepted(run: Run) -> bool:
     """The launcher's own checks (`opsctl runtime check`: --check in a transient unit with the
     installed unit's settings) on the configuration now on disk, before the running service is
     touched: a refusal leaves it serving the previous configuration."""
-    opsctl = run.layout.tools / "opsctl" / "bin" / "opsctl"
+    opsctl = run.layout.opsctl
     proc = subprocess.run([str(opsctl), "runtime", "check"], capture_output=True, text=True, check=False)
     if proc.returncode == 0:
         run.report("configuration accepted by the launcher's checks")

@@ -230,3 +230,22 @@ def test_the_ops_install_package_but_its_click_command_is_stdlib_only():
              " - {'__main__', 'sitecustomize', 'usercustomize'}))")
     out = subprocess.run([sys.executable, "-I", "-c", probe, str(REPO)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['ops', 'optillm_proxy_launcher']", out.stdout
+
+
+@pytest.mark.parametrize("code, reloaded, health, exit_code", [(0, True, "healthy", 0), (1, False, "refused", 6)])
+def test_the_json_says_reloaded_only_when_the_reload_applied_the_change(monkeypatch, tmp_path, code, reloaded, health,
+                                                                         exit_code):
+    """An env change on a running service is a reload (ops.runtime.service.restart); when the running
+    launcher refuses it, nothing was applied: `reloaded` false, `health` refused, exit 6."""
+    from ops.install import service, summary
+    from ops.runtime.service import Applied
+
+    run = Run(options.parse([f"--toolkit={Path(__file__).resolve().parents[2]}"], environ={}), profile="lean")
+    run.has_systemd, run.restart_reasons = True, ["env-file"]
+    monkeypatch.setattr(service, "systemctl", lambda *args, **kw: True)  # enabled, active
+    monkeypatch.setattr(service, "sh", lambda *args, **kw: None)
+    monkeypatch.setattr(service, "configuration_accepted", lambda run: True)
+    monkeypatch.setattr(service, "restart", lambda layout, reasons: (Applied("reloaded", code, "refused: because"), []))
+    service.start_service(run)
+    out = summary.outcome(run)
+    assert (out["reloaded"], out["restarted"], out["health"], out["exit_code"]) == (reloaded, False, health, exit_code)
