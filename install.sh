@@ -90,7 +90,7 @@ ensure_system_python() {
   if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
     die "${EXIT_PREREQ}" "${SYSTEM_PYTHON} is missing: install python3 with venv support (Debian: apt-get install python3 python3-venv), then re-run"
   fi
-  apt_install "${DEBIAN_PACKAGES[@]}"
+  apt_install "${DEBIAN_PACKAGES[@]}" || die "${EXIT_PREREQ}" "apt-get could not install ${DEBIAN_PACKAGES[*]}: install them yourself, then re-run"
 }
 
 # ops/install/options.py answers --help, usage errors (exit 2), --uninstall and the missing
