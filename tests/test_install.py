@@ -496,7 +496,7 @@ def test_staged_key_is_well_formed(staged):
 
 
 def keys_tool(*args: str) -> subprocess.CompletedProcess:
-    """What install.sh's keys_tool runs (`python -I -m ops.runtime.keys`), from the dev venv."""
+    """The by-hand entry (`python -I -m ops.runtime.keys`), from the dev venv."""
     return subprocess.run([sys.executable, "-I", "-m", "ops.runtime.keys", *args], capture_output=True, text=True, timeout=60)
 
 

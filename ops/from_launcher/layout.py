@@ -131,6 +131,11 @@ class Layout:
     def opsctl_link(self) -> Path:
         return self._p("OPSCTL_LINK")
 
+    @property
+    def opsctl(self) -> Path:
+        """opsctl in its own venv under tools/ (what install.sh builds and OPSCTL_LINK points at)."""
+        return self.tools / "opsctl" / "bin" / "opsctl"
+
     def launcher(self, runtime: Path | None = None) -> Path:
         return (runtime or self.current) / LAUNCHER_REL
 

@@ -1,6 +1,6 @@
 """Writing the install's files, links and directories: atomic (a temporary name, then a rename),
-root-owned when installing for real, under --root when staging. Each function is an apply, called
-through `Run.apply` by a step (ops.install.steps, ops.install.runtime)."""
+root-owned when installing for real, under --root when staging; what the steps (ops.install.steps,
+ops.install.runtime) write with, mostly inside their `Run.apply`."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from ops.install import options, runtime, service, steps, summary
-from ops.install.run import Run, StepFailed
+from ops.install.run import Run
 
 # The install, in the order it runs: each step plans its part against the host and applies it.
 INSTALL_STEPS = (steps.choose_profile, steps.check_system, steps.check_python, steps.keep_current_runtime,
@@ -45,7 +45,7 @@ def runtime_upgrade(run: Run, result_fd: int) -> int:
     """Hands over to `opsctl runtime upgrade` (validation, switch, checks, switching back); its exit
     code is the run's."""
     run.step("runtime upgrade", "read the line above; opsctl runtime --help explains each exit code")
-    opsctl = run.layout.tools / "opsctl" / "bin" / "opsctl"
+    opsctl = run.layout.opsctl
     sys.stdout.flush()
     json_flag = ["--json"] if run.opts.json else []
     return subprocess.run([str(opsctl), "runtime", "upgrade", run.runtime_name, *json_flag], stdout=result_fd,
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     except options.UsageError as exc:
         return options.fail(str(exc), exc.code)
     if opts.rollback:
-        opsctl = opts.layout.tools / "opsctl" / "bin" / "opsctl"
+        opsctl = opts.layout.opsctl
         return subprocess.run([str(opsctl), "runtime", "rollback", *(["--json"] if opts.json else [])],
                               check=False).returncode
     if not (opts.checkout / "launcher").is_dir():
@@ -83,8 +83,6 @@ def main(argv: list[str]) -> int:
         os.dup2(2, 1)
     try:
         return install(opts, result_fd)
-    except StepFailed as exc:
-        return options.fail(str(exc), exc.code)
     finally:
         sys.stdout.flush()
         os.close(result_fd)

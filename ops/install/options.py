@@ -245,7 +245,7 @@ def check_installation(opts: Options) -> None:
     if not Path("/run/systemd/system").is_dir():
         raise UsageError("systemd is not PID 1 here: an upgrade validates and switches the running service, "
                          "which needs it", EXIT_NO_SYSTEMD)
-    if not (lay.current.is_symlink() and os.access(lay.tools / "opsctl" / "bin" / "opsctl", os.X_OK)):
+    if not (lay.current.is_symlink() and os.access(lay.opsctl, os.X_OK)):
         raise UsageError(f"no installation here ({FACTS['CURRENT_LINK']}, {FACTS['TOOLS_DIR']}/opsctl): "
                          "run sudo ./install.sh first", EXIT_PREREQ)
     if opts.upgrade_lock and not Path(opts.upgrade_lock).is_file():

@@ -123,7 +123,7 @@ USAGE = "usage: python -m ops.runtime.install_state changes [--record] ROOT"
 
 
 def main(argv: list[str]) -> int:
-    """install.sh's entry: prints the changed components (one a line) of the layout under ROOT ("/"
+    """The by-hand entry: prints the changed components (one a line) of the layout under ROOT ("/"
     for the host); --record also records the host's state. Exit 0, 1 on a file error, 2 on usage."""
     if argv[:1] != ["changes"] or len(argv) not in (2, 3) or (len(argv) == 3 and argv[1] != "--record"):
         print(USAGE, file=sys.stderr)

@@ -136,7 +136,7 @@ USAGE = "usage: python -m ops.runtime.keys generate KEY_FILE | migrate ENV_FILE 
 
 
 def main(argv: list[str]) -> int:
-    """install.sh's entry: `generate KEY_FILE` writes a new proxy key into a file that must not exist;
+    """The by-hand entry: `generate KEY_FILE` writes a new proxy key into a file that must not exist;
     `migrate ...` prints migrate_upstream_key's outcome. Exit 0, 1 on a file error, 2 on usage."""
     try:
         if argv[:1] == ["generate"] and len(argv) == 2:
