@@ -94,14 +94,12 @@ ensure_system_python() {
 }
 
 # ops/install/options.py answers --help, usage errors (exit 2), --uninstall and the missing
-# prerequisites it can see before anything is written; otherwise it prints MODE ROOT DRY_RUN JSON.
+# prerequisites it can see before anything is written (its output streams through); otherwise it
+# writes MODE ROOT DRY_RUN JSON to descriptor 3, the only thing captured here.
 read_arguments() {
   local out rc=0 dry json
-  out="$(checkout_python ops.install.options "$@")" || rc=$?
-  if ((rc != 0)) || [[ "${out}" != *" "*" "*" "* || "${out}" == *$'\n'* ]]; then
-    [[ -z "${out}" ]] || printf '%s\n' "${out}"
-    exit "${rc}"
-  fi
+  { out="$(checkout_python ops.install.options "$@" 3>&1 1>&4)" || rc=$?; } 4>&1
+  ((rc == 0)) && [[ -n "${out}" ]] || exit "${rc}"
   read -r MODE ROOT dry json <<<"${out}"
   [[ "${ROOT}" != - ]] || ROOT=""
   [[ "${dry}" == 0 ]] || DRY_RUN=1

@@ -262,10 +262,13 @@ def preflight(opts: Options) -> None:
                          EXIT_PREREQ)
 
 
+PLAN_FD = 3  # install.sh captures only this descriptor: --help and --uninstall stream to the terminal
+
+
 def front(argv: list[str]) -> int:
     """install.sh's first call, with the system Python: answers --help, usage errors, --uninstall
-    and the prerequisites it can check before anything is written; otherwise prints for the
-    bootstrap `MODE ROOT DRY_RUN JSON` on one line (ROOT `-` when none) and exits 0."""
+    and the prerequisites it can check before anything is written; otherwise writes for the
+    bootstrap `MODE ROOT DRY_RUN JSON` on one line (ROOT `-` when none) to PLAN_FD and exits 0."""
     try:
         opts = parse(argv)
         if opts.help:
@@ -278,7 +281,7 @@ def front(argv: list[str]) -> int:
         preflight(opts)
     except UsageError as exc:
         return fail(str(exc), exc.code)
-    print(opts.mode, opts.root or "-", int(opts.dry_run), int(opts.json))
+    os.write(PLAN_FD, f"{opts.mode} {opts.root or '-'} {int(opts.dry_run)} {int(opts.json)}\n".encode())
     return EXIT_OK
 
 
